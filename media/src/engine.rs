@@ -1,0 +1,499 @@
+//! The media engine of one shard: every session and room, one UDP socket.
+//!
+//! Run loop (the driver's side of the contract): feed every datagram to
+//! [`Engine::handle_receive`], call [`Engine::handle_timeout`] when the last
+//! [`Output::Timeout`] is reached, and after **every** call drain
+//! [`Engine::poll_output`] until it returns a timeout. The engine never reads
+//! a clock: every call carries `now`.
+//!
+//! Demultiplexing is O(1) per datagram: a STUN binding request names its
+//! session by the server's ICE ufrag (we choose one per session), and that
+//! binds the sender's address to the session; DTLS, RTP and RTCP from a bound
+//! address go straight to it. Timers live in a heap and only sessions that
+//! received input or a write sit in the ready queue, so an idle listener
+//! costs nothing per poll.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::ice::StunMessage;
+use str0m::media::MediaKind;
+use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
+use str0m::{Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Input, Output as RtcOutput, Rtc};
+
+use crate::room::{Room, RoomConfig};
+use crate::sdp::{OfferError, check_offer};
+use crate::session::{CloseReason, Session};
+use crate::{RoomIdx, SessionId, SessionKind};
+
+/// The mixer's tick: one 20 ms Opus frame.
+pub const TICK: Duration = Duration::from_millis(20);
+/// How long a session may take from answer to connected.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often sessions are swept for connect timeouts.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The address clients reach the media socket on: the ICE host candidate.
+    pub advertised: SocketAddr,
+    pub room: RoomConfig,
+    /// Sessions beyond this are refused with [`OpenError::AtCapacity`].
+    pub max_sessions: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+    #[error("the server is at capacity ({0} sessions)")]
+    AtCapacity(usize),
+    #[error("could not set up the session: {0}")]
+    Setup(String),
+}
+
+/// A session was opened: its id and the SDP answer for the client.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub id: SessionId,
+    pub answer: String,
+}
+
+/// What the engine tells its driver.
+#[derive(Debug)]
+pub enum Output {
+    /// Send this datagram.
+    Transmit(Transmit),
+    Event(Event),
+    /// Nothing more until this time (or new input).
+    Timeout(Instant),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Connected { id: SessionId },
+    Closed { id: SessionId, reason: CloseReason },
+}
+
+/// Datagrams dropped before reaching a session, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drops {
+    /// Not STUN naming one of our sessions, and from no known address.
+    pub unknown_source: u64,
+    /// Not STUN, DTLS, RTP or RTCP.
+    pub malformed: u64,
+    /// A session's WebRTC stack refused it (bad SRTP auth, replay, …).
+    pub rejected: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EngineStats {
+    pub sessions_publish: usize,
+    pub sessions_listen: usize,
+    pub sessions_join: usize,
+    pub rooms: usize,
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub drops: Drops,
+    pub ticks: u64,
+    /// Ticks that ran more than one tick late.
+    pub tick_overruns: u64,
+    pub encodes: u64,
+    pub decodes: u64,
+}
+
+struct RoomEntry {
+    key: String,
+    room: Room,
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    crypto: Arc<CryptoProvider>,
+    dtls_cert: DtlsCert,
+    sessions: HashMap<SessionId, Session>,
+    rooms: HashMap<RoomIdx, RoomEntry>,
+    room_index: HashMap<String, RoomIdx>,
+    by_ufrag: HashMap<String, SessionId>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    ready: VecDeque<SessionId>,
+    events: VecDeque<Event>,
+    next_tick: Instant,
+    next_sweep: Instant,
+    next_session: u64,
+    next_room: u32,
+    stats: EngineStats,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, now: Instant) -> Result<Self, OpenError> {
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let dtls_cert = crypto
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| OpenError::Setup("could not generate a DTLS certificate".into()))?;
+        Ok(Self {
+            config,
+            crypto,
+            dtls_cert,
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            room_index: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            timers: BinaryHeap::new(),
+            ready: VecDeque::new(),
+            events: VecDeque::new(),
+            next_tick: now + TICK,
+            next_sweep: now + SWEEP_EVERY,
+            next_session: 1,
+            next_room: 1,
+            stats: EngineStats::default(),
+        })
+    }
+
+    /// Accepts an SDP offer into `room` (created on first use).
+    pub fn open_session(&mut self, now: Instant, room: &str, kind: SessionKind, offer: &str) -> Result<Opened, OpenError> {
+        if self.sessions.len() >= self.config.max_sessions {
+            return Err(OpenError::AtCapacity(self.config.max_sessions));
+        }
+        let offer = check_offer(offer, kind)?;
+        let creds = self.unique_ice_creds();
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_dtls_cert(self.dtls_cert.clone())
+            .set_crypto_provider(Arc::clone(&self.crypto))
+            .set_local_ice_credentials(creds.clone())
+            .set_stats_interval(None)
+            .build(now);
+        let candidate = Candidate::host(self.config.advertised, "udp").map_err(|e| OpenError::Setup(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| OpenError::Offer(OfferError::Malformed(e.to_string())))?;
+
+        let room_idx = self.room_for(room)?;
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        let entry = self.rooms.get_mut(&room_idx).expect("room_for returns a live room");
+        match kind {
+            SessionKind::Publish => entry.room.add_talker(id, false),
+            SessionKind::Join => entry.room.add_talker(id, true),
+            SessionKind::Listen => Ok(entry.room.add_listener(id)),
+        }
+        .map_err(|e| OpenError::Setup(e.to_string()))?;
+
+        let session = Session::new(kind, room_idx, rtc, creds.ufrag.clone(), now, rand::random::<u16>() >> 1);
+        self.by_ufrag.insert(creds.ufrag, id);
+        self.sessions.insert(id, session);
+        self.enqueue(id);
+        tracing::debug!(session = id.0, room, ?kind, "session opened");
+        Ok(Opened { id, answer: answer.to_sdp_string() })
+    }
+
+    /// Ends a session; it leaves every mix at once. `false` if unknown.
+    pub fn close_session(&mut self, id: SessionId, reason: CloseReason) -> bool {
+        let Some(s) = self.sessions.get_mut(&id) else { return false };
+        if s.closing.is_none() {
+            s.closing = Some(reason);
+            if let Err(e) = s.rtc.close() {
+                tracing::debug!(session = id.0, error = %e, "close");
+            }
+            if let Some(entry) = self.rooms.get_mut(&s.room) {
+                entry.room.remove(id);
+            }
+            self.enqueue(id);
+        }
+        true
+    }
+
+    /// Ends every session of `room`; returns how many.
+    pub fn close_room(&mut self, room: &str) -> usize {
+        let Some(idx) = self.room_index.get(room) else { return 0 };
+        let members: Vec<SessionId> = self.rooms[idx].room.members().collect();
+        for &id in &members {
+            self.close_session(id, CloseReason::RoomClosed);
+        }
+        members.len()
+    }
+
+    /// One datagram from the media socket.
+    pub fn handle_receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, bytes: &[u8]) {
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += bytes.len() as u64;
+        let Some(id) = self.route(source, bytes) else {
+            self.stats.drops.unknown_source += 1;
+            return;
+        };
+        let Ok(contents) = DatagramRecv::try_from(bytes) else {
+            self.stats.drops.malformed += 1;
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
+        if let Err(e) = s.rtc.handle_input(input) {
+            self.stats.drops.rejected += 1;
+            tracing::debug!(session = id.0, error = %e, "datagram rejected");
+        }
+        self.enqueue(id);
+    }
+
+    /// Time has reached a deadline the engine asked for (earlier is fine).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(s) = self.sessions.get_mut(&id) else { continue };
+            if s.deadline != Some(t) {
+                continue; // superseded by a later poll.
+            }
+            s.deadline = None;
+            if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(session = id.0, error = %e, "timeout handling failed");
+            }
+            self.enqueue(id);
+        }
+        self.run_due_ticks(now);
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_EVERY;
+            self.sweep(now);
+        }
+    }
+
+    /// Next thing to do. Drain until [`Output::Timeout`] after every input.
+    pub fn poll_output(&mut self) -> Output {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Output::Event(e);
+            }
+            let Some(&id) = self.ready.front() else { break };
+            let Some(s) = self.sessions.get_mut(&id) else {
+                self.ready.pop_front();
+                continue;
+            };
+            match s.rtc.poll_output() {
+                Ok(RtcOutput::Transmit(t)) => {
+                    self.stats.datagrams_out += 1;
+                    self.stats.bytes_out += t.contents.len() as u64;
+                    return Output::Transmit(t);
+                }
+                Ok(RtcOutput::Event(e)) => self.handle_rtc_event(id, e),
+                Ok(RtcOutput::Timeout(t)) => {
+                    self.ready.pop_front();
+                    s.queued = false;
+                    if !s.rtc.is_alive() {
+                        self.remove_session(id);
+                    } else {
+                        s.deadline = Some(t);
+                        self.timers.push(Reverse((t, id)));
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(session = id.0, error = %e, "session failed");
+                    self.ready.pop_front();
+                    s.queued = false;
+                    if s.closing.is_none() {
+                        self.close_session(id, CloseReason::Failed);
+                    }
+                    self.remove_session(id);
+                }
+            }
+        }
+        Output::Timeout(self.next_deadline())
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let mut st = self.stats;
+        st.sessions_publish = 0;
+        st.sessions_listen = 0;
+        st.sessions_join = 0;
+        for s in self.sessions.values() {
+            match s.kind {
+                SessionKind::Publish => st.sessions_publish += 1,
+                SessionKind::Listen => st.sessions_listen += 1,
+                SessionKind::Join => st.sessions_join += 1,
+            }
+        }
+        st.rooms = self.rooms.len();
+        for entry in self.rooms.values() {
+            let rs = entry.room.stats();
+            st.encodes += rs.encodes;
+            st.decodes += rs.decodes;
+        }
+        st
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn handle_rtc_event(&mut self, id: SessionId, event: RtcEvent) {
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        match event {
+            RtcEvent::Connected => {
+                s.connected = true;
+                self.events.push_back(Event::Connected { id });
+            }
+            RtcEvent::MediaAdded(m) if m.kind == MediaKind::Audio => s.resolve_audio(m.mid),
+            RtcEvent::RtpPacket(pkt) if s.is_talker() => {
+                let from_audio = s.audio.is_some_and(|a| a.pt == pkt.header.payload_type);
+                if let (true, Some(entry)) = (from_audio, self.rooms.get_mut(&s.room)) {
+                    entry.room.receive(id, *pkt.seq_no, &pkt.payload);
+                }
+            }
+            RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.close_session(id, CloseReason::IceTimeout);
+            }
+            _ => {}
+        }
+    }
+
+    fn route(&mut self, source: SocketAddr, bytes: &[u8]) -> Option<SessionId> {
+        if let Some(id) = self.stun_owner(bytes) {
+            if self.by_addr.insert(source, id) != Some(id) {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.addrs.push(source);
+                }
+            }
+            return Some(id);
+        }
+        self.by_addr.get(&source).copied()
+    }
+
+    /// The session a STUN binding request is for, by the server ufrag in its
+    /// USERNAME (`server:client`).
+    fn stun_owner(&self, bytes: &[u8]) -> Option<SessionId> {
+        // RFC 7983: STUN starts with 0 or 1, and has a 20-byte header.
+        if bytes.len() < 20 || bytes[0] > 3 {
+            return None;
+        }
+        let msg = StunMessage::parse(bytes).ok()?;
+        if !msg.is_binding_request() {
+            return None;
+        }
+        let (ours, _) = msg.split_username()?;
+        self.by_ufrag.get(ours).copied()
+    }
+
+    fn run_due_ticks(&mut self, now: Instant) {
+        if now < self.next_tick {
+            return;
+        }
+        self.run_tick(now);
+        self.next_tick += TICK;
+        if now >= self.next_tick + TICK {
+            // More than one tick behind: skip ahead rather than burst.
+            self.stats.tick_overruns += 1;
+            self.next_tick = now + TICK;
+        } else if now >= self.next_tick {
+            self.run_tick(now);
+            self.next_tick += TICK;
+        }
+    }
+
+    fn run_tick(&mut self, now: Instant) {
+        self.stats.ticks += 1;
+        for entry in self.rooms.values_mut() {
+            entry.room.tick();
+            let rtp_time = entry.room.rtp_time();
+            for (id, delivery) in entry.room.deliveries() {
+                let Some(s) = self.sessions.get_mut(&id) else { continue };
+                if s.send_audio(now, rtp_time, delivery.payload()) && !s.queued {
+                    s.queued = true;
+                    self.ready.push_back(id);
+                }
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let stale: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.connected && s.closing.is_none() && now.saturating_duration_since(s.created) > CONNECT_TIMEOUT)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stale {
+            self.close_session(id, CloseReason::ConnectTimeout);
+        }
+    }
+
+    fn next_deadline(&mut self) -> Instant {
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            match self.sessions.get(&id) {
+                Some(s) if s.deadline == Some(t) => return t.min(self.next_tick),
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        self.next_tick
+    }
+
+    fn enqueue(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if !s.queued {
+                s.queued = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    fn remove_session(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.remove(&id) else { return };
+        self.by_ufrag.remove(&s.ufrag);
+        for addr in &s.addrs {
+            if self.by_addr.get(addr) == Some(&id) {
+                self.by_addr.remove(addr);
+            }
+        }
+        if let Some(entry) = self.rooms.get_mut(&s.room) {
+            entry.room.remove(id);
+            if entry.room.is_empty() {
+                let entry = self.rooms.remove(&s.room).expect("just looked up");
+                self.room_index.remove(&entry.key);
+                // Keep the totals monotonic for metrics.
+                let retired = entry.room.stats();
+                self.stats.encodes += retired.encodes;
+                self.stats.decodes += retired.decodes;
+            }
+        }
+        let reason = s.closing.unwrap_or(CloseReason::Failed);
+        self.events.push_back(Event::Closed { id, reason });
+        tracing::debug!(session = id.0, reason = reason.as_str(), "session closed");
+    }
+
+    fn room_for(&mut self, key: &str) -> Result<RoomIdx, OpenError> {
+        if let Some(&idx) = self.room_index.get(key) {
+            return Ok(idx);
+        }
+        let room = Room::new(self.config.room).map_err(|e| OpenError::Setup(e.to_string()))?;
+        let idx = RoomIdx(self.next_room);
+        self.next_room += 1;
+        self.rooms.insert(idx, RoomEntry { key: key.to_owned(), room });
+        self.room_index.insert(key.to_owned(), idx);
+        Ok(idx)
+    }
+
+    fn unique_ice_creds(&self) -> IceCreds {
+        loop {
+            let creds = IceCreds::new();
+            if !self.by_ufrag.contains_key(&creds.ufrag) {
+                return creds;
+            }
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Per-talker jitter buffer: packets in by RTP sequence number, one frame out
+//! per mixer tick.
+//!
+//! Talkers on mobile links deliver packets late, reordered and with gaps. The
+//! buffer holds `target_depth` frames before playout starts, then hands the
+//! mixer exactly one decision per 20 ms tick: a packet, a lost packet (with
+//! the next packet when it is already here, so its in-band FEC can recover
+//! the gap) or nothing (underrun: the talker is silent, in DTX, or gone).
+//!
+//! Storage is a fixed ring of packet slots allocated when the talker joins;
+//! inserting and playing out never allocate. Sequence numbers are str0m's
+//! extended (64-bit, rollover-free) ones.
+
+use crate::opus::MAX_PACKET;
+
+/// Ring size: 16 × 20 ms = 320 ms of reordering window.
+const CAPACITY: usize = 16;
+/// Empty ticks after which playout stops and the next packet primes again.
+const UNDERRUN_RESET_TICKS: u32 = 3;
+
+/// What the mixer should play for this tick.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Playout<'a> {
+    /// The expected packet arrived.
+    Packet(&'a [u8]),
+    /// The expected packet is missing but later ones arrived: conceal, or
+    /// recover from `next`'s in-band FEC when the very next packet is here.
+    Lost { next: Option<&'a [u8]> },
+    /// Nothing to play: not primed yet, or the talker went quiet.
+    Silent,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JitterStats {
+    pub received: u64,
+    pub late: u64,
+    pub duplicate: u64,
+    pub oversized: u64,
+    pub lost: u64,
+    /// Packets dropped because the buffer ran too deep (sender clock faster).
+    pub dropped_for_latency: u64,
+    pub resets: u64,
+}
+
+struct Slot {
+    seq: Option<u64>,
+    len: usize,
+    data: Box<[u8; MAX_PACKET]>,
+}
+
+pub struct JitterBuffer {
+    slots: Vec<Slot>,
+    /// Next sequence number to play; `None` while priming.
+    next: Option<u64>,
+    buffered: usize,
+    target_depth: usize,
+    empty_ticks: u32,
+    stats: JitterStats,
+}
+
+impl JitterBuffer {
+    /// `target_depth` frames (≥ 1) are held before playout starts.
+    pub fn new(target_depth: usize) -> Self {
+        let slots = (0..CAPACITY)
+            .map(|_| Slot { seq: None, len: 0, data: Box::new([0; MAX_PACKET]) })
+            .collect();
+        let target_depth = target_depth.clamp(1, CAPACITY / 2);
+        Self { slots, next: None, buffered: 0, target_depth, empty_ticks: 0, stats: JitterStats::default() }
+    }
+
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    /// Number of packets waiting.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    pub fn insert(&mut self, seq: u64, payload: &[u8]) {
+        if payload.len() > MAX_PACKET {
+            self.stats.oversized += 1;
+            return;
+        }
+        if let Some(next) = self.next {
+            if seq < next {
+                self.stats.late += 1;
+                return;
+            }
+            if seq >= next + CAPACITY as u64 {
+                // The stream jumped (sender restarted or a long outage): start over.
+                self.reset();
+                self.stats.resets += 1;
+            }
+        } else if let Some(lowest) = self.lowest_buffered() {
+            if seq + (CAPACITY as u64) <= lowest || seq >= lowest + CAPACITY as u64 {
+                self.reset();
+                self.stats.resets += 1;
+            }
+        }
+        let slot = &mut self.slots[(seq % CAPACITY as u64) as usize];
+        match slot.seq {
+            Some(s) if s == seq => {
+                self.stats.duplicate += 1;
+                return;
+            }
+            Some(_) => {} // an older packet never played: overwritten.
+            None => self.buffered += 1,
+        }
+        slot.seq = Some(seq);
+        slot.len = payload.len();
+        slot.data[..payload.len()].copy_from_slice(payload);
+        self.stats.received += 1;
+    }
+
+    /// One decision per mixer tick.
+    pub fn pop(&mut self) -> Playout<'_> {
+        let next = match self.next {
+            Some(next) => next,
+            None if self.buffered >= self.target_depth => {
+                let lowest = self.lowest_buffered().expect("buffered > 0 has a lowest seq");
+                self.next = Some(lowest);
+                lowest
+            }
+            None => return Playout::Silent,
+        };
+        if self.buffered == 0 {
+            self.empty_ticks += 1;
+            if self.empty_ticks >= UNDERRUN_RESET_TICKS {
+                self.next = None;
+                return Playout::Silent;
+            }
+            self.next = Some(next + 1);
+            return Playout::Lost { next: None };
+        }
+        self.empty_ticks = 0;
+        let next = self.skip_if_too_deep(next);
+        self.next = Some(next + 1);
+        let idx = self.index_of(next);
+        if let Some(i) = idx {
+            self.slots[i].seq = None;
+            self.buffered -= 1;
+            let slot = &self.slots[i];
+            return Playout::Packet(&slot.data[..slot.len]);
+        }
+        self.stats.lost += 1;
+        match self.index_of(next + 1) {
+            Some(i) => Playout::Lost { next: Some(&self.slots[i].data[..self.slots[i].len]) },
+            None => Playout::Lost { next: None },
+        }
+    }
+
+    /// When the sender's clock runs faster than ours the buffer creeps deeper;
+    /// drop the oldest frame so latency stays near the target.
+    fn skip_if_too_deep(&mut self, next: u64) -> u64 {
+        if self.buffered <= self.target_depth + 4 {
+            return next;
+        }
+        if let Some(i) = self.index_of(next) {
+            self.slots[i].seq = None;
+            self.buffered -= 1;
+        }
+        self.stats.dropped_for_latency += 1;
+        next + 1
+    }
+
+    fn index_of(&self, seq: u64) -> Option<usize> {
+        let i = (seq % CAPACITY as u64) as usize;
+        (self.slots[i].seq == Some(seq)).then_some(i)
+    }
+
+    fn lowest_buffered(&self) -> Option<u64> {
+        self.slots.iter().filter_map(|s| s.seq).min()
+    }
+
+    fn reset(&mut self) {
+        for s in &mut self.slots {
+            s.seq = None;
+        }
+        self.buffered = 0;
+        self.next = None;
+        self.empty_ticks = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn played(p: Playout<'_>) -> Option<u8> {
+        match p {
+            Playout::Packet(d) => Some(d[0]),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn holds_target_depth_then_plays_in_order() {
+        let mut jb = JitterBuffer::new(2);
+        jb.insert(100, &[100]);
+        assert_eq!(jb.pop(), Playout::Silent);
+        jb.insert(101, &[101]);
+        assert_eq!(played(jb.pop()), Some(100));
+        jb.insert(102, &[102]);
+        assert_eq!(played(jb.pop()), Some(101));
+        assert_eq!(played(jb.pop()), Some(102));
+    }
+
+    #[test]
+    fn reorders() {
+        let mut jb = JitterBuffer::new(3);
+        for seq in [11u64, 10, 13, 12] {
+            jb.insert(seq, &[seq as u8]);
+        }
+        let out: Vec<_> = (0..4).map(|_| played(jb.pop())).collect();
+        assert_eq!(out, vec![Some(10), Some(11), Some(12), Some(13)]);
+    }
+
+    #[test]
+    fn loss_offers_the_next_packet_for_fec() {
+        let mut jb = JitterBuffer::new(2);
+        jb.insert(1, &[1]);
+        jb.insert(3, &[3]);
+        jb.insert(4, &[4]);
+        assert_eq!(played(jb.pop()), Some(1));
+        assert_eq!(jb.pop(), Playout::Lost { next: Some(&[3][..]) });
+        assert_eq!(played(jb.pop()), Some(3));
+        assert_eq!(jb.stats().lost, 1);
+    }
+
+    #[test]
+    fn late_and_duplicate_packets_are_dropped_and_counted() {
+        let mut jb = JitterBuffer::new(1);
+        jb.insert(5, &[5]);
+        jb.insert(5, &[5]);
+        assert_eq!(played(jb.pop()), Some(5));
+        jb.insert(4, &[4]);
+        jb.insert(6, &[6]);
+        assert_eq!(played(jb.pop()), Some(6));
+        assert_eq!(jb.stats().late, 1);
+        assert_eq!(jb.stats().duplicate, 1);
+    }
+
+    #[test]
+    fn underrun_conceals_briefly_then_goes_silent_and_reprimes() {
+        let mut jb = JitterBuffer::new(1);
+        jb.insert(1, &[1]);
+        assert_eq!(played(jb.pop()), Some(1));
+        assert_eq!(jb.pop(), Playout::Lost { next: None });
+        assert_eq!(jb.pop(), Playout::Lost { next: None });
+        assert_eq!(jb.pop(), Playout::Silent);
+        jb.insert(50, &[50]);
+        assert_eq!(played(jb.pop()), Some(50));
+    }
+
+    #[test]
+    fn a_jump_in_sequence_restarts_the_buffer() {
+        let mut jb = JitterBuffer::new(1);
+        jb.insert(1, &[1]);
+        jb.pop();
+        jb.insert(10_000, &[7]);
+        assert_eq!(played(jb.pop()), Some(7));
+        assert_eq!(jb.stats().resets, 1);
+    }
+
+    #[test]
+    fn a_fast_sender_does_not_grow_latency_without_bound() {
+        let mut jb = JitterBuffer::new(2);
+        let mut seq = 0u64;
+        for _ in 0..100 {
+            // Two packets arrive for every tick.
+            jb.insert(seq, &[0]);
+            jb.insert(seq + 1, &[0]);
+            seq += 2;
+            jb.pop();
+            assert!(jb.buffered() <= CAPACITY);
+        }
+        assert!(jb.buffered() <= 2 + 5, "buffered {}", jb.buffered());
+        assert!(jb.stats().dropped_for_latency > 0);
+    }
+
+    #[test]
+    fn oversized_payload_is_refused() {
+        let mut jb = JitterBuffer::new(1);
+        jb.insert(1, &[0; MAX_PACKET + 1]);
+        assert_eq!(jb.stats().oversized, 1);
+        assert_eq!(jb.pop(), Playout::Silent);
+    }
+}

@@ -1,0 +1,61 @@
+//! The sans-IO media core of Sabha.
+//!
+//! Everything here is a state machine fed with datagrams, commands and the
+//! current time; nothing reads a clock, opens a socket or spawns a task. The
+//! binary's driver owns the UDP socket and timers and runs this loop:
+//!
+//! ```text
+//! loop {
+//!     match engine.poll_output() {          // drain after every input
+//!         Output::Transmit(t) => socket.send_to(&t.contents, t.destination),
+//!         Output::Event(e)    => tell signaling (connected / closed),
+//!         Output::Timeout(t)  => wait for a datagram, a command, or t;
+//!                                then engine.handle_receive(now, ..)
+//!                                or engine.handle_timeout(now)
+//!     }
+//! }
+//! ```
+//!
+//! The parts, bottom up:
+//! - [`opus`]: encode/decode 20 ms mono frames (pure-Rust libopus port).
+//! - [`jitter`]: per-talker reorder/loss buffer, one decision per tick.
+//! - [`mixer`]: program mix and mix-minus arithmetic.
+//! - [`room`]: a room's stage and listeners; the 20 ms tick that decodes,
+//!   mixes and encodes once per distinct mix. Knows nothing of WebRTC.
+//! - [`sdp`]: offer checks with errors a client can act on.
+//! - `session`: one str0m `Rtc` (ICE-lite, DTLS-SRTP, RTP mode).
+//! - [`engine`]: all sessions and rooms of a shard, datagram demux, timers.
+//! - [`analysis`]: tone frequency and level of PCM, for tests and load checks.
+
+pub mod analysis;
+pub mod engine;
+pub mod jitter;
+pub mod mixer;
+pub mod opus;
+pub mod room;
+pub mod sdp;
+mod session;
+
+pub use engine::{Drops, Engine, EngineConfig, EngineStats, Event, OpenError, Opened, Output, TICK};
+pub use room::RoomConfig;
+pub use session::CloseReason;
+pub use str0m::net::Transmit;
+
+/// Identifies a session inside one engine. Not exposed to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Index of a room inside one engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct RoomIdx(pub u32);
+
+/// How a session takes part in its room's audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// Sends to the stage, receives nothing (WHIP).
+    Publish,
+    /// Receives the program mix (WHEP).
+    Listen,
+    /// Sends to the stage and receives mix-minus-self (`/join`).
+    Join,
+}

@@ -1,0 +1,117 @@
+//! Mix arithmetic: one program mix and a mix-minus per talker from one sum.
+//!
+//! Samples are summed into an `i32` accumulator, so the program (clamped to
+//! `i16`) can clip while a talker's mix-minus — computed from the unclamped
+//! sum minus their own frame — stays exact: a loud talker never hears their
+//! own clipping artefacts folded into everyone else.
+
+use crate::opus::{FRAME_SAMPLES, Frame};
+
+pub struct MixBus {
+    acc: Box<[i32; FRAME_SAMPLES]>,
+    contributors: usize,
+}
+
+impl Default for MixBus {
+    fn default() -> Self {
+        Self { acc: Box::new([0; FRAME_SAMPLES]), contributors: 0 }
+    }
+}
+
+impl MixBus {
+    /// Starts a new tick.
+    pub fn clear(&mut self) {
+        self.acc.fill(0);
+        self.contributors = 0;
+    }
+
+    pub fn add(&mut self, frame: &Frame) {
+        for (a, &s) in self.acc.iter_mut().zip(frame) {
+            *a += i32::from(s);
+        }
+        self.contributors += 1;
+    }
+
+    /// How many frames were added this tick.
+    pub fn contributors(&self) -> usize {
+        self.contributors
+    }
+
+    /// Everyone, clamped to 16 bits.
+    pub fn program(&self, out: &mut Frame) {
+        for (o, &a) in out.iter_mut().zip(self.acc.iter()) {
+            *o = saturate(a);
+        }
+    }
+
+    /// Everyone but `own`, clamped to 16 bits.
+    pub fn minus(&self, own: &Frame, out: &mut Frame) {
+        for ((o, &a), &s) in out.iter_mut().zip(self.acc.iter()).zip(own) {
+            *o = saturate(a - i32::from(s));
+        }
+    }
+}
+
+fn saturate(x: i32) -> i16 {
+    x.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(v: i16) -> Frame {
+        [v; FRAME_SAMPLES]
+    }
+
+    #[test]
+    fn program_is_the_sum_and_minus_removes_only_self() {
+        let mut bus = MixBus::default();
+        let (a, b, c) = (frame(100), frame(-30), frame(7));
+        bus.add(&a);
+        bus.add(&b);
+        bus.add(&c);
+        let mut out = frame(0);
+        bus.program(&mut out);
+        assert_eq!(out[0], 77);
+        bus.minus(&a, &mut out);
+        assert_eq!(out[0], -23);
+        bus.minus(&b, &mut out);
+        assert_eq!(out[0], 107);
+        assert_eq!(bus.contributors(), 3);
+    }
+
+    #[test]
+    fn program_clips_but_minus_uses_the_exact_sum() {
+        let mut bus = MixBus::default();
+        let loud = frame(30_000);
+        let quiet = frame(5_000);
+        bus.add(&loud);
+        bus.add(&loud);
+        bus.add(&quiet);
+        let mut out = frame(0);
+        bus.program(&mut out);
+        assert_eq!(out[0], i16::MAX);
+        bus.minus(&loud, &mut out);
+        assert_eq!(out[0], i16::MAX, "30000 + 5000 still clips");
+        let mut bus = MixBus::default();
+        bus.add(&frame(i16::MIN));
+        bus.add(&frame(i16::MIN));
+        bus.add(&quiet);
+        bus.program(&mut out);
+        assert_eq!(out[0], i16::MIN);
+        bus.minus(&frame(i16::MIN), &mut out);
+        assert_eq!(out[0], i16::MIN + 5_000);
+    }
+
+    #[test]
+    fn clear_starts_a_new_tick() {
+        let mut bus = MixBus::default();
+        bus.add(&frame(9));
+        bus.clear();
+        let mut out = frame(1);
+        bus.program(&mut out);
+        assert_eq!(out, frame(0));
+        assert_eq!(bus.contributors(), 0);
+    }
+}

@@ -1,0 +1,172 @@
+//! Opus encode/decode for the mixer, behind a small wrapper.
+//!
+//! We use `ropus`, a pure-Rust, bit-exact port of libopus: the build needs no
+//! cmake or system library, so `cargo run` works on a machine with only the
+//! Rust toolchain. The wrapper keeps the choice in one place (a libopus
+//! binding would slot in here) and gives the rest of the crate one error type.
+//!
+//! All audio inside Sabha is 48 kHz mono, 20 ms frames ([`FRAME_SAMPLES`]).
+//! Stereo packets from clients are decoded down to mono by the decoder.
+
+use ropus::{Application, Bitrate, Channels, DecodeMode, InbandFec, Signal};
+
+/// Sample rate of every PCM buffer in the media core.
+pub const SAMPLE_RATE: u32 = 48_000;
+/// Samples in one 20 ms mono frame at 48 kHz: the mixer's tick.
+pub const FRAME_SAMPLES: usize = 960;
+/// Largest Opus packet we produce or accept (RFC 6716 §3.4: 1275 bytes per frame).
+pub const MAX_PACKET: usize = 1500;
+/// Encoded frames this short carry no audio (DTX silence): they are not sent.
+pub const DTX_MAX_LEN: usize = 2;
+
+/// One 20 ms mono frame.
+pub type Frame = [i16; FRAME_SAMPLES];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("opus encoder: {0}")]
+    Encode(String),
+    #[error("opus decoder: {0}")]
+    Decode(String),
+}
+
+/// Settings of one encoder. Chosen by measurement, documented in docs/media.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncoderSettings {
+    pub bitrate_bps: u32,
+    /// 0..=10. Encodes dominate mixer CPU; see `sabha bench` for the trade-off.
+    pub complexity: u8,
+    pub inband_fec: bool,
+    /// Off by default: Opus DTX classifies a steady tone or hum as background
+    /// noise and replaces it with comfort noise after about a second. Rooms
+    /// suppress silence themselves (an empty stage sends nothing).
+    pub dtx: bool,
+}
+
+impl Default for EncoderSettings {
+    fn default() -> Self {
+        Self { bitrate_bps: 32_000, complexity: 5, inband_fec: true, dtx: false }
+    }
+}
+
+/// Encodes the 20 ms frames of one mix.
+pub struct OpusEncoder {
+    inner: ropus::Encoder,
+}
+
+impl OpusEncoder {
+    pub fn new(settings: EncoderSettings) -> Result<Self, CodecError> {
+        let err = |e: &dyn std::fmt::Display| CodecError::Encode(e.to_string());
+        let bitrate = Bitrate::try_bits(settings.bitrate_bps).map_err(|e| err(&e))?;
+        let inband = if settings.inband_fec { InbandFec::Enabled } else { InbandFec::Disabled };
+        let inner = ropus::Encoder::builder(SAMPLE_RATE, Channels::Mono, Application::Voip)
+            .bitrate(bitrate)
+            .complexity(settings.complexity)
+            .signal(Signal::Voice)
+            .inband_fec(inband)
+            .packet_loss_perc(if settings.inband_fec { 10 } else { 0 })
+            .dtx(settings.dtx)
+            .build()
+            .map_err(|e| err(&e))?;
+        Ok(Self { inner })
+    }
+
+    /// Encodes one frame into `out`, returning the packet length.
+    pub fn encode(&mut self, pcm: &Frame, out: &mut [u8; MAX_PACKET]) -> Result<usize, CodecError> {
+        self.inner.encode(pcm, out).map_err(|e| CodecError::Encode(e.to_string()))
+    }
+}
+
+/// Decodes one talker's packets, with loss concealment and in-band FEC.
+pub struct OpusDecoder {
+    inner: ropus::Decoder,
+}
+
+impl OpusDecoder {
+    pub fn new() -> Result<Self, CodecError> {
+        let inner = ropus::Decoder::new(SAMPLE_RATE, Channels::Mono)
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
+        Ok(Self { inner })
+    }
+
+    /// Decodes a packet holding exactly 20 ms. Packets of other durations are
+    /// rejected (we negotiate `ptime` 20; longer packets come with issue 3).
+    pub fn decode(&mut self, packet: &[u8], out: &mut Frame) -> Result<(), CodecError> {
+        self.decode_mode(packet, out, DecodeMode::Normal)
+    }
+
+    /// Recovers the frame *before* `next` from `next`'s in-band FEC data,
+    /// falling back to concealment inside the decoder when it carries none.
+    pub fn decode_fec(&mut self, next: &[u8], out: &mut Frame) -> Result<(), CodecError> {
+        self.decode_mode(next, out, DecodeMode::Fec)
+    }
+
+    /// Packet loss concealment: synthesises 20 ms from the decoder's state.
+    pub fn conceal(&mut self, out: &mut Frame) -> Result<(), CodecError> {
+        self.decode_mode(&[], out, DecodeMode::Normal)
+    }
+
+    fn decode_mode(&mut self, packet: &[u8], out: &mut Frame, mode: DecodeMode) -> Result<(), CodecError> {
+        let n = self
+            .inner
+            .decode(packet, out, mode)
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
+        if n != FRAME_SAMPLES {
+            return Err(CodecError::Decode(format!("packet holds {n} samples, expected {FRAME_SAMPLES}")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A sine tone, frame `index` of a continuous signal.
+    pub(crate) fn tone_frame(freq: f32, amplitude: f32, index: usize) -> Frame {
+        let mut f = [0i16; FRAME_SAMPLES];
+        for (i, s) in f.iter_mut().enumerate() {
+            let t = (index * FRAME_SAMPLES + i) as f32 / SAMPLE_RATE as f32;
+            *s = (amplitude * 32767.0 * (2.0 * std::f32::consts::PI * freq * t).sin()) as i16;
+        }
+        f
+    }
+
+    #[test]
+    fn tone_survives_encode_and_decode() {
+        let mut enc = OpusEncoder::new(EncoderSettings::default()).unwrap();
+        let mut dec = OpusDecoder::new().unwrap();
+        let mut packet = [0u8; MAX_PACKET];
+        let mut pcm = Vec::new();
+        for i in 0..150 {
+            let n = enc.encode(&tone_frame(440.0, 0.2, i), &mut packet).unwrap();
+            let mut out = [0i16; FRAME_SAMPLES];
+            dec.decode(&packet[..n], &mut out).unwrap();
+            pcm.extend_from_slice(&out);
+        }
+        let hz = crate::analysis::dominant_frequency(&pcm[pcm.len() - 24_000..], SAMPLE_RATE);
+        assert!((hz - 440.0).abs() < 5.0, "heard {hz} Hz");
+    }
+
+    #[test]
+    fn concealment_and_fec_produce_full_frames() {
+        let mut enc = OpusEncoder::new(EncoderSettings::default()).unwrap();
+        let mut dec = OpusDecoder::new().unwrap();
+        let mut packet = [0u8; MAX_PACKET];
+        let mut out = [0i16; FRAME_SAMPLES];
+        let n = enc.encode(&tone_frame(440.0, 0.3, 0), &mut packet).unwrap();
+        dec.decode(&packet[..n], &mut out).unwrap();
+        dec.conceal(&mut out).unwrap();
+        let n = enc.encode(&tone_frame(440.0, 0.3, 1), &mut packet).unwrap();
+        dec.decode_fec(&packet[..n], &mut out).unwrap();
+    }
+
+    #[test]
+    fn garbage_packet_is_an_error_not_a_panic() {
+        let mut dec = OpusDecoder::new().unwrap();
+        let mut out = [0i16; FRAME_SAMPLES];
+        for garbage in [&[0xffu8; 7][..], &[0x03, 0xff, 0xff, 0xff][..], &[0xfc; 1][..]] {
+            let _ = dec.decode(garbage, &mut out);
+        }
+    }
+}

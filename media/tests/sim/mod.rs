@@ -1,0 +1,262 @@
+//! Deterministic simulation: the engine and many WebRTC clients on a virtual
+//! network, advanced in virtual time.
+//!
+//! Clients are str0m peers in their default (frame) mode acting as browsers
+//! would: they offer, take the engine's answer, do ICE/DTLS/SRTP with it, and
+//! send or receive Opus. The network delivers datagrams after a fixed latency
+//! and drops them per link with a seeded RNG, so a run is repeatable.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::cmp::Reverse;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sabha_media::opus::{EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder, OpusEncoder, SAMPLE_RATE};
+use sabha_media::{Engine, EngineConfig, Output, RoomConfig, SessionKind};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
+
+pub const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 8443);
+
+/// A datagram in flight.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Flight {
+    at: Instant,
+    seq: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+pub struct Client {
+    pub addr: SocketAddr,
+    pub rtc: Rtc,
+    pending: Option<SdpPendingOffer>,
+    pub mid: Option<Mid>,
+    pub connected: bool,
+    /// Probability that a datagram from or to this client is lost.
+    pub loss: f64,
+    /// Sending: a tone, encoded like a browser would.
+    tone: Option<(f32, OpusEncoder, usize)>,
+    /// Receiving: decoded audio.
+    decoder: OpusDecoder,
+    pub heard: Vec<i16>,
+    pub frames_received: usize,
+    deadline: Instant,
+}
+
+impl Client {
+    /// From now on this client sends a sine tone at `freq`.
+    pub fn send_tone(&mut self, freq: f32) {
+        self.tone = Some((freq, OpusEncoder::new(EncoderSettings::default()).expect("encoder"), 0));
+    }
+
+    fn send_frame(&mut self, now: Instant) {
+        let (Some(mid), true) = (self.mid, self.connected) else { return };
+        let Some((freq, enc, index)) = self.tone.as_mut() else { return };
+        let mut frame: Frame = [0; FRAME_SAMPLES];
+        for (i, s) in frame.iter_mut().enumerate() {
+            let t = (*index * FRAME_SAMPLES + i) as f32 / SAMPLE_RATE as f32;
+            *s = (0.3 * 32767.0 * (2.0 * std::f32::consts::PI * *freq * t).sin()) as i16;
+        }
+        let mut packet = [0u8; MAX_PACKET];
+        let n = enc.encode(&frame, &mut packet).expect("encode");
+        let rtp_time = (*index * FRAME_SAMPLES) as u64;
+        *index += 1;
+        let Some(writer) = self.rtc.writer(mid) else { return };
+        let Some(pt) = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt()) else { return };
+        let _ = writer.write(pt, now, str0m::media::MediaTime::new(rtp_time, str0m::media::Frequency::FORTY_EIGHT_KHZ), packet[..n].to_vec());
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Connected => self.connected = true,
+            Event::MediaAdded(m) if m.kind == MediaKind::Audio => self.mid = Some(m.mid),
+            Event::MediaData(data) => {
+                let mut out: Frame = [0; FRAME_SAMPLES];
+                if self.decoder.decode(&data.data, &mut out).is_ok() {
+                    self.frames_received += 1;
+                    self.heard.extend_from_slice(&out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The last `seconds` of decoded audio.
+    pub fn tail(&self, seconds: f32) -> &[i16] {
+        let n = (seconds * SAMPLE_RATE as f32) as usize;
+        &self.heard[self.heard.len().saturating_sub(n)..]
+    }
+}
+
+pub struct Sim {
+    pub now: Instant,
+    pub engine: Engine,
+    pub clients: Vec<Client>,
+    by_addr: HashMap<SocketAddr, usize>,
+    net: BinaryHeap<Reverse<Flight>>,
+    flight_seq: u64,
+    latency: Duration,
+    rng: StdRng,
+    next_frame: Instant,
+    pub dropped: u64,
+}
+
+impl Sim {
+    pub fn new(seed: u64) -> Self {
+        let now = Instant::now(); // the only clock read: the origin of virtual time.
+        let config = EngineConfig { advertised: SERVER, room: RoomConfig::default(), max_sessions: 100_000 };
+        Self {
+            now,
+            engine: Engine::new(config, now).expect("engine"),
+            clients: Vec::new(),
+            by_addr: HashMap::new(),
+            net: BinaryHeap::new(),
+            flight_seq: 0,
+            latency: Duration::from_millis(10),
+            rng: StdRng::seed_from_u64(seed),
+            next_frame: now,
+            dropped: 0,
+        }
+    }
+
+    /// Adds a client that offers `direction` audio to the room over `kind`.
+    pub fn join(&mut self, room: &str, kind: SessionKind) -> usize {
+        let index = self.clients.len();
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (index / 60_000) as u8, 1)), 10_000 + (index % 60_000) as u16);
+        let mut rtc = Rtc::builder().set_rtp_mode(false).build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        let direction = match kind {
+            SessionKind::Publish => Direction::SendOnly,
+            SessionKind::Listen => Direction::RecvOnly,
+            SessionKind::Join => Direction::SendRecv,
+        };
+        let mut change = rtc.sdp_api();
+        let mid = change.add_media(MediaKind::Audio, direction, None, None, None);
+        let (offer, pending) = change.apply().expect("offer");
+        let opened = self.engine.open_session(self.now, room, kind, &offer.to_sdp_string()).expect("engine accepts the offer");
+        let answer = SdpAnswer::from_sdp_string(&opened.answer).expect("answer parses");
+        rtc.sdp_api().accept_answer(pending, answer).expect("answer accepted");
+        self.by_addr.insert(addr, index);
+        self.clients.push(Client {
+            addr,
+            rtc,
+            pending: None,
+            mid: Some(mid), // the offerer gets no MediaAdded for its own m-line
+            connected: false,
+            loss: 0.0,
+            tone: None,
+            decoder: OpusDecoder::new().expect("decoder"),
+            heard: Vec::new(),
+            frames_received: 0,
+            deadline: self.now,
+        });
+        self.drain_engine();
+        index
+    }
+
+    /// Advances virtual time by `duration`.
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end {
+            self.drain_engine();
+            let next = self.next_event().min(end);
+            self.now = next.max(self.now);
+            self.deliver_due();
+            self.fire_timeouts();
+        }
+    }
+
+    fn next_event(&mut self) -> Instant {
+        let engine = match self.engine.poll_output() {
+            Output::Timeout(t) => t,
+            _ => self.now, // more output pending
+        };
+        let net = self.net.peek().map(|f| f.0.at).unwrap_or(engine);
+        let clients = self.clients.iter().map(|c| c.deadline).min().unwrap_or(engine);
+        engine.min(net).min(clients).min(self.next_frame)
+    }
+
+    fn deliver_due(&mut self) {
+        while self.net.peek().is_some_and(|f| f.0.at <= self.now) {
+            let Reverse(f) = self.net.pop().expect("peeked");
+            if f.to == SERVER {
+                self.engine.handle_receive(self.now, f.from, f.to, &f.bytes);
+                self.drain_engine();
+            } else if let Some(&i) = self.by_addr.get(&f.to) {
+                let Ok(contents) = f.bytes.as_slice().try_into() else { continue };
+                let input = Input::Receive(self.now, Receive { proto: Protocol::Udp, source: f.from, destination: f.to, contents });
+                let _ = self.clients[i].rtc.handle_input(input);
+                self.drain_client(i);
+            }
+        }
+    }
+
+    fn fire_timeouts(&mut self) {
+        self.engine.handle_timeout(self.now);
+        self.drain_engine();
+        if self.now >= self.next_frame {
+            self.next_frame += Duration::from_millis(20);
+            for i in 0..self.clients.len() {
+                if self.clients[i].tone.is_some() {
+                    self.clients[i].send_frame(self.now);
+                    self.drain_client(i);
+                }
+            }
+        }
+        for i in 0..self.clients.len() {
+            if self.clients[i].deadline <= self.now {
+                let _ = self.clients[i].rtc.handle_input(Input::Timeout(self.now));
+                self.drain_client(i);
+            }
+        }
+    }
+
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>, loss: f64) {
+        if loss > 0.0 && self.rng.random_bool(loss) {
+            self.dropped += 1;
+            return;
+        }
+        self.flight_seq += 1;
+        self.net.push(Reverse(Flight { at: self.now + self.latency, seq: self.flight_seq, from, to, bytes }));
+    }
+
+    fn drain_engine(&mut self) {
+        loop {
+            match self.engine.poll_output() {
+                Output::Transmit(t) => {
+                    let loss = self.by_addr.get(&t.destination).map_or(0.0, |&i| self.clients[i].loss);
+                    self.send(t.source, t.destination, t.contents.to_vec(), loss);
+                }
+                Output::Event(_) => {}
+                Output::Timeout(_) => break,
+            }
+        }
+    }
+
+    fn drain_client(&mut self, i: usize) {
+        loop {
+            let c = &mut self.clients[i];
+            match c.rtc.poll_output() {
+                Ok(RtcOutput::Transmit(t)) => {
+                    let loss = c.loss;
+                    self.send(t.source, t.destination, t.contents.to_vec(), loss);
+                }
+                Ok(RtcOutput::Event(e)) => c.handle_event(e),
+                Ok(RtcOutput::Timeout(t)) => {
+                    c.deadline = t;
+                    break;
+                }
+                Err(e) => panic!("client {i} failed: {e}"),
+            }
+        }
+    }
+}
