@@ -49,6 +49,8 @@ pub struct Client {
     decoder: OpusDecoder,
     pub heard: Vec<i16>,
     pub frames_received: usize,
+    /// Virtual time of the first decoded frame.
+    pub first_frame_at: Option<Instant>,
     deadline: Instant,
 }
 
@@ -75,7 +77,12 @@ impl Client {
         let _ = writer.write(pt, now, str0m::media::MediaTime::new(rtp_time, str0m::media::Frequency::FORTY_EIGHT_KHZ), packet[..n].to_vec());
     }
 
-    fn handle_event(&mut self, event: Event) {
+    /// Stops sending and tells the engine it left, like an HTTP DELETE.
+    pub fn stop_tone(&mut self) {
+        self.tone = None;
+    }
+
+    fn handle_event(&mut self, event: Event, now: Instant) {
         match event {
             Event::Connected => self.connected = true,
             Event::MediaAdded(m) if m.kind == MediaKind::Audio => self.mid = Some(m.mid),
@@ -83,6 +90,7 @@ impl Client {
                 let mut out: Frame = [0; FRAME_SAMPLES];
                 if self.decoder.decode(&data.data, &mut out).is_ok() {
                     self.frames_received += 1;
+                    self.first_frame_at.get_or_insert(now);
                     self.heard.extend_from_slice(&out);
                 }
             }
@@ -102,6 +110,8 @@ pub struct Sim {
     pub engine: Engine,
     pub clients: Vec<Client>,
     by_addr: HashMap<SocketAddr, usize>,
+    /// The engine's id of each client's session.
+    pub session_ids: Vec<sabha_media::SessionId>,
     net: BinaryHeap<Reverse<Flight>>,
     flight_seq: u64,
     latency: Duration,
@@ -119,6 +129,7 @@ impl Sim {
             engine: Engine::new(config, now).expect("engine"),
             clients: Vec::new(),
             by_addr: HashMap::new(),
+            session_ids: Vec::new(),
             net: BinaryHeap::new(),
             flight_seq: 0,
             latency: Duration::from_millis(10),
@@ -129,6 +140,14 @@ impl Sim {
     }
 
     /// Adds a client that offers `direction` audio to the room over `kind`.
+    /// Adds a client that sends a tone at `freq`.
+    pub fn join_with_tone(&mut self, room: &str, kind: SessionKind, freq: f32) -> usize {
+        let i = self.join(room, kind);
+        self.clients[i].send_tone(freq);
+        i
+    }
+
+    /// Adds a client to the room over `kind` (publish, listen or join).
     pub fn join(&mut self, room: &str, kind: SessionKind) -> usize {
         let index = self.clients.len();
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (index / 60_000) as u8, 1)), 10_000 + (index % 60_000) as u16);
@@ -143,6 +162,7 @@ impl Sim {
         let mid = change.add_media(MediaKind::Audio, direction, None, None, None);
         let (offer, pending) = change.apply().expect("offer");
         let opened = self.engine.open_session(self.now, room, kind, &offer.to_sdp_string()).expect("engine accepts the offer");
+        self.session_ids.push(opened.id);
         let answer = SdpAnswer::from_sdp_string(&opened.answer).expect("answer parses");
         rtc.sdp_api().accept_answer(pending, answer).expect("answer accepted");
         self.by_addr.insert(addr, index);
@@ -157,6 +177,7 @@ impl Sim {
             decoder: OpusDecoder::new().expect("decoder"),
             heard: Vec::new(),
             frames_received: 0,
+            first_frame_at: None,
             deadline: self.now,
         });
         self.drain_engine();
@@ -250,7 +271,7 @@ impl Sim {
                     let loss = c.loss;
                     self.send(t.source, t.destination, t.contents.to_vec(), loss);
                 }
-                Ok(RtcOutput::Event(e)) => c.handle_event(e),
+                Ok(RtcOutput::Event(e)) => c.handle_event(e, self.now),
                 Ok(RtcOutput::Timeout(t)) => {
                     c.deadline = t;
                     break;
