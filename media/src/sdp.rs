@@ -41,7 +41,7 @@ impl Direction {
 
 /// Parses `sdp`, and checks it offers Opus audio in a direction that fits `kind`.
 pub fn check_offer(sdp: &str, kind: SessionKind) -> Result<SdpOffer, OfferError> {
-    let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| OfferError::Malformed(e.to_string()))?;
+    let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| OfferError::Malformed(parse_error_detail(&e.to_string())))?;
     let direction = opus_audio_direction(sdp).ok_or(OfferError::NoOpus)?;
     let (endpoint, needed, ok) = match kind {
         SessionKind::Publish => ("WHIP", "sendonly or sendrecv", matches!(direction, Direction::SendOnly | Direction::SendRecv)),
@@ -77,6 +77,16 @@ fn opus_audio_direction(sdp: &str) -> Option<Direction> {
         }
         opus.then_some(direction)
     })
+}
+
+/// The parser's message without its internal positions (memory addresses).
+fn parse_error_detail(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("PointerOffset"))
+        .collect();
+    if lines.is_empty() { "not an SDP session description".to_owned() } else { lines.join("; ") }
 }
 
 fn is_opus_rtpmap(line: &str) -> bool {
@@ -124,6 +134,15 @@ pub(crate) mod tests {
         assert_eq!(check_offer(&pcmu, SessionKind::Publish).unwrap_err(), OfferError::NoOpus);
         let rejected = offer("sendonly", OPUS).replace("m=audio 9", "m=audio 0");
         assert_eq!(check_offer(&rejected, SessionKind::Publish).unwrap_err(), OfferError::NoOpus);
+    }
+
+    #[test]
+    fn malformed_detail_names_the_problem_without_internals() {
+        let Err(OfferError::Malformed(detail)) = check_offer("garbage", SessionKind::Listen) else {
+            panic!("garbage is malformed")
+        };
+        assert!(!detail.contains("0x"), "{detail}");
+        assert!(detail.contains("Expected `v`"), "{detail}");
     }
 
     #[test]
