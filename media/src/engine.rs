@@ -497,3 +497,104 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdp::tests::offer;
+
+    const OPUS: &str = "a=rtpmap:111 opus/48000/2";
+
+    fn engine(max_sessions: usize) -> (Engine, Instant) {
+        let now = Instant::now();
+        let config = EngineConfig {
+            advertised: "127.0.0.1:8443".parse().expect("address"),
+            room: RoomConfig::default(),
+            max_sessions,
+        };
+        (Engine::new(config, now).expect("engine"), now)
+    }
+
+    fn drain(engine: &mut Engine) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            match engine.poll_output() {
+                Output::Event(e) => events.push(e),
+                Output::Transmit(_) => {}
+                Output::Timeout(_) => return events,
+            }
+        }
+    }
+
+    #[test]
+    fn the_answer_is_ice_lite_with_our_host_candidate_and_opus() {
+        let (mut engine, now) = engine(10);
+        let opened = engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).expect("opened");
+        let answer = opened.answer;
+        assert!(answer.contains("a=ice-lite"), "{answer}");
+        assert!(answer.contains("127.0.0.1 8443 typ host"), "{answer}");
+        assert!(answer.contains("a=rtpmap:111 opus/48000/2"), "{answer}");
+        assert!(answer.contains("a=fingerprint:sha-256"), "{answer}");
+        assert!(answer.contains("a=sendonly"), "a WHEP answer sends: {answer}");
+        let publish = engine.open_session(now, "r", SessionKind::Publish, &offer("sendonly", OPUS)).expect("opened");
+        assert!(publish.answer.contains("a=recvonly"), "{}", publish.answer);
+    }
+
+    #[test]
+    fn sessions_share_one_dtls_certificate_but_not_ice_credentials() {
+        let (mut engine, now) = engine(10);
+        let a = engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).expect("a").answer;
+        let b = engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).expect("b").answer;
+        let line = |sdp: &str, prefix: &str| sdp.lines().find(|l| l.starts_with(prefix)).map(str::to_owned);
+        assert_eq!(line(&a, "a=fingerprint"), line(&b, "a=fingerprint"));
+        assert_ne!(line(&a, "a=ice-ufrag"), line(&b, "a=ice-ufrag"));
+    }
+
+    #[test]
+    fn refuses_sessions_beyond_capacity() {
+        let (mut engine, now) = engine(2);
+        for _ in 0..2 {
+            engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).expect("fits");
+        }
+        let err = engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).unwrap_err();
+        assert_eq!(err, OpenError::AtCapacity(2));
+    }
+
+    #[test]
+    fn bad_offers_create_nothing() {
+        let (mut engine, now) = engine(10);
+        assert!(matches!(engine.open_session(now, "r", SessionKind::Listen, "nonsense"), Err(OpenError::Offer(_))));
+        assert!(matches!(
+            engine.open_session(now, "r", SessionKind::Join, &offer("recvonly", OPUS)),
+            Err(OpenError::Offer(OfferError::WrongDirection { .. }))
+        ));
+        assert_eq!(engine.stats().rooms, 0);
+        assert_eq!(engine.session_count(), 0);
+    }
+
+    #[test]
+    fn closing_emits_closed_and_an_empty_room_goes_away() {
+        let (mut engine, now) = engine(10);
+        let a = engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).expect("a").id;
+        let b = engine.open_session(now, "r", SessionKind::Join, &offer("sendrecv", OPUS)).expect("b").id;
+        drain(&mut engine);
+        assert!(engine.close_session(a, CloseReason::Left));
+        assert_eq!(drain(&mut engine), vec![Event::Closed { id: a, reason: CloseReason::Left }]);
+        assert!(!engine.close_session(a, CloseReason::Left), "already gone");
+        assert_eq!(engine.stats().rooms, 1);
+        assert_eq!(engine.close_room("r"), 1);
+        assert_eq!(drain(&mut engine), vec![Event::Closed { id: b, reason: CloseReason::RoomClosed }]);
+        assert_eq!(engine.stats().rooms, 0);
+        assert_eq!(engine.close_room("r"), 0);
+    }
+
+    #[test]
+    fn a_session_that_never_connects_times_out() {
+        let (mut engine, now) = engine(10);
+        let id = engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).expect("a").id;
+        drain(&mut engine);
+        let later = now + CONNECT_TIMEOUT + SWEEP_EVERY * 2;
+        engine.handle_timeout(later);
+        assert_eq!(drain(&mut engine), vec![Event::Closed { id, reason: CloseReason::ConnectTimeout }]);
+    }
+}
