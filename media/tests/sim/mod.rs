@@ -118,6 +118,10 @@ pub struct Sim {
     rng: StdRng,
     next_frame: Instant,
     pub dropped: u64,
+    /// Called around every call into the engine (and only the engine), so a
+    /// test can measure what the engine alone does, e.g. allocations.
+    pub engine_enter: fn(),
+    pub engine_exit: fn(),
 }
 
 impl Sim {
@@ -136,6 +140,8 @@ impl Sim {
             rng: StdRng::seed_from_u64(seed),
             next_frame: now,
             dropped: 0,
+            engine_enter: || {},
+            engine_exit: || {},
         }
     }
 
@@ -197,7 +203,8 @@ impl Sim {
     }
 
     fn next_event(&mut self) -> Instant {
-        let engine = match self.engine.poll_output() {
+        let polled = self.poll_engine();
+        let engine = match polled {
             Output::Timeout(t) => t,
             _ => self.now, // more output pending
         };
@@ -210,7 +217,9 @@ impl Sim {
         while self.net.peek().is_some_and(|f| f.0.at <= self.now) {
             let Reverse(f) = self.net.pop().expect("peeked");
             if f.to == SERVER {
+                (self.engine_enter)();
                 self.engine.handle_receive(self.now, f.from, f.to, &f.bytes);
+                (self.engine_exit)();
                 self.drain_engine();
             } else if let Some(&i) = self.by_addr.get(&f.to) {
                 let Ok(contents) = f.bytes.as_slice().try_into() else { continue };
@@ -222,7 +231,9 @@ impl Sim {
     }
 
     fn fire_timeouts(&mut self) {
+        (self.engine_enter)();
         self.engine.handle_timeout(self.now);
+        (self.engine_exit)();
         self.drain_engine();
         if self.now >= self.next_frame {
             self.next_frame += Duration::from_millis(20);
@@ -250,9 +261,16 @@ impl Sim {
         self.net.push(Reverse(Flight { at: self.now + self.latency, seq: self.flight_seq, from, to, bytes }));
     }
 
+    fn poll_engine(&mut self) -> Output {
+        (self.engine_enter)();
+        let out = self.engine.poll_output();
+        (self.engine_exit)();
+        out
+    }
+
     fn drain_engine(&mut self) {
         loop {
-            match self.engine.poll_output() {
+            match self.poll_engine() {
                 Output::Transmit(t) => {
                     let loss = self.by_addr.get(&t.destination).map_or(0.0, |&i| self.clients[i].loss);
                     self.send(t.source, t.destination, t.contents.to_vec(), loss);
