@@ -17,8 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sabha_media::{CloseReason, Engine, EngineConfig, EngineStats, Event, OpenError, Output, RoomConfig, SessionId, SessionKind};
 use sabha_media::sdp::OfferError;
+use sabha_media::{
+    CloseReason, Engine, EngineConfig, EngineStats, Event, OpenError, Output, RoomConfig,
+    SessionId, SessionKind,
+};
 use sabha_signaling::{MediaControl, MediaError, OpenSession, OpenedSession};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -39,9 +42,18 @@ const MAX_SESSIONS: usize = 20_000;
 const RECV_BATCH: usize = 64;
 
 enum Command {
-    Open { request: OpenSession, reply: oneshot::Sender<Result<OpenedSession, MediaError>> },
-    Close { session: String, reply: oneshot::Sender<bool> },
-    CloseRoom { room: String, reply: oneshot::Sender<()> },
+    Open {
+        request: OpenSession,
+        reply: oneshot::Sender<Result<OpenedSession, MediaError>>,
+    },
+    Close {
+        session: String,
+        reply: oneshot::Sender<bool>,
+    },
+    CloseRoom {
+        room: String,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// The signaling side's handle on the media thread.
@@ -59,20 +71,31 @@ impl MediaControl for MediaHandle {
 
     async fn close_session(&self, session: &str) -> Result<bool, MediaError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Close { session: session.to_owned(), reply }).await?;
+        self.send(Command::Close {
+            session: session.to_owned(),
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| MediaError::Unavailable)
     }
 
     async fn close_room(&self, room: &str) -> Result<(), MediaError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::CloseRoom { room: room.to_owned(), reply }).await?;
+        self.send(Command::CloseRoom {
+            room: room.to_owned(),
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| MediaError::Unavailable)
     }
 }
 
 impl MediaHandle {
     async fn send(&self, command: Command) -> Result<(), MediaError> {
-        self.commands.send(command).await.map_err(|_| MediaError::Unavailable)
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| MediaError::Unavailable)
     }
 }
 
@@ -88,21 +111,35 @@ pub async fn start(settings: MediaSettings) -> io::Result<Arc<dyn MediaControl>>
             format!("media socket bound to {local}: set --advertise to the IP clients reach"),
         ));
     }
-    let config = EngineConfig { advertised, room: RoomConfig::default(), max_sessions: MAX_SESSIONS };
-    let engine = Engine::new(config, Instant::now()).map_err(|e| io::Error::other(e.to_string()))?;
+    let config = EngineConfig {
+        advertised,
+        room: RoomConfig::default(),
+        max_sessions: MAX_SESSIONS,
+    };
+    let engine =
+        Engine::new(config, Instant::now()).map_err(|e| io::Error::other(e.to_string()))?;
+    let send_socket = std_socket.try_clone()?;
     let (commands, rx) = mpsc::channel(1024);
-    std::thread::Builder::new().name("sabha-media".into()).spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-        match runtime {
-            Ok(rt) => rt.block_on(async move {
-                match UdpSocket::from_std(std_socket) {
-                    Ok(socket) => Driver::new(engine, socket, local).run(rx).await,
-                    Err(e) => tracing::error!(error = %e, "media socket"),
-                }
-            }),
-            Err(e) => tracing::error!(error = %e, "media runtime"),
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("sabha-media".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(rt) => rt.block_on(async move {
+                    match UdpSocket::from_std(std_socket) {
+                        Ok(socket) => {
+                            Driver::new(engine, socket, send_socket, local)
+                                .run(rx)
+                                .await
+                        }
+                        Err(e) => tracing::error!(error = %e, "media socket"),
+                    }
+                }),
+                Err(e) => tracing::error!(error = %e, "media runtime"),
+            }
+        })?;
     tracing::info!(%local, %advertised, "media socket ready");
     Ok(Arc::new(MediaHandle { commands }))
 }
@@ -110,6 +147,8 @@ pub async fn start(settings: MediaSettings) -> io::Result<Arc<dyn MediaControl>>
 struct Driver {
     engine: Engine,
     socket: UdpSocket,
+    /// The same socket as a plain non-blocking `std` one, for batched sends.
+    send_socket: std::net::UdpSocket,
     local: SocketAddr,
     /// Client-visible session id ↔ engine session.
     public_ids: HashMap<String, SessionId>,
@@ -120,10 +159,16 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(engine: Engine, socket: UdpSocket, local: SocketAddr) -> Self {
+    fn new(
+        engine: Engine,
+        socket: UdpSocket,
+        send_socket: std::net::UdpSocket,
+        local: SocketAddr,
+    ) -> Self {
         Self {
             engine,
             socket,
+            send_socket,
             local,
             public_ids: HashMap::new(),
             engine_ids: HashMap::new(),
@@ -162,7 +207,10 @@ impl Driver {
         for _ in 0..RECV_BATCH {
             self.drain();
             match self.socket.try_recv_from(buf) {
-                Ok((n, source)) => self.engine.handle_receive(Instant::now(), source, self.local, &buf[..n]),
+                Ok((n, source)) => {
+                    self.engine
+                        .handle_receive(Instant::now(), source, self.local, &buf[..n])
+                }
                 Err(_) => break,
             }
         }
@@ -189,7 +237,7 @@ impl Driver {
 
     /// Never waits: a full socket buffer drops datagrams, it does not stall the mix.
     fn flush(&mut self) {
-        let flushed = self.batch.flush(&self.socket);
+        let flushed = self.batch.flush(&self.send_socket);
         self.send_failures += flushed.dropped as u64;
     }
 
@@ -237,7 +285,10 @@ impl Driver {
         let public = hex::encode(rand::random::<[u8; 16]>());
         self.public_ids.insert(public.clone(), opened.id);
         self.engine_ids.insert(opened.id, public.clone());
-        Ok(OpenedSession { session: public, answer: opened.answer })
+        Ok(OpenedSession {
+            session: public,
+            answer: opened.answer,
+        })
     }
 
     fn export_metrics(&mut self) {
@@ -254,7 +305,9 @@ fn media_error(e: OpenError) -> MediaError {
     match e {
         OpenError::Offer(OfferError::Malformed(m)) => MediaError::MalformedOffer(m),
         OpenError::Offer(OfferError::NoOpus) => MediaError::NoOpus,
-        OpenError::Offer(e @ OfferError::WrongDirection { .. }) => MediaError::WrongDirection(e.to_string()),
+        OpenError::Offer(e @ OfferError::WrongDirection { .. }) => {
+            MediaError::WrongDirection(e.to_string())
+        }
         OpenError::AtCapacity(_) => MediaError::AtCapacity,
         OpenError::Setup(m) => {
             tracing::warn!(error = %m, "session setup failed");

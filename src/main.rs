@@ -1,1 +1,248 @@
-fn main() {}
+//! `sabha`: the server, and the operator's client for it.
+//!
+//! `sabha serve` (also plain `sabha`) is the composition root: it resolves the
+//! configuration once ([`config`]), prepares the data directory ([`secrets`],
+//! [`store`]), starts the media driver ([`driver`]) and serves the HTTP API
+//! of `sabha-signaling` until SIGINT or SIGTERM. `sabha rooms …` and
+//! `sabha token …` ([`cli`]) are HTTP clients of a running server.
+
+mod cli;
+mod config;
+mod driver;
+mod secrets;
+mod store;
+mod udp_batch;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use sabha_signaling::{AppState, Auth, router};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{ClientArgs, RoomsCommand, TokenArgs};
+use crate::config::{ServeArgs, ServeConfig};
+use crate::secrets::KeyOrigin;
+use crate::store::SqliteStore;
+
+/// How often histogram summaries are refreshed when no one scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+#[derive(Parser)]
+#[command(name = "sabha", version, about = "Virtual rallies and audio bridges")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (what `sabha` alone does)
+    Serve(ServeArgs),
+    /// Manage the rooms of a running server
+    Rooms {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: RoomsCommand,
+    },
+    /// Mint a room token on a running server; prints only the token
+    Token {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let command = Cli::parse().command.unwrap_or_else(|| {
+        // `sabha` alone: parse as `sabha serve`, so SABHA_* variables apply.
+        Cli::parse_from(["sabha", "serve"])
+            .command
+            .expect("`serve` is a command")
+    });
+    match command {
+        Command::Serve(args) => serve_main(args),
+        Command::Rooms { client, command } => client_exit(cli::rooms(&client, &command)),
+        Command::Token { client, token } => client_exit(cli::token(&client, &token)),
+    }
+}
+
+fn client_exit(result: Result<(), cli::CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sabha: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve_main(args: ServeArgs) -> ExitCode {
+    let config = match ServeConfig::load(args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("sabha: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = match EnvFilter::try_new(&config.log) {
+        Ok(filter) => filter,
+        Err(error) => {
+            eprintln!("sabha: invalid log filter {:?}: {error}", config.log);
+            return ExitCode::from(2);
+        }
+    };
+    // Logs on stderr; stdout carries only what a script may capture.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "sabha stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why the server could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error("cannot create the data directory {}: {source}", path.display())]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
+    #[error(transparent)]
+    Store(#[from] store::OpenError),
+    #[error("cannot install the metrics recorder: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    #[error("cannot start the media driver on {addr}: {source}")]
+    Media {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let jwt_secret = secrets::jwt_secret(dir)?;
+    let (operator_key, origin) = secrets::operator_key(dir, config.operator_key.clone())?;
+    if origin == KeyOrigin::Generated {
+        let path = dir.join(secrets::OPERATOR_KEY_FILE);
+        // Stdout, not the log: shown once to the person starting the server.
+        println!(
+            "operator key (shown once, stored in {}): {}",
+            path.display(),
+            operator_key.expose()
+        );
+    }
+    tracing::info!(key = ?origin, "operator key loaded");
+
+    let rooms = Arc::new(SqliteStore::open(&dir.join("sabha.db")).await?);
+    let prometheus = PrometheusBuilder::new().install_recorder()?;
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+
+    let settings = driver::MediaSettings {
+        bind: config.media,
+        advertise: config.advertise,
+    };
+    let media = driver::start(settings)
+        .await
+        .map_err(|source| ServeError::Media {
+            addr: config.media,
+            source,
+        })?;
+
+    let state = AppState {
+        media,
+        rooms: rooms.clone(),
+        auth: Auth::new(&jwt_secret, operator_key),
+        metrics: Arc::new(move || prometheus.render()),
+        cors: config.cors,
+    };
+    let listener = TcpListener::bind(config.http)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.http,
+            source,
+        })?;
+    let http = listener.local_addr().unwrap_or(config.http);
+    tracing::info!(%http, media = %config.media, data_dir = %dir.display(), "sabha serving");
+
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(ServeError::Http)?;
+    rooms.close().await;
+    tracing::info!("sabha stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, docker stop). In-flight
+/// requests finish; new connections are refused.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}

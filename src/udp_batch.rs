@@ -6,11 +6,15 @@
 //! `forbid(unsafe_code)`); elsewhere it falls back to one `send_to` each.
 //! Sends never wait: when the socket buffer is full the rest of the batch is
 //! dropped and counted, so one congested moment cannot stall the mixer.
+//!
+//! It takes a plain non-blocking `std` socket (a clone of the driver's): a
+//! send never waits, so tokio's readiness tracking has nothing to add — and
+//! it would report "would block" until the reactor first saw the socket
+//! writable, dropping the first datagrams.
 
-use std::io;
+use std::net::UdpSocket;
 
 use sabha_media::Transmit;
-use tokio::net::UdpSocket;
 
 /// Datagrams per system call.
 pub const BATCH: usize = 64;
@@ -54,7 +58,10 @@ impl BatchSender {
         let sent = self.linux.send_all(socket, &self.pending);
         #[cfg(not(target_os = "linux"))]
         let sent = send_each(socket, &self.pending);
-        let flushed = Flushed { sent, dropped: self.pending.len() - sent };
+        let flushed = Flushed {
+            sent,
+            dropped: self.pending.len() - sent,
+        };
         self.pending.clear();
         flushed
     }
@@ -62,7 +69,10 @@ impl BatchSender {
 
 #[cfg(not(target_os = "linux"))]
 fn send_each(socket: &UdpSocket, pending: &[Transmit]) -> usize {
-    pending.iter().take_while(|t| socket.try_send_to(&t.contents, t.destination).is_ok()).count()
+    pending
+        .iter()
+        .take_while(|t| socket.send_to(&t.contents, t.destination).is_ok())
+        .count()
 }
 
 #[cfg(target_os = "linux")]
@@ -71,9 +81,8 @@ mod linux {
     use std::os::fd::AsRawFd;
 
     use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
-    use tokio::io::Interest;
 
-    use super::{BATCH, Transmit, UdpSocket, io};
+    use super::{BATCH, Transmit, UdpSocket};
 
     /// The kernel headers of one batch, allocated once.
     pub struct Headers {
@@ -83,7 +92,10 @@ mod linux {
 
     impl Headers {
         pub fn new() -> Self {
-            Self { headers: MultiHeaders::preallocate(BATCH, None), addrs: Vec::with_capacity(BATCH) }
+            Self {
+                headers: MultiHeaders::preallocate(BATCH, None),
+                addrs: Vec::with_capacity(BATCH),
+            }
         }
 
         /// Sends `pending` in as few calls as the kernel allows; returns how
@@ -99,18 +111,28 @@ mod linux {
             sent
         }
 
-        fn send_some(&mut self, socket: &UdpSocket, pending: &[Transmit]) -> io::Result<usize> {
+        /// One `sendmmsg`; `Err` when the socket buffer is full (EAGAIN).
+        fn send_some(&mut self, socket: &UdpSocket, pending: &[Transmit]) -> nix::Result<usize> {
             let pending = &pending[..pending.len().min(BATCH)];
-            let slices: Vec<[IoSlice<'_>; 1]> = pending.iter().map(|t| [IoSlice::new(&t.contents)]).collect();
+            let slices: Vec<[IoSlice<'_>; 1]> = pending
+                .iter()
+                .map(|t| [IoSlice::new(&t.contents)])
+                .collect();
             self.addrs.clear();
-            self.addrs.extend(pending.iter().map(|t| Some(SockaddrStorage::from(t.destination))));
-            let fd = socket.as_raw_fd();
-            let (headers, addrs) = (&mut self.headers, &self.addrs);
-            socket.try_io(Interest::WRITABLE, || {
-                sendmmsg(fd, headers, &slices, addrs, [], MsgFlags::empty())
-                    .map(|results| results.count())
-                    .map_err(io::Error::from)
-            })
+            self.addrs.extend(
+                pending
+                    .iter()
+                    .map(|t| Some(SockaddrStorage::from(t.destination))),
+            );
+            sendmmsg(
+                socket.as_raw_fd(),
+                &mut self.headers,
+                &slices,
+                &self.addrs,
+                [],
+                MsgFlags::empty(),
+            )
+            .map(|results| results.count())
         }
     }
 }
@@ -131,16 +153,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_batch_reaches_every_destination_in_order() {
-        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    #[test]
+    fn a_batch_reaches_every_destination_in_order() {
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.set_nonblocking(true).unwrap();
         let from = sender.local_addr().unwrap();
-        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut batch = BatchSender::default();
         let mut total = Flushed::default();
         for n in 0..150u16 {
-            let to = if n % 2 == 0 { a.local_addr().unwrap() } else { b.local_addr().unwrap() };
+            let to = if n % 2 == 0 {
+                a.local_addr().unwrap()
+            } else {
+                b.local_addr().unwrap()
+            };
             if batch.push(transmit(to, from, n)) {
                 let f = batch.flush(&sender);
                 total.sent += f.sent;
@@ -149,15 +176,25 @@ mod tests {
         }
         let f = batch.flush(&sender);
         total.sent += f.sent;
-        assert_eq!(total, Flushed { sent: 150, dropped: 0 });
-        assert_eq!(batch.flush(&sender), Flushed::default(), "nothing left queued");
+        assert_eq!(
+            total,
+            Flushed {
+                sent: 150,
+                dropped: 0
+            }
+        );
+        assert_eq!(
+            batch.flush(&sender),
+            Flushed::default(),
+            "nothing left queued"
+        );
         for (socket, parity) in [(&a, 0u16), (&b, 1)] {
+            socket
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
             let mut buf = [0u8; 8];
             for expected in (0..150u16).filter(|n| n % 2 == parity) {
-                let (len, source) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
-                    .await
-                    .expect("datagram arrives")
-                    .unwrap();
+                let (len, source) = socket.recv_from(&mut buf).expect("datagram arrives");
                 assert_eq!((len, source), (2, from));
                 assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), expected);
             }

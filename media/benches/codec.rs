@@ -5,9 +5,11 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use sabha_media::opus::{EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder, OpusEncoder, SAMPLE_RATE};
-use sabha_media::room::{Room, RoomConfig};
 use sabha_media::SessionId;
+use sabha_media::opus::{
+    EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder, OpusEncoder, SAMPLE_RATE,
+};
+use sabha_media::room::{Room, RoomConfig};
 
 const FRAMES: usize = 500;
 
@@ -18,7 +20,8 @@ fn speech_like(index: usize) -> Frame {
     for (i, s) in f.iter_mut().enumerate() {
         let t = (index * FRAME_SAMPLES + i) as f32 / SAMPLE_RATE as f32;
         let env = 0.5 + 0.5 * (2.0 * std::f32::consts::PI * 3.0 * t).sin();
-        let x = (2.0 * std::f32::consts::PI * 220.0 * t).sin() + 0.5 * (2.0 * std::f32::consts::PI * 1330.0 * t).sin();
+        let x = (2.0 * std::f32::consts::PI * 220.0 * t).sin()
+            + 0.5 * (2.0 * std::f32::consts::PI * 1330.0 * t).sin();
         *s = (env * 0.25 * 32767.0 * x) as i16;
     }
     f
@@ -29,7 +32,10 @@ fn micros_per(frames: usize, start: Instant) -> f64 {
 }
 
 fn encode_row(complexity: u8) -> (f64, f64, usize) {
-    let settings = EncoderSettings { complexity, ..EncoderSettings::default() };
+    let settings = EncoderSettings {
+        complexity,
+        ..EncoderSettings::default()
+    };
     let mut enc = OpusEncoder::new(settings).expect("encoder");
     let mut dec = OpusDecoder::new().expect("decoder");
     let input: Vec<Frame> = (0..FRAMES).map(speech_like).collect();
@@ -60,11 +66,20 @@ fn room_tick_row(talkers: usize, talking: usize, listeners: usize) -> f64 {
     for l in 0..listeners {
         room.add_listener(SessionId(10_000 + l as u64));
     }
-    let mut enc: Vec<OpusEncoder> = (0..talking).map(|_| OpusEncoder::new(EncoderSettings::default()).expect("enc")).collect();
+    let mut enc: Vec<OpusEncoder> = (0..talking)
+        .map(|_| OpusEncoder::new(EncoderSettings::default()).expect("enc"))
+        .collect();
     let mut buf = [0u8; MAX_PACKET];
     let packets: Vec<Vec<Vec<u8>>> = enc
         .iter_mut()
-        .map(|e| (0..FRAMES).map(|i| { let n = e.encode(&speech_like(i), &mut buf).expect("encode"); buf[..n].to_vec() }).collect())
+        .map(|e| {
+            (0..FRAMES)
+                .map(|i| {
+                    let n = e.encode(&speech_like(i), &mut buf).expect("encode");
+                    buf[..n].to_vec()
+                })
+                .collect()
+        })
         .collect();
     let mut elapsed = 0.0;
     for i in 0..FRAMES {
@@ -93,6 +108,9 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|");
     for (talkers, talking, listeners) in [(1, 1, 10_000), (3, 3, 0), (20, 3, 0), (200, 3, 0)] {
         let us = room_tick_row(talkers, talking, listeners);
-        println!("| {talkers} | {talking} | {listeners} | {us:.0} | {:.2} |", us / 20_000.0 * 100.0);
+        println!(
+            "| {talkers} | {talking} | {listeners} | {us:.0} | {:.2} |",
+            us / 20_000.0 * 100.0
+        );
     }
 }

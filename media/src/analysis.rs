@@ -53,7 +53,11 @@ pub fn rms_dbfs(pcm: &[i16]) -> f32 {
     }
     let sum: f64 = pcm.iter().map(|&s| (f64::from(s) / 32768.0).powi(2)).sum();
     let rms = (sum / pcm.len() as f64).sqrt();
-    if rms <= 1e-6 { -120.0 } else { (20.0 * rms.log10()) as f32 }
+    if rms <= 1e-6 {
+        -120.0
+    } else {
+        (20.0 * rms.log10()) as f32
+    }
 }
 
 /// Level of `freq` relative to `reference` in dB (positive: `freq` is louder).
@@ -69,7 +73,10 @@ mod tests {
 
     fn sine(freq: f32, amp: f32, n: usize) -> Vec<i16> {
         (0..n)
-            .map(|i| (amp * 32767.0 * (2.0 * std::f32::consts::PI * freq * i as f32 / 48_000.0).sin()) as i16)
+            .map(|i| {
+                (amp * 32767.0 * (2.0 * std::f32::consts::PI * freq * i as f32 / 48_000.0).sin())
+                    as i16
+            })
             .collect()
     }
 

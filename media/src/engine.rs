@@ -23,7 +23,9 @@ use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::ice::StunMessage;
 use str0m::media::MediaKind;
 use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
-use str0m::{Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Input, Output as RtcOutput, Rtc};
+use str0m::{
+    Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Input, Output as RtcOutput, Rtc,
+};
 
 use crate::room::{Room, RoomConfig};
 use crate::sdp::{OfferError, check_offer};
@@ -160,7 +162,13 @@ impl Engine {
     }
 
     /// Accepts an SDP offer into `room` (created on first use).
-    pub fn open_session(&mut self, now: Instant, room: &str, kind: SessionKind, offer: &str) -> Result<Opened, OpenError> {
+    pub fn open_session(
+        &mut self,
+        now: Instant,
+        room: &str,
+        kind: SessionKind,
+        offer: &str,
+    ) -> Result<Opened, OpenError> {
         if self.sessions.len() >= self.config.max_sessions {
             return Err(OpenError::AtCapacity(self.config.max_sessions));
         }
@@ -176,7 +184,8 @@ impl Engine {
             .set_local_ice_credentials(creds.clone())
             .set_stats_interval(None)
             .build(now);
-        let candidate = Candidate::host(self.config.advertised, "udp").map_err(|e| OpenError::Setup(e.to_string()))?;
+        let candidate = Candidate::host(self.config.advertised, "udp")
+            .map_err(|e| OpenError::Setup(e.to_string()))?;
         rtc.add_local_candidate(candidate);
         let answer = rtc
             .sdp_api()
@@ -186,25 +195,43 @@ impl Engine {
         let room_idx = self.room_for(room)?;
         let id = SessionId(self.next_session);
         self.next_session += 1;
-        let entry = self.rooms.get_mut(&room_idx).expect("room_for returns a live room");
+        let entry = self
+            .rooms
+            .get_mut(&room_idx)
+            .expect("room_for returns a live room");
         match kind {
             SessionKind::Publish => entry.room.add_talker(id, false),
             SessionKind::Join => entry.room.add_talker(id, true),
-            SessionKind::Listen => Ok(entry.room.add_listener(id)),
+            SessionKind::Listen => {
+                entry.room.add_listener(id);
+                Ok(())
+            }
         }
         .map_err(|e| OpenError::Setup(e.to_string()))?;
 
-        let session = Session::new(kind, room_idx, rtc, creds.ufrag.clone(), now, rand::random::<u16>() >> 1);
+        let session = Session::new(
+            kind,
+            room_idx,
+            rtc,
+            creds.ufrag.clone(),
+            now,
+            rand::random::<u16>() >> 1,
+        );
         self.by_ufrag.insert(creds.ufrag, id);
         self.sessions.insert(id, session);
         self.enqueue(id);
         tracing::debug!(session = id.0, room, ?kind, "session opened");
-        Ok(Opened { id, answer: answer.to_sdp_string() })
+        Ok(Opened {
+            id,
+            answer: answer.to_sdp_string(),
+        })
     }
 
     /// Ends a session; it leaves every mix at once. `false` if unknown.
     pub fn close_session(&mut self, id: SessionId, reason: CloseReason) -> bool {
-        let Some(s) = self.sessions.get_mut(&id) else { return false };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return false;
+        };
         if s.closing.is_none() {
             s.closing = Some(reason);
             if let Err(e) = s.rtc.close() {
@@ -220,7 +247,9 @@ impl Engine {
 
     /// Ends every session of `room`; returns how many.
     pub fn close_room(&mut self, room: &str) -> usize {
-        let Some(idx) = self.room_index.get(room) else { return 0 };
+        let Some(idx) = self.room_index.get(room) else {
+            return 0;
+        };
         let members: Vec<SessionId> = self.rooms[idx].room.members().collect();
         for &id in &members {
             self.close_session(id, CloseReason::RoomClosed);
@@ -229,7 +258,13 @@ impl Engine {
     }
 
     /// One datagram from the media socket.
-    pub fn handle_receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, bytes: &[u8]) {
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+    ) {
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += bytes.len() as u64;
         let Some(id) = self.route(source, bytes) else {
@@ -240,8 +275,18 @@ impl Engine {
             self.stats.drops.malformed += 1;
             return;
         };
-        let Some(s) = self.sessions.get_mut(&id) else { return };
-        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
         if let Err(e) = s.rtc.handle_input(input) {
             self.stats.drops.rejected += 1;
             tracing::debug!(session = id.0, error = %e, "datagram rejected");
@@ -256,7 +301,9 @@ impl Engine {
                 break;
             }
             self.timers.pop();
-            let Some(s) = self.sessions.get_mut(&id) else { continue };
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
             if s.deadline != Some(t) {
                 continue; // superseded by a later poll.
             }
@@ -341,7 +388,9 @@ impl Engine {
     }
 
     fn handle_rtc_event(&mut self, id: SessionId, event: RtcEvent) {
-        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
         match event {
             RtcEvent::Connected => {
                 s.connected = true;
@@ -363,10 +412,10 @@ impl Engine {
 
     fn route(&mut self, source: SocketAddr, bytes: &[u8]) -> Option<SessionId> {
         if let Some(id) = self.stun_owner(bytes) {
-            if self.by_addr.insert(source, id) != Some(id) {
-                if let Some(s) = self.sessions.get_mut(&id) {
-                    s.addrs.push(source);
-                }
+            if self.by_addr.insert(source, id) != Some(id)
+                && let Some(s) = self.sessions.get_mut(&id)
+            {
+                s.addrs.push(source);
             }
             return Some(id);
         }
@@ -410,7 +459,9 @@ impl Engine {
             entry.room.tick();
             let rtp_time = entry.room.rtp_time();
             for (id, delivery) in entry.room.deliveries() {
-                let Some(s) = self.sessions.get_mut(&id) else { continue };
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    continue;
+                };
                 if s.send_audio(now, rtp_time, delivery.payload()) && !s.queued {
                     s.queued = true;
                     self.ready.push_back(id);
@@ -423,7 +474,11 @@ impl Engine {
         let stale: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| !s.connected && s.closing.is_none() && now.saturating_duration_since(s.created) > CONNECT_TIMEOUT)
+            .filter(|(_, s)| {
+                !s.connected
+                    && s.closing.is_none()
+                    && now.saturating_duration_since(s.created) > CONNECT_TIMEOUT
+            })
             .map(|(&id, _)| id)
             .collect();
         for id in stale {
@@ -444,16 +499,18 @@ impl Engine {
     }
 
     fn enqueue(&mut self, id: SessionId) {
-        if let Some(s) = self.sessions.get_mut(&id) {
-            if !s.queued {
-                s.queued = true;
-                self.ready.push_back(id);
-            }
+        if let Some(s) = self.sessions.get_mut(&id)
+            && !s.queued
+        {
+            s.queued = true;
+            self.ready.push_back(id);
         }
     }
 
     fn remove_session(&mut self, id: SessionId) {
-        let Some(s) = self.sessions.remove(&id) else { return };
+        let Some(s) = self.sessions.remove(&id) else {
+            return;
+        };
         self.by_ufrag.remove(&s.ufrag);
         for addr in &s.addrs {
             if self.by_addr.get(addr) == Some(&id) {
@@ -483,7 +540,13 @@ impl Engine {
         let room = Room::new(self.config.room).map_err(|e| OpenError::Setup(e.to_string()))?;
         let idx = RoomIdx(self.next_room);
         self.next_room += 1;
-        self.rooms.insert(idx, RoomEntry { key: key.to_owned(), room });
+        self.rooms.insert(
+            idx,
+            RoomEntry {
+                key: key.to_owned(),
+                room,
+            },
+        );
         self.room_index.insert(key.to_owned(), idx);
         Ok(idx)
     }
@@ -529,23 +592,40 @@ mod tests {
     #[test]
     fn the_answer_is_ice_lite_with_our_host_candidate_and_opus() {
         let (mut engine, now) = engine(10);
-        let opened = engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).expect("opened");
+        let opened = engine
+            .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+            .expect("opened");
         let answer = opened.answer;
         assert!(answer.contains("a=ice-lite"), "{answer}");
         assert!(answer.contains("127.0.0.1 8443 typ host"), "{answer}");
         assert!(answer.contains("a=rtpmap:111 opus/48000/2"), "{answer}");
         assert!(answer.contains("a=fingerprint:sha-256"), "{answer}");
-        assert!(answer.contains("a=sendonly"), "a WHEP answer sends: {answer}");
-        let publish = engine.open_session(now, "r", SessionKind::Publish, &offer("sendonly", OPUS)).expect("opened");
+        assert!(
+            answer.contains("a=sendonly"),
+            "a WHEP answer sends: {answer}"
+        );
+        let publish = engine
+            .open_session(now, "r", SessionKind::Publish, &offer("sendonly", OPUS))
+            .expect("opened");
         assert!(publish.answer.contains("a=recvonly"), "{}", publish.answer);
     }
 
     #[test]
     fn sessions_share_one_dtls_certificate_but_not_ice_credentials() {
         let (mut engine, now) = engine(10);
-        let a = engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).expect("a").answer;
-        let b = engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).expect("b").answer;
-        let line = |sdp: &str, prefix: &str| sdp.lines().find(|l| l.starts_with(prefix)).map(str::to_owned);
+        let a = engine
+            .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+            .expect("a")
+            .answer;
+        let b = engine
+            .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+            .expect("b")
+            .answer;
+        let line = |sdp: &str, prefix: &str| {
+            sdp.lines()
+                .find(|l| l.starts_with(prefix))
+                .map(str::to_owned)
+        };
         assert_eq!(line(&a, "a=fingerprint"), line(&b, "a=fingerprint"));
         assert_ne!(line(&a, "a=ice-ufrag"), line(&b, "a=ice-ufrag"));
     }
@@ -554,16 +634,23 @@ mod tests {
     fn refuses_sessions_beyond_capacity() {
         let (mut engine, now) = engine(2);
         for _ in 0..2 {
-            engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).expect("fits");
+            engine
+                .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+                .expect("fits");
         }
-        let err = engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).unwrap_err();
+        let err = engine
+            .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+            .unwrap_err();
         assert_eq!(err, OpenError::AtCapacity(2));
     }
 
     #[test]
     fn bad_offers_create_nothing() {
         let (mut engine, now) = engine(10);
-        assert!(matches!(engine.open_session(now, "r", SessionKind::Listen, "nonsense"), Err(OpenError::Offer(_))));
+        assert!(matches!(
+            engine.open_session(now, "r", SessionKind::Listen, "nonsense"),
+            Err(OpenError::Offer(_))
+        ));
         assert!(matches!(
             engine.open_session(now, "r", SessionKind::Join, &offer("recvonly", OPUS)),
             Err(OpenError::Offer(OfferError::WrongDirection { .. }))
@@ -575,15 +662,33 @@ mod tests {
     #[test]
     fn closing_emits_closed_and_an_empty_room_goes_away() {
         let (mut engine, now) = engine(10);
-        let a = engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).expect("a").id;
-        let b = engine.open_session(now, "r", SessionKind::Join, &offer("sendrecv", OPUS)).expect("b").id;
+        let a = engine
+            .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+            .expect("a")
+            .id;
+        let b = engine
+            .open_session(now, "r", SessionKind::Join, &offer("sendrecv", OPUS))
+            .expect("b")
+            .id;
         drain(&mut engine);
         assert!(engine.close_session(a, CloseReason::Left));
-        assert_eq!(drain(&mut engine), vec![Event::Closed { id: a, reason: CloseReason::Left }]);
+        assert_eq!(
+            drain(&mut engine),
+            vec![Event::Closed {
+                id: a,
+                reason: CloseReason::Left
+            }]
+        );
         assert!(!engine.close_session(a, CloseReason::Left), "already gone");
         assert_eq!(engine.stats().rooms, 1);
         assert_eq!(engine.close_room("r"), 1);
-        assert_eq!(drain(&mut engine), vec![Event::Closed { id: b, reason: CloseReason::RoomClosed }]);
+        assert_eq!(
+            drain(&mut engine),
+            vec![Event::Closed {
+                id: b,
+                reason: CloseReason::RoomClosed
+            }]
+        );
         assert_eq!(engine.stats().rooms, 0);
         assert_eq!(engine.close_room("r"), 0);
     }
@@ -591,10 +696,19 @@ mod tests {
     #[test]
     fn a_session_that_never_connects_times_out() {
         let (mut engine, now) = engine(10);
-        let id = engine.open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS)).expect("a").id;
+        let id = engine
+            .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+            .expect("a")
+            .id;
         drain(&mut engine);
         let later = now + CONNECT_TIMEOUT + SWEEP_EVERY * 2;
         engine.handle_timeout(later);
-        assert_eq!(drain(&mut engine), vec![Event::Closed { id, reason: CloseReason::ConnectTimeout }]);
+        assert_eq!(
+            drain(&mut engine),
+            vec![Event::Closed {
+                id,
+                reason: CloseReason::ConnectTimeout
+            }]
+        );
     }
 }

@@ -63,10 +63,21 @@ impl JitterBuffer {
     /// `target_depth` frames (≥ 1) are held before playout starts.
     pub fn new(target_depth: usize) -> Self {
         let slots = (0..CAPACITY)
-            .map(|_| Slot { seq: None, len: 0, data: Box::new([0; MAX_PACKET]) })
+            .map(|_| Slot {
+                seq: None,
+                len: 0,
+                data: Box::new([0; MAX_PACKET]),
+            })
             .collect();
         let target_depth = target_depth.clamp(1, CAPACITY / 2);
-        Self { slots, next: None, buffered: 0, target_depth, empty_ticks: 0, stats: JitterStats::default() }
+        Self {
+            slots,
+            next: None,
+            buffered: 0,
+            target_depth,
+            empty_ticks: 0,
+            stats: JitterStats::default(),
+        }
     }
 
     pub fn stats(&self) -> JitterStats {
@@ -93,11 +104,12 @@ impl JitterBuffer {
                 self.reset();
                 self.stats.resets += 1;
             }
-        } else if let Some(lowest) = self.lowest_buffered() {
-            if seq + (CAPACITY as u64) <= lowest || seq >= lowest + CAPACITY as u64 {
-                self.reset();
-                self.stats.resets += 1;
-            }
+        } else if let Some(lowest) = self.lowest_buffered()
+            && (seq + (CAPACITY as u64) <= lowest || seq >= lowest + CAPACITY as u64)
+        {
+            // Priming, and this packet is nowhere near the ones waiting: start over.
+            self.reset();
+            self.stats.resets += 1;
         }
         let slot = &mut self.slots[(seq % CAPACITY as u64) as usize];
         match slot.seq {
@@ -119,7 +131,9 @@ impl JitterBuffer {
         let next = match self.next {
             Some(next) => next,
             None if self.buffered >= self.target_depth => {
-                let lowest = self.lowest_buffered().expect("buffered > 0 has a lowest seq");
+                let lowest = self
+                    .lowest_buffered()
+                    .expect("buffered > 0 has a lowest seq");
                 self.next = Some(lowest);
                 lowest
             }
@@ -146,7 +160,9 @@ impl JitterBuffer {
         }
         self.stats.lost += 1;
         match self.index_of(next + 1) {
-            Some(i) => Playout::Lost { next: Some(&self.slots[i].data[..self.slots[i].len]) },
+            Some(i) => Playout::Lost {
+                next: Some(&self.slots[i].data[..self.slots[i].len]),
+            },
             None => Playout::Lost { next: None },
         }
     }
@@ -224,7 +240,12 @@ mod tests {
         jb.insert(3, &[3]);
         jb.insert(4, &[4]);
         assert_eq!(played(jb.pop()), Some(1));
-        assert_eq!(jb.pop(), Playout::Lost { next: Some(&[3][..]) });
+        assert_eq!(
+            jb.pop(),
+            Playout::Lost {
+                next: Some(&[3][..])
+            }
+        );
         assert_eq!(played(jb.pop()), Some(3));
         assert_eq!(jb.stats().lost, 1);
     }

@@ -36,7 +36,9 @@ pub mod room;
 pub mod sdp;
 mod session;
 
-pub use engine::{Drops, Engine, EngineConfig, EngineStats, Event, OpenError, Opened, Output, TICK};
+pub use engine::{
+    Drops, Engine, EngineConfig, EngineStats, Event, OpenError, Opened, Output, TICK,
+};
 pub use room::RoomConfig;
 pub use session::CloseReason;
 pub use str0m::net::Transmit;

@@ -14,7 +14,10 @@ pub struct MixBus {
 
 impl Default for MixBus {
     fn default() -> Self {
-        Self { acc: Box::new([0; FRAME_SAMPLES]), contributors: 0 }
+        Self {
+            acc: Box::new([0; FRAME_SAMPLES]),
+            contributors: 0,
+        }
     }
 }
 

@@ -45,7 +45,12 @@ pub struct EncoderSettings {
 
 impl Default for EncoderSettings {
     fn default() -> Self {
-        Self { bitrate_bps: 32_000, complexity: 5, inband_fec: true, dtx: false }
+        Self {
+            bitrate_bps: 32_000,
+            complexity: 5,
+            inband_fec: true,
+            dtx: false,
+        }
     }
 }
 
@@ -58,7 +63,11 @@ impl OpusEncoder {
     pub fn new(settings: EncoderSettings) -> Result<Self, CodecError> {
         let err = |e: &dyn std::fmt::Display| CodecError::Encode(e.to_string());
         let bitrate = Bitrate::try_bits(settings.bitrate_bps).map_err(|e| err(&e))?;
-        let inband = if settings.inband_fec { InbandFec::Enabled } else { InbandFec::Disabled };
+        let inband = if settings.inband_fec {
+            InbandFec::Enabled
+        } else {
+            InbandFec::Disabled
+        };
         let inner = ropus::Encoder::builder(SAMPLE_RATE, Channels::Mono, Application::Voip)
             .bitrate(bitrate)
             .complexity(settings.complexity)
@@ -73,7 +82,9 @@ impl OpusEncoder {
 
     /// Encodes one frame into `out`, returning the packet length.
     pub fn encode(&mut self, pcm: &Frame, out: &mut [u8; MAX_PACKET]) -> Result<usize, CodecError> {
-        self.inner.encode(pcm, out).map_err(|e| CodecError::Encode(e.to_string()))
+        self.inner
+            .encode(pcm, out)
+            .map_err(|e| CodecError::Encode(e.to_string()))
     }
 }
 
@@ -106,13 +117,20 @@ impl OpusDecoder {
         self.decode_mode(&[], out, DecodeMode::Normal)
     }
 
-    fn decode_mode(&mut self, packet: &[u8], out: &mut Frame, mode: DecodeMode) -> Result<(), CodecError> {
+    fn decode_mode(
+        &mut self,
+        packet: &[u8],
+        out: &mut Frame,
+        mode: DecodeMode,
+    ) -> Result<(), CodecError> {
         let n = self
             .inner
             .decode(packet, out, mode)
             .map_err(|e| CodecError::Decode(e.to_string()))?;
         if n != FRAME_SAMPLES {
-            return Err(CodecError::Decode(format!("packet holds {n} samples, expected {FRAME_SAMPLES}")));
+            return Err(CodecError::Decode(format!(
+                "packet holds {n} samples, expected {FRAME_SAMPLES}"
+            )));
         }
         Ok(())
     }
@@ -165,7 +183,11 @@ pub(crate) mod tests {
     fn garbage_packet_is_an_error_not_a_panic() {
         let mut dec = OpusDecoder::new().unwrap();
         let mut out = [0i16; FRAME_SAMPLES];
-        for garbage in [&[0xffu8; 7][..], &[0x03, 0xff, 0xff, 0xff][..], &[0xfc; 1][..]] {
+        for garbage in [
+            &[0xffu8; 7][..],
+            &[0x03, 0xff, 0xff, 0xff][..],
+            &[0xfc; 1][..],
+        ] {
             let _ = dec.decode(garbage, &mut out);
         }
     }

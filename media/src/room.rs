@@ -37,7 +37,12 @@ pub struct RoomConfig {
 
 impl Default for RoomConfig {
     fn default() -> Self {
-        Self { jitter_depth: 2, encoder: EncoderSettings::default(), talker_hangover_ticks: 50, idle_after_ticks: 10 }
+        Self {
+            jitter_depth: 2,
+            encoder: EncoderSettings::default(),
+            talker_hangover_ticks: 50,
+            idle_after_ticks: 10,
+        }
     }
 }
 
@@ -122,7 +127,11 @@ impl Room {
     /// Puts a session on stage. `hears_room`: it also receives mix-minus-self.
     pub fn add_talker(&mut self, id: SessionId, hears_room: bool) -> Result<(), CodecError> {
         let minus = if hears_room {
-            Some(MinusMix { encoder: OpusEncoder::new(self.config.encoder)?, hangover: 0, payload: None })
+            Some(MinusMix {
+                encoder: OpusEncoder::new(self.config.encoder)?,
+                hangover: 0,
+                payload: None,
+            })
         } else {
             None
         };
@@ -152,7 +161,10 @@ impl Room {
     }
 
     pub fn members(&self) -> impl Iterator<Item = SessionId> + '_ {
-        self.talkers.iter().map(|t| t.id).chain(self.listeners.iter().copied())
+        self.talkers
+            .iter()
+            .map(|t| t.id)
+            .chain(self.listeners.iter().copied())
     }
 
     pub fn stats(&self) -> RoomStats {
@@ -160,7 +172,10 @@ impl Room {
     }
 
     pub fn jitter_stats(&self, id: SessionId) -> Option<JitterStats> {
-        self.talkers.iter().find(|t| t.id == id).map(|t| t.jitter.stats())
+        self.talkers
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| t.jitter.stats())
     }
 
     /// The RTP timestamp (48 kHz) of the frame produced by the last tick.
@@ -186,13 +201,22 @@ impl Room {
                 self.bus.add(&t.pcm);
             }
         }
-        self.idle_ticks = if self.bus.contributors() > 0 { 0 } else { self.idle_ticks.saturating_add(1) };
+        self.idle_ticks = if self.bus.contributors() > 0 {
+            0
+        } else {
+            self.idle_ticks.saturating_add(1)
+        };
         let idle = self.idle_ticks > self.config.idle_after_ticks;
         self.encode_minus_mixes(idle);
         self.program = None;
         if !idle && self.program_has_audience() {
             self.bus.program(&mut self.scratch);
-            self.program = encode(&mut self.program_encoder, &self.scratch, &mut self.packet, &mut self.stats);
+            self.program = encode(
+                &mut self.program_encoder,
+                &self.scratch,
+                &mut self.packet,
+                &mut self.stats,
+            );
         }
     }
 
@@ -242,7 +266,9 @@ impl Room {
 
     fn encode_minus_mixes(&mut self, idle: bool) {
         for t in &mut self.talkers {
-            let Some(minus) = t.minus.as_mut() else { continue };
+            let Some(minus) = t.minus.as_mut() else {
+                continue;
+            };
             minus.payload = None;
             if t.active {
                 minus.hangover = self.config.talker_hangover_ticks;
@@ -255,13 +281,22 @@ impl Room {
             }
             self.bus.minus(&t.pcm, &mut self.scratch);
             // `None` here is DTX silence on their own stream: they stay on it.
-            minus.payload = encode(&mut minus.encoder, &self.scratch, &mut self.packet, &mut self.stats);
+            minus.payload = encode(
+                &mut minus.encoder,
+                &self.scratch,
+                &mut self.packet,
+                &mut self.stats,
+            );
         }
     }
 
     fn program_has_audience(&self) -> bool {
         !self.listeners.is_empty()
-            || self.talkers.iter().any(|t| t.minus.as_ref().is_some_and(|m| m.payload.is_none() && m.hangover == 0))
+            || self.talkers.iter().any(|t| {
+                t.minus
+                    .as_ref()
+                    .is_some_and(|m| m.payload.is_none() && m.hangover == 0)
+            })
     }
 }
 
@@ -300,11 +335,19 @@ mod tests {
 
     impl Source {
         fn new(id: u64, freq: f32) -> Self {
-            Self { id: SessionId(id), freq, encoder: OpusEncoder::new(EncoderSettings::default()).unwrap(), seq: 0 }
+            Self {
+                id: SessionId(id),
+                freq,
+                encoder: OpusEncoder::new(EncoderSettings::default()).unwrap(),
+                seq: 0,
+            }
         }
         fn send(&mut self, room: &mut Room) {
             let mut packet = [0u8; MAX_PACKET];
-            let n = self.encoder.encode(&tone_frame(self.freq, 0.2, self.seq as usize), &mut packet).unwrap();
+            let n = self
+                .encoder
+                .encode(&tone_frame(self.freq, 0.2, self.seq as usize), &mut packet)
+                .unwrap();
             room.receive(self.id, self.seq, &packet[..n]);
             self.seq += 1;
         }
@@ -317,7 +360,10 @@ mod tests {
     impl Ears {
         fn hear(&mut self, room: &Room) {
             for (id, d) in room.deliveries() {
-                let (dec, pcm) = self.0.entry(id).or_insert_with(|| (OpusDecoder::new().unwrap(), Vec::new()));
+                let (dec, pcm) = self
+                    .0
+                    .entry(id)
+                    .or_insert_with(|| (OpusDecoder::new().unwrap(), Vec::new()));
                 let mut out = [0i16; FRAME_SAMPLES];
                 dec.decode(d.payload(), &mut out).unwrap();
                 pcm.extend_from_slice(&out);
@@ -342,10 +388,20 @@ mod tests {
             speaker.send(&mut room);
             room.tick();
             ears.hear(&room);
-            let payloads: Vec<_> = room.deliveries().map(|(_, d)| Arc::as_ptr(d.payload()).cast::<u8>()).collect();
-            assert!(payloads.windows(2).all(|w| w[0] == w[1]), "every listener gets the same bytes");
+            let payloads: Vec<_> = room
+                .deliveries()
+                .map(|(_, d)| Arc::as_ptr(d.payload()).cast::<u8>())
+                .collect();
+            assert!(
+                payloads.windows(2).all(|w| w[0] == w[1]),
+                "every listener gets the same bytes"
+            );
         }
-        assert!(room.stats().encodes <= 100, "one encode per tick, got {}", room.stats().encodes);
+        assert!(
+            room.stats().encodes <= 100,
+            "one encode per tick, got {}",
+            room.stats().encodes
+        );
         let hz = dominant_frequency(ears.tail(57), SAMPLE_RATE);
         assert!((hz - 440.0).abs() < 5.0, "listener heard {hz} Hz");
     }
@@ -353,7 +409,11 @@ mod tests {
     #[test]
     fn talkers_hear_the_others_and_not_themselves() {
         let mut room = Room::new(RoomConfig::default()).unwrap();
-        let mut sources = [Source::new(1, 400.0), Source::new(2, 650.0), Source::new(3, 900.0)];
+        let mut sources = [
+            Source::new(1, 400.0),
+            Source::new(2, 650.0),
+            Source::new(3, 900.0),
+        ];
         for s in &sources {
             room.add_talker(s.id, true).unwrap();
         }
@@ -370,14 +430,25 @@ mod tests {
             let heard = ears.tail(s.id.0);
             for other in sources.iter().filter(|o| o.id != s.id) {
                 let own_vs_other = relative_db(heard, SAMPLE_RATE, s.freq, other.freq);
-                assert!(own_vs_other < -30.0, "talker {} hears itself at {own_vs_other} dB", s.id.0);
+                assert!(
+                    own_vs_other < -30.0,
+                    "talker {} hears itself at {own_vs_other} dB",
+                    s.id.0
+                );
             }
         }
         let program = ears.tail(9);
         for s in &sources {
-            assert!(relative_db(program, SAMPLE_RATE, s.freq, 400.0).abs() < 3.0, "{} Hz missing in program", s.freq);
+            assert!(
+                relative_db(program, SAMPLE_RATE, s.freq, 400.0).abs() < 3.0,
+                "{} Hz missing in program",
+                s.freq
+            );
         }
-        assert!(room.stats().encodes <= 4 * 100, "≤ talkers + 1 encodes per tick");
+        assert!(
+            room.stats().encodes <= 4 * 100,
+            "≤ talkers + 1 encodes per tick"
+        );
     }
 
     #[test]

@@ -16,7 +16,11 @@ pub enum OfferError {
     #[error("the offer has no audio m-line with Opus/48000/2")]
     NoOpus,
     #[error("the offer's audio is {found}; {endpoint} needs {needed}")]
-    WrongDirection { found: &'static str, endpoint: &'static str, needed: &'static str },
+    WrongDirection {
+        found: &'static str,
+        endpoint: &'static str,
+        needed: &'static str,
+    },
 }
 
 /// Direction of the client's audio m-line, as offered.
@@ -41,15 +45,28 @@ impl Direction {
 
 /// Parses `sdp`, and checks it offers Opus audio in a direction that fits `kind`.
 pub fn check_offer(sdp: &str, kind: SessionKind) -> Result<SdpOffer, OfferError> {
-    let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| OfferError::Malformed(parse_error_detail(&e.to_string())))?;
+    let offer = SdpOffer::from_sdp_string(sdp)
+        .map_err(|e| OfferError::Malformed(parse_error_detail(&e.to_string())))?;
     let direction = opus_audio_direction(sdp).ok_or(OfferError::NoOpus)?;
     let (endpoint, needed, ok) = match kind {
-        SessionKind::Publish => ("WHIP", "sendonly or sendrecv", matches!(direction, Direction::SendOnly | Direction::SendRecv)),
-        SessionKind::Listen => ("WHEP", "recvonly or sendrecv", matches!(direction, Direction::RecvOnly | Direction::SendRecv)),
+        SessionKind::Publish => (
+            "WHIP",
+            "sendonly or sendrecv",
+            matches!(direction, Direction::SendOnly | Direction::SendRecv),
+        ),
+        SessionKind::Listen => (
+            "WHEP",
+            "recvonly or sendrecv",
+            matches!(direction, Direction::RecvOnly | Direction::SendRecv),
+        ),
         SessionKind::Join => ("join", "sendrecv", direction == Direction::SendRecv),
     };
     if !ok {
-        return Err(OfferError::WrongDirection { found: direction.name(), endpoint, needed });
+        return Err(OfferError::WrongDirection {
+            found: direction.name(),
+            endpoint,
+            needed,
+        });
     }
     Ok(offer)
 }
@@ -86,12 +103,20 @@ fn parse_error_detail(message: &str) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.contains("PointerOffset"))
         .collect();
-    if lines.is_empty() { "not an SDP session description".to_owned() } else { lines.join("; ") }
+    if lines.is_empty() {
+        "not an SDP session description".to_owned()
+    } else {
+        lines.join("; ")
+    }
 }
 
 fn is_opus_rtpmap(line: &str) -> bool {
-    let Some(rest) = line.strip_prefix("a=rtpmap:") else { return false };
-    let Some((_, codec)) = rest.split_once(' ') else { return false };
+    let Some(rest) = line.strip_prefix("a=rtpmap:") else {
+        return false;
+    };
+    let Some((_, codec)) = rest.split_once(' ') else {
+        return false;
+    };
     codec.to_ascii_lowercase().starts_with("opus/48000")
 }
 
@@ -123,7 +148,10 @@ pub(crate) mod tests {
     #[test]
     fn refuses_wrong_directions_with_a_reason() {
         let e = check_offer(&offer("recvonly", OPUS), SessionKind::Publish).unwrap_err();
-        assert_eq!(e.to_string(), "the offer's audio is recvonly; WHIP needs sendonly or sendrecv");
+        assert_eq!(
+            e.to_string(),
+            "the offer's audio is recvonly; WHIP needs sendonly or sendrecv"
+        );
         assert!(check_offer(&offer("sendonly", OPUS), SessionKind::Listen).is_err());
         assert!(check_offer(&offer("recvonly", OPUS), SessionKind::Join).is_err());
     }
@@ -131,9 +159,15 @@ pub(crate) mod tests {
     #[test]
     fn refuses_an_offer_without_opus() {
         let pcmu = offer("sendonly", "a=rtpmap:0 PCMU/8000").replace("SAVPF 111", "SAVPF 0");
-        assert_eq!(check_offer(&pcmu, SessionKind::Publish).unwrap_err(), OfferError::NoOpus);
+        assert_eq!(
+            check_offer(&pcmu, SessionKind::Publish).unwrap_err(),
+            OfferError::NoOpus
+        );
         let rejected = offer("sendonly", OPUS).replace("m=audio 9", "m=audio 0");
-        assert_eq!(check_offer(&rejected, SessionKind::Publish).unwrap_err(), OfferError::NoOpus);
+        assert_eq!(
+            check_offer(&rejected, SessionKind::Publish).unwrap_err(),
+            OfferError::NoOpus
+        );
     }
 
     #[test]
@@ -147,8 +181,17 @@ pub(crate) mod tests {
 
     #[test]
     fn refuses_garbage() {
-        for garbage in ["", "hello", "v=0\r\nm=audio", "\u{0}\u{1}\u{2}", &"x".repeat(10_000)] {
-            assert!(matches!(check_offer(garbage, SessionKind::Listen), Err(OfferError::Malformed(_) | OfferError::NoOpus)));
+        for garbage in [
+            "",
+            "hello",
+            "v=0\r\nm=audio",
+            "\u{0}\u{1}\u{2}",
+            &"x".repeat(10_000),
+        ] {
+            assert!(matches!(
+                check_offer(garbage, SessionKind::Listen),
+                Err(OfferError::Malformed(_) | OfferError::NoOpus)
+            ));
         }
     }
 }

@@ -68,7 +68,14 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub fn new(kind: SessionKind, room: RoomIdx, rtc: Rtc, ufrag: String, now: Instant, first_seq: u16) -> Self {
+    pub fn new(
+        kind: SessionKind,
+        room: RoomIdx,
+        rtc: Rtc,
+        ufrag: String,
+        now: Instant,
+        first_seq: u16,
+    ) -> Self {
         Self {
             kind,
             room,
@@ -87,14 +94,18 @@ impl Session {
 
     /// Records the audio m-line once str0m reports it, with the client's Opus PT.
     pub fn resolve_audio(&mut self, mid: Mid) {
-        let Some(media) = self.rtc.media(mid) else { return };
+        let Some(media) = self.rtc.media(mid) else {
+            return;
+        };
         let remote = media.remote_pts();
         let pt = self
             .rtc
             .codec_config()
             .params()
             .iter()
-            .find(|p| p.spec().codec == Codec::Opus && (remote.is_empty() || remote.contains(&p.pt())))
+            .find(|p| {
+                p.spec().codec == Codec::Opus && (remote.is_empty() || remote.contains(&p.pt()))
+            })
             .map(|p| p.pt());
         if let (Some(pt), None) = (pt, self.audio) {
             self.audio = Some(AudioLine { mid, pt });
@@ -109,8 +120,16 @@ impl Session {
         }
         let Some(line) = self.audio else { return false };
         let mut api = self.rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(line.mid, None) else { return false };
-        tx.write_rtp(RtpWrite::new(line.pt, self.seq.into(), rtp_time, now, Arc::clone(payload)));
+        let Some(tx) = api.stream_tx_by_mid(line.mid, None) else {
+            return false;
+        };
+        tx.write_rtp(RtpWrite::new(
+            line.pt,
+            self.seq.into(),
+            rtp_time,
+            now,
+            Arc::clone(payload),
+        ));
         self.seq += 1;
         true
     }

@@ -83,8 +83,14 @@ fn room_allocations(listeners: u64) -> (u64, usize) {
 fn a_room_tick_allocates_per_encode_not_per_listener() {
     let (few, delivered_few) = room_allocations(10);
     let (many, delivered_many) = room_allocations(10_000);
-    assert!(delivered_few >= 1_900 && delivered_many >= 1_900_000, "{delivered_few} / {delivered_many} deliveries");
-    assert!(many <= few + few / 50, "10 listeners: {few} allocations; 10,000 listeners: {many}");
+    assert!(
+        delivered_few >= 1_900 && delivered_many >= 1_900_000,
+        "{delivered_few} / {delivered_many} deliveries"
+    );
+    assert!(
+        many <= few + few / 50,
+        "10 listeners: {few} allocations; 10,000 listeners: {many}"
+    );
 }
 
 /// Not a target yet, a record: str0m builds every SRTP datagram in fresh

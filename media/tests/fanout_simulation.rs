@@ -15,7 +15,9 @@ fn two_hundred_listeners_hear_a_publisher_on_a_lossy_link() {
     let publisher = sim.join("rally", SessionKind::Publish);
     sim.clients[publisher].send_tone(440.0);
     sim.clients[publisher].loss = 0.05;
-    let listeners: Vec<usize> = (0..200).map(|_| sim.join("rally", SessionKind::Listen)).collect();
+    let listeners: Vec<usize> = (0..200)
+        .map(|_| sim.join("rally", SessionKind::Listen))
+        .collect();
 
     sim.run_for(Duration::from_secs(4));
 
@@ -24,12 +26,24 @@ fn two_hundred_listeners_hear_a_publisher_on_a_lossy_link() {
         let c = &sim.clients[l];
         assert!(c.connected, "listener {l} connected");
         let tail = c.tail(1.0);
-        assert!(tail.len() >= SAMPLE_RATE as usize * 9 / 10, "listener {l} heard {} samples in the last second", tail.len());
+        assert!(
+            tail.len() >= SAMPLE_RATE as usize * 9 / 10,
+            "listener {l} heard {} samples in the last second",
+            tail.len()
+        );
         let hz = dominant_frequency(tail, SAMPLE_RATE);
         assert!((hz - 440.0).abs() < 5.0, "listener {l} heard {hz} Hz");
         let level = rms_dbfs(tail);
-        assert!(level > -30.0 && level < -3.0, "listener {l} level {level} dBFS");
+        assert!(
+            level > -30.0 && level < -3.0,
+            "listener {l} level {level} dBFS"
+        );
     }
     let stats = sim.engine.stats();
-    assert!(stats.encodes <= stats.ticks + 1, "one program encode per tick: {} encodes, {} ticks", stats.encodes, stats.ticks);
+    assert!(
+        stats.encodes <= stats.ticks + 1,
+        "one program encode per tick: {} encodes, {} ticks",
+        stats.encodes,
+        stats.ticks
+    );
 }

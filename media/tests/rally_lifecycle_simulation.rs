@@ -19,9 +19,14 @@ fn a_listener_joining_mid_rally_hears_audio_within_a_second() {
     let joined_at = sim.now;
     let late = sim.join("rally", SessionKind::Listen);
     sim.run_for(Duration::from_secs(2));
-    let first = sim.clients[late].first_frame_at.expect("the late listener heard audio");
+    let first = sim.clients[late]
+        .first_frame_at
+        .expect("the late listener heard audio");
     let wait = first.saturating_duration_since(joined_at);
-    assert!(wait <= Duration::from_secs(1), "first audio {wait:?} after the answer");
+    assert!(
+        wait <= Duration::from_secs(1),
+        "first audio {wait:?} after the answer"
+    );
     let hz = dominant_frequency(sim.clients[late].tail(1.0), SAMPLE_RATE);
     assert!((hz - 523.0).abs() < 5.0, "heard {hz} Hz");
 }
@@ -35,17 +40,31 @@ fn listeners_stay_connected_when_the_speaker_leaves_and_hear_the_next_one() {
     assert!((dominant_frequency(sim.clients[listener].tail(1.0), SAMPLE_RATE) - 440.0).abs() < 5.0);
 
     sim.clients[first].stop_tone();
-    assert!(sim.engine.close_session(sim.session_ids[first], CloseReason::Left));
+    assert!(
+        sim.engine
+            .close_session(sim.session_ids[first], CloseReason::Left)
+    );
     sim.run_for(Duration::from_secs(3));
-    assert!(sim.clients[listener].connected, "the listener is still connected");
+    assert!(
+        sim.clients[listener].connected,
+        "the listener is still connected"
+    );
     let heard_before = sim.clients[listener].frames_received;
 
     sim.join_with_tone("rally", SessionKind::Publish, 660.0);
     sim.run_for(Duration::from_secs(2));
     let c = &sim.clients[listener];
-    assert!(c.frames_received > heard_before + 50, "audio resumed ({} → {} frames)", heard_before, c.frames_received);
+    assert!(
+        c.frames_received > heard_before + 50,
+        "audio resumed ({} → {} frames)",
+        heard_before,
+        c.frames_received
+    );
     let hz = dominant_frequency(c.tail(1.0), SAMPLE_RATE);
-    assert!((hz - 660.0).abs() < 5.0, "heard {hz} Hz from the new speaker");
+    assert!(
+        (hz - 660.0).abs() < 5.0,
+        "heard {hz} Hz from the new speaker"
+    );
     assert_eq!(sim.engine.stats().sessions_publish, 1);
 }
 
@@ -64,10 +83,10 @@ fn garbage_datagrams_are_counted_and_audio_goes_on() {
     let garbage: [&[u8]; 6] = [
         &[],
         &[0xff; 3],
-        &[0x00, 0x01, 0x00],                         // truncated STUN header
+        &[0x00, 0x01, 0x00], // truncated STUN header
         &stun_unknown_ufrag,
         &[0x80, 0x6f, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 1], // bare RTP header
-        &[0x16, 0xfe, 0xfd, 0, 0, 0],                // truncated DTLS record
+        &[0x16, 0xfe, 0xfd, 0, 0, 0],                      // truncated DTLS record
     ];
     for _ in 0..20 {
         for g in garbage {
@@ -80,7 +99,11 @@ fn garbage_datagrams_are_counted_and_audio_goes_on() {
     let before = sim.clients[listener].frames_received;
     sim.run_for(Duration::from_secs(1));
     let c = &sim.clients[listener];
-    assert!(c.frames_received >= before + 45, "audio continued: {} frames in 1 s", c.frames_received - before);
+    assert!(
+        c.frames_received >= before + 45,
+        "audio continued: {} frames in 1 s",
+        c.frames_received - before
+    );
     assert!((dominant_frequency(c.tail(1.0), SAMPLE_RATE) - 440.0).abs() < 5.0);
     let drops = sim.engine.stats().drops;
     assert!(drops.unknown_source >= 120, "{drops:?}");

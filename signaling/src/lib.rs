@@ -1,1 +1,44 @@
+//! The HTTP API of Sabha: rooms, tokens, and WHIP/WHEP/join signaling.
+//!
+//! This crate turns HTTP requests into calls on two traits and maps their
+//! answers back to HTTP. It never sees RTP, a socket of the media plane or
+//! SQL: the binary implements [`MediaControl`] (a channel into the media
+//! driver) and [`RoomStore`] (the database), and tests implement both in
+//! memory. That keeps every handler testable with `router(state).oneshot(..)`.
+//!
+//! A request goes through, in order:
+//! 1. the body limit (64 KiB, [`BODY_LIMIT`]) and CORS ([`cors`]);
+//! 2. the extractors: [`auth::Operator`] or [`auth::Grant`] (401), then the
+//!    body ([`extract::JsonBody`] / [`extract::SdpBody`]: 415, 413, 400, 422);
+//! 3. the handler ([`rooms`], [`sessions`]): room match and role (403), room
+//!    lookup (404), then the trait call;
+//! 4. every error becomes one [`ApiError`], rendered as
+//!    `application/problem+json` at the edge ([`problem`]). A last middleware
+//!    rewrites the few plain-text errors that axum itself produces (405 from
+//!    routing, for instance) so that clients only ever parse one error shape.
+//!
+//! Deliberately absent: sessions state (the media driver owns it; the
+//! session id is the capability), trickle ICE (the media side is ICE-lite,
+//! so `PATCH` on a session is 405), and any environment or file reads (the
+//! binary passes everything in through [`AppState`]).
 
+pub mod app;
+pub mod auth;
+pub mod backend;
+pub mod cors;
+pub mod extract;
+pub mod ids;
+pub mod problem;
+pub mod rooms;
+pub mod sessions;
+pub mod timestamp;
+pub mod token;
+
+pub use app::{AppState, BODY_LIMIT, MetricsRender, router};
+pub use auth::{Auth, OperatorKey};
+pub use backend::{
+    MediaControl, MediaError, NewRoom, OpenSession, OpenedSession, Role, Room, RoomKind, RoomStore,
+    SessionKind, StoreError,
+};
+pub use cors::{CorsConfig, CorsError};
+pub use problem::ApiError;

@@ -8,14 +8,16 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sabha_media::opus::{EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder, OpusEncoder, SAMPLE_RATE};
+use sabha_media::opus::{
+    EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder, OpusEncoder, SAMPLE_RATE,
+};
 use sabha_media::{Engine, EngineConfig, Output, RoomConfig, SessionKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -57,12 +59,20 @@ pub struct Client {
 impl Client {
     /// From now on this client sends a sine tone at `freq`.
     pub fn send_tone(&mut self, freq: f32) {
-        self.tone = Some((freq, OpusEncoder::new(EncoderSettings::default()).expect("encoder"), 0));
+        self.tone = Some((
+            freq,
+            OpusEncoder::new(EncoderSettings::default()).expect("encoder"),
+            0,
+        ));
     }
 
     fn send_frame(&mut self, now: Instant) {
-        let (Some(mid), true) = (self.mid, self.connected) else { return };
-        let Some((freq, enc, index)) = self.tone.as_mut() else { return };
+        let (Some(mid), true) = (self.mid, self.connected) else {
+            return;
+        };
+        let Some((freq, enc, index)) = self.tone.as_mut() else {
+            return;
+        };
         let mut frame: Frame = [0; FRAME_SAMPLES];
         for (i, s) in frame.iter_mut().enumerate() {
             let t = (*index * FRAME_SAMPLES + i) as f32 / SAMPLE_RATE as f32;
@@ -72,9 +82,22 @@ impl Client {
         let n = enc.encode(&frame, &mut packet).expect("encode");
         let rtp_time = (*index * FRAME_SAMPLES) as u64;
         *index += 1;
-        let Some(writer) = self.rtc.writer(mid) else { return };
-        let Some(pt) = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt()) else { return };
-        let _ = writer.write(pt, now, str0m::media::MediaTime::new(rtp_time, str0m::media::Frequency::FORTY_EIGHT_KHZ), packet[..n].to_vec());
+        let Some(writer) = self.rtc.writer(mid) else {
+            return;
+        };
+        let Some(pt) = writer
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt())
+        else {
+            return;
+        };
+        let _ = writer.write(
+            pt,
+            now,
+            str0m::media::MediaTime::new(rtp_time, str0m::media::Frequency::FORTY_EIGHT_KHZ),
+            packet[..n].to_vec(),
+        );
     }
 
     /// Stops sending and tells the engine it left, like an HTTP DELETE.
@@ -127,7 +150,11 @@ pub struct Sim {
 impl Sim {
     pub fn new(seed: u64) -> Self {
         let now = Instant::now(); // the only clock read: the origin of virtual time.
-        let config = EngineConfig { advertised: SERVER, room: RoomConfig::default(), max_sessions: 100_000 };
+        let config = EngineConfig {
+            advertised: SERVER,
+            room: RoomConfig::default(),
+            max_sessions: 100_000,
+        };
         Self {
             now,
             engine: Engine::new(config, now).expect("engine"),
@@ -156,7 +183,10 @@ impl Sim {
     /// Adds a client to the room over `kind` (publish, listen or join).
     pub fn join(&mut self, room: &str, kind: SessionKind) -> usize {
         let index = self.clients.len();
-        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (index / 60_000) as u8, 1)), 10_000 + (index % 60_000) as u16);
+        let addr = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (index / 60_000) as u8, 1)),
+            10_000 + (index % 60_000) as u16,
+        );
         let mut rtc = Rtc::builder().set_rtp_mode(false).build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
         let direction = match kind {
@@ -167,10 +197,15 @@ impl Sim {
         let mut change = rtc.sdp_api();
         let mid = change.add_media(MediaKind::Audio, direction, None, None, None);
         let (offer, pending) = change.apply().expect("offer");
-        let opened = self.engine.open_session(self.now, room, kind, &offer.to_sdp_string()).expect("engine accepts the offer");
+        let opened = self
+            .engine
+            .open_session(self.now, room, kind, &offer.to_sdp_string())
+            .expect("engine accepts the offer");
         self.session_ids.push(opened.id);
         let answer = SdpAnswer::from_sdp_string(&opened.answer).expect("answer parses");
-        rtc.sdp_api().accept_answer(pending, answer).expect("answer accepted");
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer accepted");
         self.by_addr.insert(addr, index);
         self.clients.push(Client {
             addr,
@@ -209,7 +244,12 @@ impl Sim {
             _ => self.now, // more output pending
         };
         let net = self.net.peek().map(|f| f.0.at).unwrap_or(engine);
-        let clients = self.clients.iter().map(|c| c.deadline).min().unwrap_or(engine);
+        let clients = self
+            .clients
+            .iter()
+            .map(|c| c.deadline)
+            .min()
+            .unwrap_or(engine);
         engine.min(net).min(clients).min(self.next_frame)
     }
 
@@ -222,8 +262,18 @@ impl Sim {
                 (self.engine_exit)();
                 self.drain_engine();
             } else if let Some(&i) = self.by_addr.get(&f.to) {
-                let Ok(contents) = f.bytes.as_slice().try_into() else { continue };
-                let input = Input::Receive(self.now, Receive { proto: Protocol::Udp, source: f.from, destination: f.to, contents });
+                let Ok(contents) = f.bytes.as_slice().try_into() else {
+                    continue;
+                };
+                let input = Input::Receive(
+                    self.now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source: f.from,
+                        destination: f.to,
+                        contents,
+                    },
+                );
                 let _ = self.clients[i].rtc.handle_input(input);
                 self.drain_client(i);
             }
@@ -258,7 +308,13 @@ impl Sim {
             return;
         }
         self.flight_seq += 1;
-        self.net.push(Reverse(Flight { at: self.now + self.latency, seq: self.flight_seq, from, to, bytes }));
+        self.net.push(Reverse(Flight {
+            at: self.now + self.latency,
+            seq: self.flight_seq,
+            from,
+            to,
+            bytes,
+        }));
     }
 
     fn poll_engine(&mut self) -> Output {
@@ -272,7 +328,10 @@ impl Sim {
         loop {
             match self.poll_engine() {
                 Output::Transmit(t) => {
-                    let loss = self.by_addr.get(&t.destination).map_or(0.0, |&i| self.clients[i].loss);
+                    let loss = self
+                        .by_addr
+                        .get(&t.destination)
+                        .map_or(0.0, |&i| self.clients[i].loss);
                     self.send(t.source, t.destination, t.contents.to_vec(), loss);
                 }
                 Output::Event(_) => {}

@@ -1,0 +1,101 @@
+//! The router: every route, its CORS policy, and the layers around them.
+//!
+//! Routes (see `docs/http-api.md` for the full contract):
+//!
+//! | route                           | methods       | auth          | CORS       |
+//! |---------------------------------|---------------|---------------|------------|
+//! | `/v1/rooms`                     | GET POST      | operator      | configured |
+//! | `/v1/rooms/{id}`                | GET DELETE    | operator      | configured |
+//! | `/v1/rooms/{id}/tokens`         | POST          | operator      | configured |
+//! | `/v1/rooms/{id}/whip`           | POST          | host, speaker | configured |
+//! | `/v1/rooms/{id}/join`           | POST          | not listener  | configured |
+//! | `/v1/rooms/{id}/whep`           | POST          | any room role | open       |
+//! | `/v1/sessions/{id}`             | DELETE PATCH  | the id itself | open       |
+//! | `/healthz`, `/metrics`          | GET           | none          | none       |
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::http::header;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Auth;
+use crate::backend::{MediaControl, RoomStore};
+use crate::cors::CorsConfig;
+use crate::{problem, rooms, sessions};
+
+/// Largest accepted request body. SDP offers are a few KiB; room and token
+/// JSON far less. Anything bigger is a mistake or an attack: 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Renders the Prometheus text exposition for `GET /metrics`.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Everything the handlers need, built once by the binary.
+#[derive(Clone)]
+pub struct AppState {
+    /// Opens and closes WebRTC sessions (the media driver).
+    pub media: Arc<dyn MediaControl>,
+    /// Where rooms live (SQLite in the binary).
+    pub rooms: Arc<dyn RoomStore>,
+    /// Token keys and the operator key.
+    pub auth: Auth,
+    /// Called on each `GET /metrics`.
+    pub metrics: MetricsRender,
+    /// Which browser origins may call which routes. Read once, when the
+    /// router is built.
+    pub cors: CorsConfig,
+}
+
+impl FromRef<AppState> for Auth {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// The whole HTTP API, ready for `axum::serve`.
+pub fn router(state: AppState) -> Router {
+    let open = Router::new()
+        .route("/v1/rooms/{id}/whep", post(sessions::whep))
+        .route(
+            "/v1/sessions/{id}",
+            axum::routing::delete(sessions::delete).patch(sessions::patch),
+        )
+        .layer(state.cors.open_layer());
+    let configured = Router::new()
+        .route("/v1/rooms", post(rooms::create).get(rooms::list))
+        .route("/v1/rooms/{id}", get(rooms::get).delete(rooms::delete))
+        .route("/v1/rooms/{id}/tokens", post(rooms::mint_token))
+        .route("/v1/rooms/{id}/whip", post(sessions::whip))
+        .route("/v1/rooms/{id}/join", post(sessions::join))
+        .layer(state.cors.configured_layer());
+    Router::new()
+        .merge(open)
+        .merge(configured)
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(problem::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(problem::normalize))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = (state.metrics)();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// One span per request with method and path only: the query may hold a
+/// room token (`?token=`), so the full URI is never recorded.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+}

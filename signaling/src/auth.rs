@@ -1,0 +1,337 @@
+//! Who may call what: the operator key and room tokens, as axum extractors.
+//!
+//! Two kinds of credentials, both sent as `Authorization: Bearer <secret>`:
+//! - the **operator key** manages rooms and mints tokens. It also works as a
+//!   `host` token for every room, so OBS or a test can publish without
+//!   minting first. Compared in constant time; only accepted in the header.
+//! - a **room token** ([`crate::token`]) grants one role in one room. Browsers
+//!   cannot always set headers (an `<audio>`-driving player, a share link), so
+//!   WHIP/WHEP/join also accept it as `?token=`.
+//!
+//! [`Operator`] and [`Grant`] are extractors: a handler that names one in its
+//! arguments cannot run unauthenticated. They only say *who* is calling;
+//! whether that caller may act on this room in this way is the handler's
+//! check ([`Grant::check_room`], [`crate::sessions`]' role table).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts, Query};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
+use serde::Deserialize;
+
+use crate::backend::Role;
+use crate::problem::ApiError;
+use crate::timestamp::unix_now;
+use crate::token::{Claims, TokenError, TokenKeys};
+
+/// The operator's bearer key. Its `Debug` does not print it.
+#[derive(Clone)]
+pub struct OperatorKey(String);
+
+impl OperatorKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// Whether `presented` is this key, in time independent of where they
+    /// differ (the length is not secret).
+    pub fn matches(&self, presented: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
+    /// The key itself, for the code that stores or prints it once.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for OperatorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorKey(<redacted>)")
+    }
+}
+
+/// The server's credentials: token keys and the operator key. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Auth {
+    inner: Arc<AuthInner>,
+}
+
+#[derive(Debug)]
+struct AuthInner {
+    tokens: TokenKeys,
+    operator: OperatorKey,
+}
+
+impl Auth {
+    /// `jwt_secret` signs room tokens; `operator` manages rooms.
+    pub fn new(jwt_secret: &[u8], operator: OperatorKey) -> Self {
+        let tokens = TokenKeys::new(jwt_secret);
+        Self {
+            inner: Arc::new(AuthInner { tokens, operator }),
+        }
+    }
+
+    pub fn tokens(&self) -> &TokenKeys {
+        &self.inner.tokens
+    }
+
+    /// Resolves a presented bearer secret into what it grants.
+    pub fn grant(&self, presented: &str, now: u64) -> Result<Grant, AuthError> {
+        if self.inner.operator.matches(presented) {
+            return Ok(Grant::operator());
+        }
+        Ok(self.inner.tokens.verify(presented, now)?.into())
+    }
+}
+
+/// Why a request is not authenticated. Each maps to 401 with a
+/// `WWW-Authenticate: Bearer` challenge (RFC 6750).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("this request needs a bearer token (Authorization: Bearer <token>)")]
+    Missing,
+    #[error("the token is invalid")]
+    Invalid,
+    #[error("the token has expired")]
+    Expired,
+}
+
+impl AuthError {
+    /// The `WWW-Authenticate` value.
+    pub fn challenge(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Self::Missing => r#"Bearer realm="sabha""#,
+            Self::Invalid => {
+                r#"Bearer realm="sabha", error="invalid_token", error_description="the token is invalid""#
+            }
+            Self::Expired => {
+                r#"Bearer realm="sabha", error="invalid_token", error_description="the token has expired""#
+            }
+        })
+    }
+}
+
+impl From<TokenError> for AuthError {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::Expired => Self::Expired,
+            TokenError::Invalid | TokenError::Signing(_) => Self::Invalid,
+        }
+    }
+}
+
+/// What the caller may do in which room: from a room token, or from the
+/// operator key (any room, as host).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// `None`: every room (operator key).
+    pub room: Option<String>,
+    pub role: Role,
+    /// Display name from the token.
+    pub name: Option<String>,
+}
+
+impl Grant {
+    fn operator() -> Self {
+        Self {
+            room: None,
+            role: Role::Host,
+            name: None,
+        }
+    }
+
+    /// 403 unless this grant covers `room`.
+    pub fn check_room(&self, room: &str) -> Result<(), ApiError> {
+        match &self.room {
+            Some(own) if own != room => Err(ApiError::Forbidden(
+                "this token is for another room".to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl From<Claims> for Grant {
+    fn from(claims: Claims) -> Self {
+        Self {
+            room: Some(claims.room),
+            role: claims.role,
+            name: claims.name,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The bearer secret of a request: the `Authorization` header, else
+/// `?token=` when `query` is allowed.
+fn presented(parts: &Parts, query: bool) -> Result<String, AuthError> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        return bearer(value).map(str::to_owned).ok_or(AuthError::Invalid);
+    }
+    let from_query = query
+        .then(|| Query::<TokenQuery>::try_from_uri(&parts.uri).ok())
+        .flatten()
+        .and_then(|Query(q)| q.token)
+        .filter(|t| !t.is_empty());
+    from_query.ok_or(AuthError::Missing)
+}
+
+/// The credentials of `Authorization: Bearer <credentials>` (scheme is
+/// case-insensitive, RFC 9110 §11.1).
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    let value = value.to_str().ok()?;
+    let (scheme, credentials) = value.split_once(' ')?;
+    let credentials = credentials.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
+}
+
+/// Extractor: the caller holds the operator key.
+#[derive(Clone, Copy, Debug)]
+pub struct Operator;
+
+impl<S: Send + Sync> FromRequestParts<S> for Operator
+where
+    Auth: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let auth = Auth::from_ref(state);
+        let presented = presented(parts, false)?;
+        match auth.grant(&presented, unix_now())? {
+            Grant { room: None, .. } => Ok(Operator),
+            _ => Err(ApiError::Forbidden(
+                "room tokens cannot manage rooms; use the operator key".to_owned(),
+            )),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Grant
+where
+    Auth: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let auth = Auth::from_ref(state);
+        let presented = presented(parts, true)?;
+        Ok(auth.grant(&presented, unix_now())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn auth() -> Auth {
+        Auth::new(SECRET, OperatorKey::new("sk_test"))
+    }
+
+    fn token(room: &str, role: Role, exp: u64) -> String {
+        let claims = Claims {
+            room: room.into(),
+            role,
+            name: None,
+            exp,
+            iat: NOW,
+        };
+        auth().tokens().mint(&claims).unwrap()
+    }
+
+    fn parts(uri: &str, authorization: Option<&str>) -> Parts {
+        let mut builder = Request::builder().uri(uri);
+        if let Some(value) = authorization {
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn operator_key_compares_exactly() {
+        let key = OperatorKey::new("sk_abc");
+        assert!(key.matches("sk_abc"));
+        for other in ["", "sk_ab", "sk_abd", "sk_abcd", "SK_ABC"] {
+            assert!(!key.matches(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn operator_key_is_not_printed() {
+        let debug = format!("{:?}", auth());
+        assert!(!debug.contains("sk_test"), "{debug}");
+    }
+
+    #[test]
+    fn operator_key_is_host_of_every_room() {
+        let grant = auth().grant("sk_test", NOW).unwrap();
+        assert_eq!(grant.role, Role::Host);
+        assert!(grant.check_room("anyroom").is_ok());
+    }
+
+    #[test]
+    fn token_grants_its_room_only() {
+        let grant = auth()
+            .grant(&token("rooma", Role::Speaker, NOW + 60), NOW)
+            .unwrap();
+        assert_eq!(grant.role, Role::Speaker);
+        assert!(grant.check_room("rooma").is_ok());
+        let err = grant.check_room("roomb").unwrap_err();
+        assert_eq!(err.status(), 403);
+    }
+
+    #[test]
+    fn expired_and_garbage_tokens() {
+        let expired = token("rooma", Role::Host, NOW - 1);
+        assert_eq!(auth().grant(&expired, NOW), Err(AuthError::Expired));
+        assert_eq!(auth().grant("junk", NOW), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn bearer_header_and_query() {
+        assert_eq!(
+            presented(&parts("/", Some("Bearer abc")), true).unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            presented(&parts("/", Some("bearer  abc ")), true).unwrap(),
+            "abc"
+        );
+        assert_eq!(presented(&parts("/?token=q1", None), true).unwrap(), "q1");
+        assert_eq!(
+            presented(&parts("/?token=q1", None), false),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(presented(&parts("/", None), true), Err(AuthError::Missing));
+        assert_eq!(
+            presented(&parts("/?token=", None), true),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            presented(&parts("/", Some("Basic abc")), true),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            presented(&parts("/", Some("Bearer")), true),
+            Err(AuthError::Invalid)
+        );
+    }
+
+    #[test]
+    fn header_wins_over_query() {
+        let p = parts("/?token=q1", Some("Bearer h1"));
+        assert_eq!(presented(&p, true).unwrap(), "h1");
+    }
+}

@@ -1,0 +1,116 @@
+//! The two things the HTTP layer needs from the rest of the server, as traits.
+//!
+//! `sabha-signaling` never touches RTP, sockets or SQL: the binary implements
+//! [`MediaControl`] with its media driver (a channel into the media shard) and
+//! [`RoomStore`] with its database. Tests implement them in memory.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// What a room is for. It decides which roles may do what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomKind {
+    /// One stage (leader + a few speakers), any number of listeners.
+    Rally,
+    /// A conference call: every participant talks and hears mix-minus-self.
+    Bridge,
+}
+
+/// The role a token grants inside one room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Host,
+    Speaker,
+    Listener,
+    Participant,
+}
+
+/// How a WebRTC session takes part in the room's audio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    /// WHIP: sends audio to the stage, receives nothing.
+    Publish,
+    /// WHEP: receives the program mix, sends nothing.
+    Listen,
+    /// `/join`: sends audio to the stage and receives mix-minus-self.
+    Join,
+}
+
+/// A request to open one WebRTC session (one SDP offer/answer exchange).
+#[derive(Clone, Debug)]
+pub struct OpenSession {
+    pub room: String,
+    pub kind: SessionKind,
+    /// The client's SDP offer, as received (non-trickle: candidates inside).
+    pub offer: String,
+    /// Display name from the token's `name` claim.
+    pub name: Option<String>,
+    pub role: Role,
+}
+
+/// The answer to [`OpenSession`].
+#[derive(Clone, Debug)]
+pub struct OpenedSession {
+    /// Opaque, unguessable id; the resource is `/v1/sessions/{session}`.
+    pub session: String,
+    /// SDP answer with the server's host candidate(s), ICE-lite.
+    pub answer: String,
+}
+
+/// Why a session could not be opened or closed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    #[error("malformed SDP offer: {0}")]
+    MalformedOffer(String),
+    #[error("the offer has no audio m-line with Opus/48000/2")]
+    NoOpus,
+    #[error("{0}")]
+    WrongDirection(String),
+    #[error("the server is at capacity")]
+    AtCapacity,
+    #[error("the media engine is not running")]
+    Unavailable,
+}
+
+#[async_trait]
+pub trait MediaControl: Send + Sync + 'static {
+    async fn open_session(&self, request: OpenSession) -> Result<OpenedSession, MediaError>;
+    /// Ends one session. `Ok(false)` when no such session exists.
+    async fn close_session(&self, session: &str) -> Result<bool, MediaError>;
+    /// Ends every session of a room (room deleted or ended).
+    async fn close_room(&self, room: &str) -> Result<(), MediaError>;
+}
+
+/// A room as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Room {
+    pub id: String,
+    pub name: String,
+    pub kind: RoomKind,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// What an operator sends to create a room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRoom {
+    pub name: String,
+    pub kind: RoomKind,
+}
+
+/// A storage failure. Never caused by client input; maps to 503/500 at the edge.
+#[derive(Debug, thiserror::Error)]
+#[error("storage failed: {0}")]
+pub struct StoreError(pub String);
+
+#[async_trait]
+pub trait RoomStore: Send + Sync + 'static {
+    async fn create_room(&self, room: NewRoom) -> Result<Room, StoreError>;
+    async fn list_rooms(&self) -> Result<Vec<Room>, StoreError>;
+    async fn get_room(&self, id: &str) -> Result<Option<Room>, StoreError>;
+    /// `Ok(false)` when no such room exists.
+    async fn delete_room(&self, id: &str) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,177 @@
+//! The operator API: create, list, get and delete rooms; mint room tokens.
+//!
+//! Every handler takes [`Operator`], so none runs without the operator key.
+//! Deleting a room removes it from the store first (no new session can open
+//! in it) and then ends its live sessions.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::auth::Operator;
+use crate::backend::{NewRoom, Role, Room};
+use crate::extract::JsonBody;
+use crate::ids::is_room_id;
+use crate::problem::ApiError;
+use crate::timestamp::{rfc3339, unix_now};
+use crate::token::Claims;
+
+/// Longest room name, in characters.
+pub const MAX_ROOM_NAME: usize = 200;
+/// Longest display name in a token, in characters.
+pub const MAX_DISPLAY_NAME: usize = 100;
+/// Token lifetime when the request names none: one day, long enough for an
+/// event, short enough that a leaked link goes stale.
+pub const DEFAULT_TTL_S: u64 = 86_400;
+/// Longest token lifetime: 30 days (tokens cannot be revoked, only rooms).
+pub const MAX_TTL_S: u64 = 30 * 86_400;
+
+/// `POST /v1/rooms/{id}/tokens` body.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub role: Role,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+}
+
+/// `POST /v1/rooms/{id}/tokens` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+    /// RFC 3339, UTC.
+    pub expires_at: String,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    _: Operator,
+    JsonBody(mut room): JsonBody<NewRoom>,
+) -> Result<Response, ApiError> {
+    room.name = checked_name(&room.name, MAX_ROOM_NAME, "room name")?;
+    let room = state.rooms.create_room(room).await?;
+    tracing::info!(room = %room.id, kind = ?room.kind, "room created");
+    let location = HeaderValue::try_from(format!("/v1/rooms/{}", room.id))
+        .map_err(|_| ApiError::Internal(format!("room id {:?} is not a header", room.id)))?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(room),
+    )
+        .into_response())
+}
+
+pub async fn list(State(state): State<AppState>, _: Operator) -> Result<Json<Vec<Room>>, ApiError> {
+    Ok(Json(state.rooms.list_rooms().await?))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> Result<Json<Room>, ApiError> {
+    Ok(Json(find(&state, &id).await?))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !is_room_id(&id) || !state.rooms.delete_room(&id).await? {
+        return Err(ApiError::NotFound("room"));
+    }
+    tracing::info!(room = %id, "room deleted");
+    if let Err(error) = state.media.close_room(&id).await {
+        // The room is gone either way; sessions of a stopped engine are too.
+        tracing::warn!(room = %id, %error, "could not close the room's sessions");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn mint_token(
+    State(state): State<AppState>,
+    _: Operator,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<TokenRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let room = find(&state, &id).await?;
+    let ttl = request.ttl_s.unwrap_or(DEFAULT_TTL_S);
+    if !(1..=MAX_TTL_S).contains(&ttl) {
+        return Err(ApiError::Unprocessable(format!(
+            "ttl_s must be between 1 and {MAX_TTL_S} seconds"
+        )));
+    }
+    let name = match request.name {
+        Some(name) => Some(checked_name(&name, MAX_DISPLAY_NAME, "name")?),
+        None => None,
+    };
+    let now = unix_now();
+    let claims = Claims {
+        room: room.id,
+        role: request.role,
+        name,
+        exp: now + ttl,
+        iat: now,
+    };
+    let token = state
+        .auth
+        .tokens()
+        .mint(&claims)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(TokenResponse {
+        token,
+        expires_at: rfc3339(claims.exp),
+    }))
+}
+
+/// The room `id`, or 404 (also for ids that cannot be room ids).
+pub(crate) async fn find(state: &AppState, id: &str) -> Result<Room, ApiError> {
+    if !is_room_id(id) {
+        return Err(ApiError::NotFound("room"));
+    }
+    state
+        .rooms
+        .get_room(id)
+        .await?
+        .ok_or(ApiError::NotFound("room"))
+}
+
+/// `name` trimmed; 422 when empty, too long or holding control characters.
+fn checked_name(name: &str, max: usize, what: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > max || name.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(format!(
+            "{what} must be 1 to {max} characters, without control characters"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(checked_name("  Rally  ", 10, "name").unwrap(), "Rally");
+        assert_eq!(checked_name("", 10, "name").unwrap_err().status(), 422);
+        assert_eq!(checked_name("   ", 10, "name").unwrap_err().status(), 422);
+        assert_eq!(checked_name("a\nb", 10, "name").unwrap_err().status(), 422);
+        assert_eq!(
+            checked_name(&"é".repeat(10), 10, "name").unwrap(),
+            "é".repeat(10)
+        );
+        assert_eq!(
+            checked_name(&"é".repeat(11), 10, "name")
+                .unwrap_err()
+                .status(),
+            422
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! In-memory [`RoomStore`] and [`MediaControl`] for router tests.
+//!
+//! The fake media side decides by markers in the offer text, so each test
+//! states the outcome it wants in the request it sends:
+//! `no-opus`, `malformed`, `wrong-direction`, `full`, `down`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use sabha_signaling::{
+    MediaControl, MediaError, NewRoom, OpenSession, OpenedSession, Room, RoomStore, StoreError, ids,
+};
+
+#[derive(Default)]
+pub struct FakeStore {
+    rooms: Mutex<Vec<Room>>,
+    /// When set, every call fails like a broken disk.
+    pub broken: AtomicBool,
+}
+
+impl FakeStore {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(StoreError("disk I/O error at /secret/path/sabha.db".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RoomStore for FakeStore {
+    async fn create_room(&self, room: NewRoom) -> Result<Room, StoreError> {
+        self.check()?;
+        let room = Room {
+            id: ids::room_id(),
+            name: room.name,
+            kind: room.kind,
+            created_at: "2025-01-01T00:00:00Z".into(),
+        };
+        self.rooms.lock().unwrap().push(room.clone());
+        Ok(room)
+    }
+
+    async fn list_rooms(&self) -> Result<Vec<Room>, StoreError> {
+        self.check()?;
+        Ok(self.rooms.lock().unwrap().clone())
+    }
+
+    async fn get_room(&self, id: &str) -> Result<Option<Room>, StoreError> {
+        self.check()?;
+        Ok(self
+            .rooms
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|r| r.id == id)
+            .cloned())
+    }
+
+    async fn delete_room(&self, id: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut rooms = self.rooms.lock().unwrap();
+        let before = rooms.len();
+        rooms.retain(|r| r.id != id);
+        Ok(rooms.len() != before)
+    }
+}
+
+#[derive(Default)]
+pub struct FakeMedia {
+    next: AtomicU64,
+    pub opened: Mutex<Vec<OpenSession>>,
+    pub live: Mutex<Vec<String>>,
+    pub closed_rooms: Mutex<Vec<String>>,
+}
+
+pub const ANSWER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=answer\r\n";
+
+#[async_trait]
+impl MediaControl for FakeMedia {
+    async fn open_session(&self, request: OpenSession) -> Result<OpenedSession, MediaError> {
+        let offer = request.offer.as_str();
+        if offer.contains("no-opus") {
+            return Err(MediaError::NoOpus);
+        }
+        if offer.contains("malformed") {
+            return Err(MediaError::MalformedOffer("line 3: expected k=v".into()));
+        }
+        if offer.contains("wrong-direction") {
+            return Err(MediaError::WrongDirection(
+                "a WHEP offer must be recvonly, got sendonly".into(),
+            ));
+        }
+        if offer.contains("full") {
+            return Err(MediaError::AtCapacity);
+        }
+        if offer.contains("down") {
+            return Err(MediaError::Unavailable);
+        }
+        let session = format!("s{}", self.next.fetch_add(1, Ordering::SeqCst));
+        self.live.lock().unwrap().push(session.clone());
+        self.opened.lock().unwrap().push(request);
+        Ok(OpenedSession {
+            session,
+            answer: ANSWER.into(),
+        })
+    }
+
+    async fn close_session(&self, session: &str) -> Result<bool, MediaError> {
+        let mut live = self.live.lock().unwrap();
+        let before = live.len();
+        live.retain(|s| s != session);
+        Ok(live.len() != before)
+    }
+
+    async fn close_room(&self, room: &str) -> Result<(), MediaError> {
+        self.closed_rooms.lock().unwrap().push(room.to_owned());
+        Ok(())
+    }
+}

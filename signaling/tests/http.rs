@@ -1,0 +1,798 @@
+//! The HTTP contract, request by request, through `router(state).oneshot(..)`
+//! with in-memory fakes of the store and the media side.
+
+mod fakes;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use fakes::{ANSWER, FakeMedia, FakeStore};
+use sabha_signaling::problem::{PROBLEM_JSON, Problem};
+use sabha_signaling::rooms::TokenResponse;
+use sabha_signaling::timestamp::unix_now;
+use sabha_signaling::token::Claims;
+use sabha_signaling::{
+    AppState, Auth, CorsConfig, OperatorKey, Role, Room, RoomKind, SessionKind, router,
+};
+use serde::de::DeserializeOwned;
+use tower::ServiceExt;
+
+const KEY: &str = "sk_operator_for_tests";
+const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+
+struct Harness {
+    app: Router,
+    store: Arc<FakeStore>,
+    media: Arc<FakeMedia>,
+    auth: Auth,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json<T: DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+
+    /// The problem body; asserts the media type and that `status` matches.
+    fn problem(&self, status: u16) -> Problem {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.headers[header::CONTENT_TYPE], PROBLEM_JSON);
+        let problem: Problem = self.json();
+        assert_eq!(problem.status, status);
+        assert_eq!(problem.kind, "about:blank");
+        assert!(!problem.title.is_empty() && !problem.detail.is_empty());
+        problem
+    }
+
+    fn header(&self, name: header::HeaderName) -> &str {
+        self.headers.get(&name).map_or("", |v| v.to_str().unwrap())
+    }
+}
+
+fn harness_with(cors: CorsConfig) -> Harness {
+    let store = Arc::new(FakeStore::default());
+    let media = Arc::new(FakeMedia::default());
+    let auth = Auth::new(b"test secret, 32 bytes long......", OperatorKey::new(KEY));
+    let state = AppState {
+        media: media.clone(),
+        rooms: store.clone(),
+        auth: auth.clone(),
+        metrics: Arc::new(|| "# TYPE sabha_sessions gauge\nsabha_sessions 0\n".to_owned()),
+        cors,
+    };
+    Harness {
+        app: router(state),
+        store,
+        media,
+        auth,
+    }
+}
+
+fn harness() -> Harness {
+    harness_with(CorsConfig::default())
+}
+
+fn operator(method: Method, uri: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+}
+
+fn json_request(builder: axum::http::request::Builder, body: &str) -> Request<Body> {
+    builder
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn offer(uri: &str, token: Option<&str>, body: &str) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/sdp");
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    builder.body(Body::from(body.to_owned())).unwrap()
+}
+
+impl Harness {
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    async fn room(&self, kind: &str) -> Room {
+        let body = format!(r#"{{"name":"Town hall","kind":"{kind}"}}"#);
+        let reply = self
+            .send(json_request(operator(Method::POST, "/v1/rooms"), &body))
+            .await;
+        assert_eq!(reply.status, 201);
+        reply.json()
+    }
+
+    fn token(&self, room: &str, role: Role, ttl: i64) -> String {
+        let now = unix_now();
+        let claims = Claims {
+            room: room.to_owned(),
+            role,
+            name: Some("Asha".into()),
+            exp: now.saturating_add_signed(ttl),
+            iat: now,
+        };
+        self.auth.tokens().mint(&claims).unwrap()
+    }
+
+    fn last_opened(&self) -> (SessionKind, Role, Option<String>, String) {
+        let opened = self.media.opened.lock().unwrap();
+        let last = opened.last().expect("a session was opened");
+        (last.kind, last.role, last.name.clone(), last.room.clone())
+    }
+}
+
+// ---- health and metrics ----
+
+#[tokio::test]
+async fn healthz_and_metrics() {
+    let h = harness();
+    let reply = h
+        .send(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(
+        (reply.status, &reply.body[..]),
+        (StatusCode::OK, &b"ok"[..])
+    );
+    let reply = h
+        .send(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header(header::CONTENT_TYPE),
+        "text/plain; version=0.0.4"
+    );
+    assert!(String::from_utf8_lossy(&reply.body).contains("sabha_sessions 0"));
+}
+
+// ---- rooms ----
+
+#[tokio::test]
+async fn create_room() {
+    let h = harness();
+    let body = r#"{"name":"  Rally for rivers ","kind":"rally"}"#;
+    let reply = h
+        .send(json_request(operator(Method::POST, "/v1/rooms"), body))
+        .await;
+    assert_eq!(reply.status, 201);
+    let room: Room = reply.json();
+    assert_eq!(
+        (room.name.as_str(), room.kind),
+        ("Rally for rivers", RoomKind::Rally)
+    );
+    assert_eq!(
+        reply.header(header::LOCATION),
+        format!("/v1/rooms/{}", room.id)
+    );
+    assert_eq!(reply.header(header::CONTENT_TYPE), "application/json");
+}
+
+#[tokio::test]
+async fn list_get_delete_room() {
+    let h = harness();
+    let a = h.room("rally").await;
+    let b = h.room("bridge").await;
+    let reply = h
+        .send(
+            operator(Method::GET, "/v1/rooms")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.json::<Vec<Room>>(), vec![a.clone(), b.clone()]);
+
+    let uri = format!("/v1/rooms/{}", a.id);
+    let reply = h
+        .send(operator(Method::GET, &uri).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(reply.json::<Room>(), a);
+
+    let reply = h
+        .send(operator(Method::DELETE, &uri).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(reply.status, 204);
+    assert_eq!(*h.media.closed_rooms.lock().unwrap(), vec![a.id.clone()]);
+
+    let reply = h
+        .send(operator(Method::DELETE, &uri).body(Body::empty()).unwrap())
+        .await;
+    reply.problem(404);
+    let reply = h
+        .send(operator(Method::GET, &uri).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(reply.problem(404).detail, "no such room");
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_room_ids_are_404() {
+    let h = harness();
+    for uri in [
+        "/v1/rooms/aaaaaaaaaaaa",
+        "/v1/rooms/not-a-room-id!",
+        "/v1/rooms/x",
+    ] {
+        let reply = h
+            .send(operator(Method::GET, uri).body(Body::empty()).unwrap())
+            .await;
+        reply.problem(404);
+    }
+}
+
+#[tokio::test]
+async fn operator_api_needs_the_operator_key() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let reply = h
+        .send(Request::get("/v1/rooms").body(Body::empty()).unwrap())
+        .await;
+    reply.problem(401);
+    assert!(reply.header(header::WWW_AUTHENTICATE).starts_with("Bearer"));
+
+    let wrong = Request::get("/v1/rooms").header(header::AUTHORIZATION, "Bearer sk_wrong");
+    let reply = h.send(wrong.body(Body::empty()).unwrap()).await;
+    reply.problem(401);
+    assert!(
+        reply
+            .header(header::WWW_AUTHENTICATE)
+            .contains("invalid_token")
+    );
+
+    // A room token, even a host's, is not the operator key.
+    let token = h.token(&room.id, Role::Host, 60);
+    let as_host =
+        Request::get("/v1/rooms").header(header::AUTHORIZATION, format!("Bearer {token}"));
+    h.send(as_host.body(Body::empty()).unwrap())
+        .await
+        .problem(403);
+
+    // The query parameter is for browsers on WHEP, not for the operator key.
+    let query = Request::get(format!("/v1/rooms?token={KEY}"));
+    h.send(query.body(Body::empty()).unwrap())
+        .await
+        .problem(401);
+}
+
+#[tokio::test]
+async fn bad_room_json_is_problem_json() {
+    let h = harness();
+    let post = || operator(Method::POST, "/v1/rooms");
+    let cases = [
+        ("{not json", 400),
+        (r#"{"name":"a","kind":"rally","extra":1}"#, 422),
+        (r#"{"name":"a","kind":"party"}"#, 422),
+        (r#"{"kind":"rally"}"#, 422),
+        (r#"{"name":"   ","kind":"rally"}"#, 422),
+    ];
+    for (body, status) in cases {
+        h.send(json_request(post(), body)).await.problem(status);
+    }
+    let unknown = h
+        .send(json_request(post(), r#"{"name":"a","kind":"rally","x":1}"#))
+        .await;
+    assert!(unknown.problem(422).detail.contains("unknown field"));
+    let no_type = post()
+        .body(Body::from(r#"{"name":"a","kind":"rally"}"#))
+        .unwrap();
+    h.send(no_type).await.problem(415);
+}
+
+#[tokio::test]
+async fn store_failure_is_500_without_internals() {
+    let h = harness();
+    h.store.broken.store(true, Ordering::SeqCst);
+    let reply = h
+        .send(
+            operator(Method::GET, "/v1/rooms")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let problem = reply.problem(500);
+    assert!(!problem.detail.contains("secret"), "{}", problem.detail);
+    assert!(!String::from_utf8_lossy(&reply.body).contains("sabha.db"));
+}
+
+// ---- tokens ----
+
+#[tokio::test]
+async fn mint_token() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let uri = format!("/v1/rooms/{}/tokens", room.id);
+    let body = r#"{"role":"listener","name":"Ravi","ttl_s":600}"#;
+    let reply = h
+        .send(json_request(operator(Method::POST, &uri), body))
+        .await;
+    assert_eq!(reply.status, 200);
+    let minted: TokenResponse = reply.json();
+    let claims = h.auth.tokens().verify(&minted.token, unix_now()).unwrap();
+    assert_eq!(claims.room, room.id);
+    assert_eq!(claims.role, Role::Listener);
+    assert_eq!(claims.name.as_deref(), Some("Ravi"));
+    assert_eq!(claims.exp - claims.iat, 600);
+    assert_eq!(minted.expires_at.len(), "2025-01-01T00:00:00Z".len());
+    assert!(minted.expires_at.ends_with('Z'));
+}
+
+#[tokio::test]
+async fn token_defaults_to_a_day() {
+    let h = harness();
+    let room = h.room("bridge").await;
+    let uri = format!("/v1/rooms/{}/tokens", room.id);
+    let reply = h
+        .send(json_request(
+            operator(Method::POST, &uri),
+            r#"{"role":"participant"}"#,
+        ))
+        .await;
+    let minted: TokenResponse = reply.json();
+    let claims = h.auth.tokens().verify(&minted.token, unix_now()).unwrap();
+    assert_eq!((claims.exp - claims.iat, claims.name), (86_400, None));
+}
+
+#[tokio::test]
+async fn bad_token_requests() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let uri = format!("/v1/rooms/{}/tokens", room.id);
+    let cases = [
+        (r#"{"role":"admin"}"#, 422),
+        (r#"{"role":"host","ttl_s":0}"#, 422),
+        (r#"{"role":"host","ttl_s":99999999}"#, 422),
+        (r#"{"role":"host","ttl_s":-5}"#, 422),
+        (r#"{"role":"host","room":"x"}"#, 422),
+        (r#"{"role":"host","name":""}"#, 422),
+        ("[", 400),
+    ];
+    for (body, status) in cases {
+        h.send(json_request(operator(Method::POST, &uri), body))
+            .await
+            .problem(status);
+    }
+    let missing = json_request(
+        operator(Method::POST, "/v1/rooms/zzzzzzzzzzzz/tokens"),
+        r#"{"role":"host"}"#,
+    );
+    h.send(missing).await.problem(404);
+    let no_auth = json_request(Request::post(&uri), r#"{"role":"host"}"#);
+    h.send(no_auth).await.problem(401);
+}
+
+// ---- WHIP / WHEP / join ----
+
+#[tokio::test]
+async fn whip_with_the_operator_key() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let reply = h
+        .send(offer(
+            &format!("/v1/rooms/{}/whip", room.id),
+            Some(KEY),
+            OFFER,
+        ))
+        .await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.header(header::CONTENT_TYPE), "application/sdp");
+    assert_eq!(reply.header(header::LOCATION), "/v1/sessions/s0");
+    assert_eq!(&reply.body[..], ANSWER.as_bytes());
+    let (kind, role, name, opened_room) = h.last_opened();
+    assert_eq!(
+        (kind, role, name, opened_room),
+        (SessionKind::Publish, Role::Host, None, room.id)
+    );
+    assert_eq!(h.media.opened.lock().unwrap()[0].offer, OFFER);
+}
+
+#[tokio::test]
+async fn role_rules() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let cases = [
+        ("whip", Role::Host, 201),
+        ("whip", Role::Speaker, 201),
+        ("whip", Role::Participant, 403),
+        ("whip", Role::Listener, 403),
+        ("whep", Role::Host, 201),
+        ("whep", Role::Speaker, 201),
+        ("whep", Role::Participant, 201),
+        ("whep", Role::Listener, 201),
+        ("join", Role::Host, 201),
+        ("join", Role::Speaker, 201),
+        ("join", Role::Participant, 201),
+        ("join", Role::Listener, 403),
+    ];
+    for (endpoint, role, status) in cases {
+        let token = h.token(&room.id, role, 60);
+        let uri = format!("/v1/rooms/{}/{endpoint}", room.id);
+        let reply = h.send(offer(&uri, Some(&token), OFFER)).await;
+        assert_eq!(reply.status, status, "{endpoint} as {role:?}");
+        if status == 403 {
+            reply.problem(403);
+        }
+    }
+    let kinds: Vec<_> = h
+        .media
+        .opened
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|o| o.kind)
+        .collect();
+    use SessionKind::*;
+    assert_eq!(
+        kinds,
+        [
+            Publish, Publish, Listen, Listen, Listen, Listen, Join, Join, Join
+        ]
+    );
+}
+
+#[tokio::test]
+async fn whep_token_in_query_for_browsers() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let token = h.token(&room.id, Role::Listener, 60);
+    let uri = format!("/v1/rooms/{}/whep?token={token}", room.id);
+    let reply = h.send(offer(&uri, None, OFFER)).await;
+    assert_eq!(reply.status, 201);
+    let (kind, role, name, _) = h.last_opened();
+    assert_eq!(
+        (kind, role, name.as_deref()),
+        (SessionKind::Listen, Role::Listener, Some("Asha"))
+    );
+}
+
+#[tokio::test]
+async fn token_for_another_room_is_403() {
+    let h = harness();
+    let a = h.room("rally").await;
+    let b = h.room("rally").await;
+    let token = h.token(&a.id, Role::Host, 60);
+    for endpoint in ["whip", "whep", "join"] {
+        let uri = format!("/v1/rooms/{}/{endpoint}", b.id);
+        let problem = h.send(offer(&uri, Some(&token), OFFER)).await.problem(403);
+        assert!(
+            problem.detail.contains("another room"),
+            "{}",
+            problem.detail
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_room_is_404() {
+    let h = harness();
+    for endpoint in ["whip", "whep", "join"] {
+        let uri = format!("/v1/rooms/zzzzzzzzzzzz/{endpoint}");
+        h.send(offer(&uri, Some(KEY), OFFER)).await.problem(404);
+    }
+    // A valid token whose room has been deleted.
+    let room = h.room("rally").await;
+    let token = h.token(&room.id, Role::Listener, 60);
+    let delete = operator(Method::DELETE, &format!("/v1/rooms/{}", room.id));
+    assert_eq!(
+        h.send(delete.body(Body::empty()).unwrap()).await.status,
+        204
+    );
+    let uri = format!("/v1/rooms/{}/whep", room.id);
+    h.send(offer(&uri, Some(&token), OFFER)).await.problem(404);
+}
+
+#[tokio::test]
+async fn missing_bad_or_expired_token_is_401() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let uri = format!("/v1/rooms/{}/whep", room.id);
+    let expired = h.token(&room.id, Role::Listener, -10);
+    let cases: [(Option<&str>, &str); 4] = [
+        (None, r#"Bearer realm="sabha""#),
+        (Some("garbage"), "invalid_token"),
+        (Some("sk_not_the_key"), "invalid_token"),
+        (Some(&expired), "expired"),
+    ];
+    for (token, challenge) in cases {
+        let reply = h.send(offer(&uri, token, OFFER)).await;
+        reply.problem(401);
+        assert!(
+            reply.header(header::WWW_AUTHENTICATE).contains(challenge),
+            "{token:?}"
+        );
+    }
+    let bad_query = format!("{uri}?token=garbage");
+    h.send(offer(&bad_query, None, OFFER)).await.problem(401);
+}
+
+#[tokio::test]
+async fn offers_must_be_application_sdp() {
+    let h = harness();
+    let room = h.room("rally").await;
+    for endpoint in ["whip", "whep", "join"] {
+        let uri = format!("/v1/rooms/{}/{endpoint}", room.id);
+        for content_type in [Some("text/plain"), Some("application/json"), None] {
+            let mut builder =
+                Request::post(&uri).header(header::AUTHORIZATION, format!("Bearer {KEY}"));
+            if let Some(ct) = content_type {
+                builder = builder.header(header::CONTENT_TYPE, ct);
+            }
+            let problem = h
+                .send(builder.body(Body::from(OFFER)).unwrap())
+                .await
+                .problem(415);
+            assert!(problem.detail.contains("application/sdp"));
+        }
+    }
+    let uri = format!("/v1/rooms/{}/whep", room.id);
+    h.send(offer(&uri, Some(KEY), "")).await.problem(400);
+}
+
+#[tokio::test]
+async fn media_errors_map_to_statuses() {
+    let h = harness();
+    let room = h.room("bridge").await;
+    let uri = format!("/v1/rooms/{}/join", room.id);
+    let send = |body: &'static str| h.send(offer(&uri, Some(KEY), body));
+
+    let problem = send("v=0 malformed").await.problem(400);
+    assert!(
+        problem.detail.contains("malformed SDP offer"),
+        "{}",
+        problem.detail
+    );
+
+    let problem = send("v=0 no-opus").await.problem(406);
+    assert!(
+        problem.detail.contains("the offer has no Opus audio"),
+        "{}",
+        problem.detail
+    );
+
+    let problem = send("v=0 wrong-direction").await.problem(400);
+    assert!(problem.detail.contains("recvonly"), "{}", problem.detail);
+
+    let reply = send("v=0 full").await;
+    reply.problem(503);
+    assert_eq!(reply.header(header::RETRY_AFTER), "5");
+
+    send("v=0 down").await.problem(503);
+}
+
+// ---- sessions ----
+
+#[tokio::test]
+async fn delete_session() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let reply = h
+        .send(offer(
+            &format!("/v1/rooms/{}/whep", room.id),
+            Some(KEY),
+            OFFER,
+        ))
+        .await;
+    let location = reply.header(header::LOCATION).to_owned();
+    let delete = || Request::delete(&location).body(Body::empty()).unwrap();
+    assert_eq!(h.send(delete()).await.status, 204);
+    h.send(delete()).await.problem(404);
+    h.send(
+        Request::delete("/v1/sessions/nope")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .problem(404);
+    h.send(
+        Request::delete("/v1/sessions/a%2Fb")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .problem(404);
+}
+
+#[tokio::test]
+async fn patch_session_is_405() {
+    let h = harness();
+    let patch = Request::patch("/v1/sessions/s0")
+        .header(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+        .body(Body::from("a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n"))
+        .unwrap();
+    let reply = h.send(patch).await;
+    reply.problem(405);
+    assert_eq!(reply.header(header::ALLOW), "DELETE");
+}
+
+// ---- edges: size, routing, CORS ----
+
+#[tokio::test]
+async fn oversized_bodies_are_413_problem_json() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let big_json = format!(r#"{{"name":"{}","kind":"rally"}}"#, "a".repeat(70 * 1024));
+    let reply = h
+        .send(json_request(operator(Method::POST, "/v1/rooms"), &big_json))
+        .await;
+    assert!(reply.problem(413).detail.contains("65536"));
+
+    let big_sdp = format!("{OFFER}{}", "a=x\r\n".repeat(14 * 1024));
+    let uri = format!("/v1/rooms/{}/whip", room.id);
+    h.send(offer(&uri, Some(KEY), &big_sdp)).await.problem(413);
+    // (oneshot requests carry no Content-Length: the limit holds while reading.)
+}
+
+#[tokio::test]
+async fn unknown_route_and_method_are_problem_json() {
+    let h = harness();
+    h.send(Request::get("/nope").body(Body::empty()).unwrap())
+        .await
+        .problem(404);
+    h.send(Request::get("/v1").body(Body::empty()).unwrap())
+        .await
+        .problem(404);
+    let reply = h
+        .send(
+            operator(Method::PUT, "/v1/rooms")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    reply.problem(405);
+    assert!(reply.header(header::ALLOW).contains("POST"));
+}
+
+fn preflight(uri: &str, origin: &str, method: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::OPTIONS)
+        .uri(uri)
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, method)
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "authorization,content-type",
+        )
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cors_whep_and_sessions_are_open_by_default() {
+    let h = harness();
+    let room = h.room("rally").await;
+    for (uri, method) in [
+        (format!("/v1/rooms/{}/whep", room.id), "POST"),
+        ("/v1/sessions/s0".to_owned(), "DELETE"),
+    ] {
+        let reply = h
+            .send(preflight(&uri, "https://player.example", method))
+            .await;
+        assert_eq!(reply.status, 200, "{uri}");
+        assert_eq!(reply.header(header::ACCESS_CONTROL_ALLOW_ORIGIN), "*");
+        let headers = reply
+            .header(header::ACCESS_CONTROL_ALLOW_HEADERS)
+            .to_lowercase();
+        assert!(
+            headers.contains("authorization") && headers.contains("content-type"),
+            "{headers}"
+        );
+        assert!(
+            reply
+                .header(header::ACCESS_CONTROL_ALLOW_METHODS)
+                .contains(method)
+        );
+    }
+    // The real request carries the headers too, and exposes Location.
+    let request = Request::post(format!("/v1/rooms/{}/whep", room.id))
+        .header(header::ORIGIN, "https://player.example")
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+        .header(header::CONTENT_TYPE, "application/sdp")
+        .body(Body::from(OFFER))
+        .unwrap();
+    let reply = h.send(request).await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.header(header::ACCESS_CONTROL_ALLOW_ORIGIN), "*");
+    assert!(
+        reply
+            .header(header::ACCESS_CONTROL_EXPOSE_HEADERS)
+            .to_lowercase()
+            .contains("location")
+    );
+}
+
+#[tokio::test]
+async fn cors_errors_are_readable_cross_origin() {
+    let h = harness();
+    let request = Request::post("/v1/rooms/zzzzzzzzzzzz/whep")
+        .header(header::ORIGIN, "https://player.example")
+        .header(header::CONTENT_TYPE, "application/sdp")
+        .body(Body::from(OFFER))
+        .unwrap();
+    let reply = h.send(request).await;
+    reply.problem(401);
+    assert_eq!(reply.header(header::ACCESS_CONTROL_ALLOW_ORIGIN), "*");
+}
+
+#[tokio::test]
+async fn cors_other_routes_need_a_configured_origin() {
+    let h = harness();
+    let room = h.room("rally").await;
+    for uri in [
+        "/v1/rooms".to_owned(),
+        format!("/v1/rooms/{}/whip", room.id),
+    ] {
+        let reply = h
+            .send(preflight(&uri, "https://evil.example", "POST"))
+            .await;
+        assert_eq!(
+            reply.header(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            "",
+            "{uri}"
+        );
+    }
+
+    let cors = CorsConfig::parse(&["https://console.example".to_owned()], true).unwrap();
+    let h = harness_with(cors);
+    let reply = h
+        .send(preflight("/v1/rooms", "https://console.example", "POST"))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+        "https://console.example"
+    );
+    let reply = h
+        .send(preflight("/v1/rooms", "https://evil.example", "POST"))
+        .await;
+    assert_eq!(reply.header(header::ACCESS_CONTROL_ALLOW_ORIGIN), "");
+}
+
+#[tokio::test]
+async fn cors_whep_can_be_restricted() {
+    let cors = CorsConfig::parse(&["https://site.example".to_owned()], false).unwrap();
+    let h = harness_with(cors);
+    let reply = h
+        .send(preflight(
+            "/v1/rooms/abcdefghijkl/whep",
+            "https://other.example",
+            "POST",
+        ))
+        .await;
+    assert_eq!(reply.header(header::ACCESS_CONTROL_ALLOW_ORIGIN), "");
+    let reply = h
+        .send(preflight(
+            "/v1/rooms/abcdefghijkl/whep",
+            "https://site.example",
+            "POST",
+        ))
+        .await;
+    assert_eq!(
+        reply.header(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+        "https://site.example"
+    );
+}

@@ -1,0 +1,273 @@
+//! The operator's client commands: `sabha rooms …` and `sabha token …`.
+//!
+//! They talk to a running server over its HTTP API — the same requests a
+//! script or a web console would make — so they need no access to its
+//! database. Rooms print as JSON; `sabha token` prints the bare token so it
+//! can go straight into a variable or a URL. A failed request prints the
+//! server's problem+json title and detail and exits non-zero.
+//!
+//! Blocking `ureq` and no TLS: the default server is loopback; a remote one
+//! goes through the operator's own tunnel or TLS proxy on loopback.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use ureq::Agent;
+use ureq::http::Response;
+
+use crate::secrets;
+
+/// How the client reaches the server.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClientArgs {
+    /// Base URL of the server's HTTP API
+    #[arg(
+        long,
+        env = "SABHA_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub server: String,
+    /// Operator key [default: read <data dir>/operator.key]
+    #[arg(
+        long,
+        env = "SABHA_OPERATOR_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub key: Option<String>,
+    /// Data directory holding operator.key, for the fallback above
+    #[arg(long, env = "SABHA_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR, global = true)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum RoomsCommand {
+    /// Create a room; prints it as JSON
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["rally", "bridge"])]
+        kind: String,
+    },
+    /// List rooms as JSON
+    List,
+    /// Show one room as JSON
+    Get { id: String },
+    /// Delete a room and end its sessions
+    Delete { id: String },
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct TokenArgs {
+    /// Room id
+    #[arg(long)]
+    pub room: String,
+    #[arg(long, value_parser = ["host", "speaker", "listener", "participant"])]
+    pub role: String,
+    /// Display name carried in the token
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime in seconds [server default: 86400]
+    #[arg(long = "ttl-s", value_name = "SECONDS")]
+    pub ttl_s: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(
+        "no operator key: pass --key, set SABHA_OPERATOR_KEY, or run where {} exists",
+        .0.display()
+    )]
+    NoKey(PathBuf),
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
+    #[error("cannot reach the server: {0}")]
+    Http(#[from] ureq::Error),
+    /// The server answered with problem+json.
+    #[error("{title} ({status}): {detail}")]
+    Problem {
+        status: u16,
+        title: String,
+        detail: String,
+    },
+    #[error("unexpected answer from the server ({status}): {body}")]
+    Unexpected { status: u16, body: String },
+}
+
+#[derive(Deserialize)]
+struct Problem {
+    title: String,
+    status: u16,
+    #[serde(default)]
+    detail: String,
+}
+
+struct Client {
+    agent: Agent,
+    base: String,
+    key: String,
+}
+
+/// Runs `sabha rooms …`.
+pub fn rooms(args: &ClientArgs, command: &RoomsCommand) -> Result<(), CliError> {
+    let client = Client::new(args)?;
+    match command {
+        RoomsCommand::Create { name, kind } => {
+            let body = json!({ "name": name, "kind": kind });
+            print_json(&client.send("POST", "/v1/rooms", Some(body))?)
+        }
+        RoomsCommand::List => print_json(&client.send("GET", "/v1/rooms", None)?),
+        RoomsCommand::Get { id } => {
+            print_json(&client.send("GET", &format!("/v1/rooms/{}", segment(id)), None)?)
+        }
+        RoomsCommand::Delete { id } => {
+            client.send("DELETE", &format!("/v1/rooms/{}", segment(id)), None)?;
+            eprintln!("room {id} deleted");
+            Ok(())
+        }
+    }
+}
+
+/// Runs `sabha token …`: prints the token alone.
+pub fn token(args: &ClientArgs, token: &TokenArgs) -> Result<(), CliError> {
+    let client = Client::new(args)?;
+    let mut body = json!({ "role": token.role });
+    if let Some(name) = &token.name {
+        body["name"] = json!(name);
+    }
+    if let Some(ttl) = token.ttl_s {
+        body["ttl_s"] = json!(ttl);
+    }
+    let path = format!("/v1/rooms/{}/tokens", segment(&token.room));
+    let answer = client.send("POST", &path, Some(body))?;
+    match answer.get("token").and_then(Value::as_str) {
+        Some(token) => {
+            println!("{token}");
+            Ok(())
+        }
+        None => Err(CliError::Unexpected {
+            status: 200,
+            body: answer.to_string(),
+        }),
+    }
+}
+
+impl Client {
+    fn new(args: &ClientArgs) -> Result<Self, CliError> {
+        let key = match &args.key {
+            Some(key) => key.clone(),
+            None => secrets::read_operator_key(&args.data_dir)?
+                .ok_or_else(|| CliError::NoKey(args.data_dir.join(secrets::OPERATOR_KEY_FILE)))?,
+        };
+        let agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(15)))
+            .build()
+            .into();
+        Ok(Self {
+            agent,
+            base: args.server.trim_end_matches('/').to_owned(),
+            key,
+        })
+    }
+
+    /// Sends one request; the JSON answer (`null` for 204), or the problem.
+    fn send(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.key);
+        let response = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call()?,
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call()?,
+            (_, body) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_json(body.unwrap_or(Value::Null))?,
+        };
+        answer(response)
+    }
+}
+
+fn answer(mut response: Response<ureq::Body>) -> Result<Value, CliError> {
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string()?;
+    if (200..300).contains(&status) {
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        return serde_json::from_str(&text)
+            .map_err(|_| CliError::Unexpected { status, body: text });
+    }
+    Err(problem(status, &text))
+}
+
+/// The error for a non-2xx answer: its problem+json, else its text.
+fn problem(status: u16, text: &str) -> CliError {
+    match serde_json::from_str::<Problem>(text) {
+        Ok(p) => CliError::Problem {
+            status: p.status,
+            title: p.title,
+            detail: p.detail,
+        },
+        Err(_) => CliError::Unexpected {
+            status,
+            body: text.chars().take(500).collect(),
+        },
+    }
+}
+
+fn print_json(value: &Value) -> Result<(), CliError> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("a Value serializes")
+    );
+    Ok(())
+}
+
+/// Percent-encodes a path segment: room ids are `[a-z0-9]`, but a typo must
+/// not turn into another path.
+fn segment(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_print_title_and_detail() {
+        let body =
+            r#"{"type":"about:blank","title":"Not Found","status":404,"detail":"no such room"}"#;
+        let error = problem(404, body);
+        assert_eq!(error.to_string(), "Not Found (404): no such room");
+    }
+
+    #[test]
+    fn non_problem_errors_keep_the_status() {
+        let error = problem(502, "Bad Gateway");
+        assert_eq!(
+            error.to_string(),
+            "unexpected answer from the server (502): Bad Gateway"
+        );
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(segment("abc123"), "abc123");
+        assert_eq!(segment("../x y"), "..%2Fx%20y");
+    }
+}

@@ -1,0 +1,296 @@
+//! Server configuration, resolved once in `main` and passed down typed.
+//!
+//! Each setting comes from the first of: a command-line flag, its `SABHA_*`
+//! environment variable (clap reads both, in that order), the TOML file named
+//! by `--config` / `SABHA_CONFIG`, and the default. `deploy/sabha.toml`
+//! documents every key. Nothing below `main` reads the environment.
+//!
+//! Defaults bind to loopback: a fresh install is reachable only from the
+//! machine it runs on until someone chooses an interface on purpose.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::builder::BoolishValueParser;
+use sabha_signaling::{CorsConfig, CorsError, OperatorKey};
+use serde::Deserialize;
+
+/// HTTP API: loopback, the usual development port.
+pub const DEFAULT_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+/// Media UDP: loopback; 8443 is a port firewalls often already open.
+pub const DEFAULT_MEDIA: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443);
+/// Database, JWT secret and operator key live here.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// `tracing` filter.
+pub const DEFAULT_LOG: &str = "info";
+
+/// `sabha serve` flags. Every one is optional: absent means "ask the next
+/// source" (environment, file, default).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// HTTP listen address [default: 127.0.0.1:8080]
+    #[arg(long, env = "SABHA_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Media UDP listen address [default: 127.0.0.1:8443]
+    #[arg(long, env = "SABHA_MEDIA", value_name = "ADDR")]
+    pub media: Option<SocketAddr>,
+    /// IP announced in ICE candidates [default: the media bind IP]
+    #[arg(long, env = "SABHA_ADVERTISE", value_name = "IP")]
+    pub advertise: Option<IpAddr>,
+    /// Directory for sabha.db, jwt.secret and operator.key [default: ./data]
+    #[arg(long, env = "SABHA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file (see deploy/sabha.toml)
+    #[arg(long, env = "SABHA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Operator key; prefer the environment variable (command lines are
+    /// visible to other users) [default: <data dir>/operator.key]
+    #[arg(
+        long,
+        env = "SABHA_OPERATOR_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub operator_key: Option<String>,
+    /// Browser origins allowed on every route, comma-separated; `*` for any
+    #[arg(
+        long,
+        env = "SABHA_CORS_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Option<Vec<String>>,
+    /// Whether WHEP and session DELETE accept any origin [default: true]
+    #[arg(long, env = "SABHA_CORS_WHEP_ANY_ORIGIN", value_name = "BOOL",
+          value_parser = BoolishValueParser::new())]
+    pub cors_whep_any_origin: Option<bool>,
+    /// Log filter, e.g. `info` or `sabha=debug,tower_http=debug` [default: info]
+    #[arg(long, env = "SABHA_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+/// The TOML file: the same settings as the flags, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    http: Option<SocketAddr>,
+    media: Option<SocketAddr>,
+    advertise: Option<IpAddr>,
+    data_dir: Option<PathBuf>,
+    operator_key: Option<String>,
+    cors_origins: Option<Vec<String>>,
+    cors_whep_any_origin: Option<bool>,
+    log: Option<String>,
+}
+
+/// The resolved configuration of `sabha serve`.
+#[derive(Debug)]
+pub struct ServeConfig {
+    pub http: SocketAddr,
+    pub media: SocketAddr,
+    pub advertise: Option<IpAddr>,
+    pub data_dir: PathBuf,
+    /// `None`: read or create `<data dir>/operator.key`.
+    pub operator_key: Option<OperatorKey>,
+    pub cors: CorsConfig,
+    pub log: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("the operator key must not be empty")]
+    EmptyOperatorKey,
+    #[error(transparent)]
+    Cors(#[from] CorsError),
+}
+
+impl ServeConfig {
+    /// Reads the file named by the flags (if any) and resolves every setting.
+    pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Self::resolve(args, file)
+    }
+
+    fn resolve(args: ServeArgs, file: FileConfig) -> Result<Self, ConfigError> {
+        let operator_key = match args.operator_key.or(file.operator_key) {
+            Some(key) if key.trim().is_empty() => return Err(ConfigError::EmptyOperatorKey),
+            Some(key) => Some(OperatorKey::new(key.trim())),
+            None => None,
+        };
+        let origins = args.cors_origins.or(file.cors_origins).unwrap_or_default();
+        let whep_any_origin = args
+            .cors_whep_any_origin
+            .or(file.cors_whep_any_origin)
+            .unwrap_or(true);
+        Ok(Self {
+            http: args.http.or(file.http).unwrap_or(DEFAULT_HTTP),
+            media: args.media.or(file.media).unwrap_or(DEFAULT_MEDIA),
+            advertise: args.advertise.or(file.advertise),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            operator_key,
+            cors: CorsConfig::parse(&origins, whep_any_origin)?,
+            log: args
+                .log
+                .or(file.log)
+                .unwrap_or_else(|| DEFAULT_LOG.to_owned()),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_file(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
+    toml::from_str(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use sabha_signaling::cors::Origins;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn flags(argv: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(std::iter::once("sabha").chain(argv.iter().copied()))
+            .unwrap()
+            .serve
+    }
+
+    #[test]
+    fn defaults() {
+        let config = ServeConfig::resolve(ServeArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(config.http, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.media, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(config.advertise, None);
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert!(config.operator_key.is_none());
+        assert_eq!(config.cors, CorsConfig::default());
+        assert_eq!(config.log, "info");
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave() {
+        let file = parse_file(
+            r#"
+            http = "127.0.0.1:9000"
+            media = "127.0.0.1:9443"
+            advertise = "127.0.0.2"
+            data_dir = "/var/lib/sabha"
+            cors_origins = ["https://a.example"]
+            cors_whep_any_origin = false
+            log = "debug"
+            "#,
+        )
+        .unwrap();
+        let args = flags(&["--http", "127.0.0.1:7000", "--log", "warn"]);
+        let config = ServeConfig::resolve(args, file).unwrap();
+        assert_eq!(config.http, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(config.media, "127.0.0.1:9443".parse().unwrap());
+        assert_eq!(config.advertise, Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/sabha"));
+        assert_eq!(config.log, "warn");
+        assert!(!config.cors.whep_any_origin);
+        assert!(matches!(config.cors.origins, Origins::List(ref l) if l.len() == 1));
+    }
+
+    #[test]
+    fn comma_separated_origins_and_boolish_flags() {
+        let args = flags(&[
+            "--cors-origins",
+            "https://a.example,https://b.example",
+            "--cors-whep-any-origin",
+            "no",
+        ]);
+        let config = ServeConfig::resolve(args, FileConfig::default()).unwrap();
+        assert!(matches!(config.cors.origins, Origins::List(ref l) if l.len() == 2));
+        assert!(!config.cors.whep_any_origin);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        assert!(parse_file("htpp = \"127.0.0.1:1\"").is_err());
+        assert!(parse_file("http = \"not an address\"").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let args = flags(&["--cors-origins", "not-an-origin"]);
+        assert!(matches!(
+            ServeConfig::resolve(args, FileConfig::default()),
+            Err(ConfigError::Cors(_))
+        ));
+        let args = flags(&["--operator-key", " "]);
+        assert!(matches!(
+            ServeConfig::resolve(args, FileConfig::default()),
+            Err(ConfigError::EmptyOperatorKey)
+        ));
+        assert!(Cli::try_parse_from(["sabha", "--http", "nope"]).is_err());
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let args = ServeArgs {
+            config: Some("/nonexistent/sabha.toml".into()),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(
+            ServeConfig::load(args),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    /// Uncomments every `# key = value` line of the sample: each key must
+    /// exist and the documented defaults must be the real ones.
+    #[test]
+    fn sample_config_documents_real_keys_and_defaults() {
+        let sample = include_str!("../deploy/sabha.toml");
+        let uncommented: String = sample
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| {
+                line.split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(uncommented.lines().count(), 8, "{uncommented}");
+        let file = parse_file(&uncommented).unwrap();
+        assert_eq!(file.http, Some(DEFAULT_HTTP));
+        assert_eq!(file.media, Some(DEFAULT_MEDIA));
+        assert_eq!(file.data_dir, Some(PathBuf::from(DEFAULT_DATA_DIR)));
+        assert_eq!(file.log.as_deref(), Some(DEFAULT_LOG));
+        assert_eq!(file.cors_origins, Some(vec![]));
+        assert_eq!(file.cors_whep_any_origin, Some(true));
+    }
+}
