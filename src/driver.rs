@@ -22,9 +22,11 @@ use sabha_media::{
     CloseReason, Engine, EngineConfig, EngineStats, Event, OpenError, Output, RoomConfig,
     SessionId, SessionKind,
 };
-use sabha_signaling::{MediaControl, MediaError, OpenSession, OpenedSession};
+use sabha_signaling::{
+    MediaControl, MediaError, MediaEvent, OpenSession, OpenedSession, SpeakerLevel,
+};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::udp_batch::BatchSender;
 
@@ -40,6 +42,8 @@ pub struct MediaSettings {
 const MAX_SESSIONS: usize = 20_000;
 /// Datagrams read per wake-up before outputs are drained again.
 const RECV_BATCH: usize = 64;
+/// Media events buffered for slow subscribers before they lag.
+const EVENT_BUFFER: usize = 1024;
 
 enum Command {
     Open {
@@ -54,11 +58,17 @@ enum Command {
         room: String,
         reply: oneshot::Sender<()>,
     },
+    SetMuted {
+        session: String,
+        muted: bool,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// The signaling side's handle on the media thread.
 struct MediaHandle {
     commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<MediaEvent>,
 }
 
 #[async_trait]
@@ -77,6 +87,21 @@ impl MediaControl for MediaHandle {
         })
         .await?;
         answer.await.map_err(|_| MediaError::Unavailable)
+    }
+
+    async fn set_muted(&self, session: &str, muted: bool) -> Result<bool, MediaError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::SetMuted {
+            session: session.to_owned(),
+            muted,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| MediaError::Unavailable)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<MediaEvent> {
+        self.events.subscribe()
     }
 
     async fn close_room(&self, room: &str) -> Result<(), MediaError> {
@@ -120,6 +145,8 @@ pub async fn start(settings: MediaSettings) -> io::Result<Arc<dyn MediaControl>>
         Engine::new(config, Instant::now()).map_err(|e| io::Error::other(e.to_string()))?;
     let send_socket = std_socket.try_clone()?;
     let (commands, rx) = mpsc::channel(1024);
+    let (events, _) = broadcast::channel(EVENT_BUFFER);
+    let driver_events = events.clone();
     std::thread::Builder::new()
         .name("sabha-media".into())
         .spawn(move || {
@@ -130,7 +157,7 @@ pub async fn start(settings: MediaSettings) -> io::Result<Arc<dyn MediaControl>>
                 Ok(rt) => rt.block_on(async move {
                     match UdpSocket::from_std(std_socket) {
                         Ok(socket) => {
-                            Driver::new(engine, socket, send_socket, local)
+                            Driver::new(engine, socket, send_socket, local, driver_events)
                                 .run(rx)
                                 .await
                         }
@@ -141,7 +168,13 @@ pub async fn start(settings: MediaSettings) -> io::Result<Arc<dyn MediaControl>>
             }
         })?;
     tracing::info!(%local, %advertised, "media socket ready");
-    Ok(Arc::new(MediaHandle { commands }))
+    Ok(Arc::new(MediaHandle { commands, events }))
+}
+
+/// What clients know a session by.
+struct PublicSession {
+    id: String,
+    room: String,
 }
 
 struct Driver {
@@ -150,9 +183,11 @@ struct Driver {
     /// The same socket as a plain non-blocking `std` one, for batched sends.
     send_socket: std::net::UdpSocket,
     local: SocketAddr,
-    /// Client-visible session id ↔ engine session.
+    /// Client-visible session id → engine session.
     public_ids: HashMap<String, SessionId>,
-    engine_ids: HashMap<SessionId, String>,
+    /// Engine session → its client-visible id and room.
+    engine_ids: HashMap<SessionId, PublicSession>,
+    events: broadcast::Sender<MediaEvent>,
     batch: BatchSender,
     send_failures: u64,
     next_metrics: Instant,
@@ -164,6 +199,7 @@ impl Driver {
         socket: UdpSocket,
         send_socket: std::net::UdpSocket,
         local: SocketAddr,
+        events: broadcast::Sender<MediaEvent>,
     ) -> Self {
         Self {
             engine,
@@ -172,6 +208,7 @@ impl Driver {
             local,
             public_ids: HashMap::new(),
             engine_ids: HashMap::new(),
+            events,
             batch: BatchSender::default(),
             send_failures: 0,
             next_metrics: Instant::now(),
@@ -241,16 +278,43 @@ impl Driver {
         self.send_failures += flushed.dropped as u64;
     }
 
+    /// Publishes engine events under client-visible ids. Nobody listening is fine.
     fn handle_event(&mut self, event: Event) {
-        match event {
-            Event::Connected { id } => tracing::debug!(session = id.0, "connected"),
-            Event::Closed { id, reason } => {
-                if let Some(public) = self.engine_ids.remove(&id) {
-                    self.public_ids.remove(&public);
+        let media_event = match event {
+            Event::Connected { id } => {
+                tracing::debug!(session = id.0, "connected");
+                let Some(public) = self.engine_ids.get(&id) else {
+                    return;
+                };
+                MediaEvent::Connected {
+                    room: public.room.clone(),
+                    session: public.id.clone(),
                 }
-                tracing::debug!(session = id.0, reason = reason.as_str(), "closed");
             }
-        }
+            Event::Closed { id, reason } => {
+                tracing::debug!(session = id.0, reason = reason.as_str(), "closed");
+                let Some(public) = self.engine_ids.remove(&id) else {
+                    return;
+                };
+                self.public_ids.remove(&public.id);
+                MediaEvent::Closed {
+                    room: public.room,
+                    session: public.id,
+                    reason: reason.as_str().to_owned(),
+                }
+            }
+            Event::Speaking { room, speakers } => {
+                let speakers = speakers
+                    .into_iter()
+                    .filter_map(|(id, level)| {
+                        let session = self.engine_ids.get(&id)?.id.clone();
+                        Some(SpeakerLevel { session, level })
+                    })
+                    .collect();
+                MediaEvent::Speaking { room, speakers }
+            }
+        };
+        let _ = self.events.send(media_event);
     }
 
     fn handle_command(&mut self, command: Command) {
@@ -269,6 +333,17 @@ impl Driver {
                 self.engine.close_room(&room);
                 let _ = reply.send(());
             }
+            Command::SetMuted {
+                session,
+                muted,
+                reply,
+            } => {
+                let found = self
+                    .public_ids
+                    .get(&session)
+                    .is_some_and(|&id| self.engine.set_muted(id, muted));
+                let _ = reply.send(found);
+            }
         }
     }
 
@@ -284,7 +359,11 @@ impl Driver {
             .map_err(media_error)?;
         let public = hex::encode(rand::random::<[u8; 16]>());
         self.public_ids.insert(public.clone(), opened.id);
-        self.engine_ids.insert(opened.id, public.clone());
+        let known_as = PublicSession {
+            id: public.clone(),
+            room: request.room,
+        };
+        self.engine_ids.insert(opened.id, known_as);
         Ok(OpenedSession {
             session: public,
             answer: opened.answer,

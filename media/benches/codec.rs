@@ -84,7 +84,7 @@ fn room_tick_row(talkers: usize, talking: usize, listeners: usize) -> f64 {
     let mut elapsed = 0.0;
     for i in 0..FRAMES {
         for (t, p) in packets.iter().enumerate() {
-            room.receive(SessionId(t as u64), i as u64, &p[i]);
+            room.receive(SessionId(t as u64), i as u64, &p[i], None);
         }
         let start = Instant::now();
         room.tick();

@@ -77,9 +77,25 @@ pub enum Output {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Connected { id: SessionId },
-    Closed { id: SessionId, reason: CloseReason },
+    Connected {
+        id: SessionId,
+    },
+    Closed {
+        id: SessionId,
+        reason: CloseReason,
+    },
+    /// Who speaks in `room` now, with RFC 6464 levels (0 loudest). Emitted
+    /// at most every [`SPEAKING_EVERY_TICKS`] ticks, only when it changed.
+    Speaking {
+        room: String,
+        speakers: Vec<(SessionId, u8)>,
+    },
 }
+
+/// Speaking updates go out at most every 10 ticks (200 ms).
+pub const SPEAKING_EVERY_TICKS: u64 = 10;
+/// A level change smaller than this (dB) is not news.
+const SPEAKING_LEVEL_STEP: u8 = 6;
 
 /// Datagrams dropped before reaching a session, by reason.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +129,8 @@ pub struct EngineStats {
 struct RoomEntry {
     key: String,
     room: Room,
+    /// The speakers last reported.
+    speakers: Vec<(SessionId, u8)>,
 }
 
 pub struct Engine {
@@ -132,6 +150,27 @@ pub struct Engine {
     next_session: u64,
     next_room: u32,
     stats: EngineStats,
+}
+
+/// A speaking event when the room's speakers changed since the last one.
+fn speaking_news(entry: &mut RoomEntry) -> Option<Event> {
+    let mut now: Vec<(SessionId, u8)> = entry.room.speakers().collect();
+    now.sort_by_key(|&(_, level)| level);
+    let same = now.len() == entry.speakers.len()
+        && now.iter().all(|&(id, level)| {
+            entry
+                .speakers
+                .iter()
+                .any(|&(was, before)| was == id && before.abs_diff(level) < SPEAKING_LEVEL_STEP)
+        });
+    if same {
+        return None;
+    }
+    entry.speakers.clone_from(&now);
+    Some(Event::Speaking {
+        room: entry.key.clone(),
+        speakers: now,
+    })
 }
 
 impl Engine {
@@ -241,6 +280,18 @@ impl Engine {
                 entry.room.remove(id);
             }
             self.enqueue(id);
+        }
+        true
+    }
+
+    /// Server-side mute of a talker (a listener has nothing to mute).
+    /// `false` when the session does not exist.
+    pub fn set_muted(&mut self, id: SessionId, muted: bool) -> bool {
+        let Some(s) = self.sessions.get(&id) else {
+            return false;
+        };
+        if let Some(entry) = self.rooms.get_mut(&s.room) {
+            entry.room.set_muted(id, muted);
         }
         true
     }
@@ -400,7 +451,8 @@ impl Engine {
             RtcEvent::RtpPacket(pkt) if s.is_talker() => {
                 let from_audio = s.audio.is_some_and(|a| a.pt == pkt.header.payload_type);
                 if let (true, Some(entry)) = (from_audio, self.rooms.get_mut(&s.room)) {
-                    entry.room.receive(id, *pkt.seq_no, &pkt.payload);
+                    let level = pkt.header.ext_vals.audio_level.map(i8::unsigned_abs);
+                    entry.room.receive(id, *pkt.seq_no, &pkt.payload, level);
                 }
             }
             RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -455,8 +507,12 @@ impl Engine {
 
     fn run_tick(&mut self, now: Instant) {
         self.stats.ticks += 1;
+        let report_speakers = self.stats.ticks.is_multiple_of(SPEAKING_EVERY_TICKS);
         for entry in self.rooms.values_mut() {
             entry.room.tick();
+            if report_speakers && let Some(event) = speaking_news(entry) {
+                self.events.push_back(event);
+            }
             let rtp_time = entry.room.rtp_time();
             for (id, delivery) in entry.room.deliveries() {
                 let Some(s) = self.sessions.get_mut(&id) else {
@@ -545,6 +601,7 @@ impl Engine {
             RoomEntry {
                 key: key.to_owned(),
                 room,
+                speakers: Vec::new(),
             },
         );
         self.room_index.insert(key.to_owned(), idx);

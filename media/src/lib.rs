@@ -35,9 +35,11 @@ pub mod opus;
 pub mod room;
 pub mod sdp;
 mod session;
+pub mod speech;
 
 pub use engine::{
-    Drops, Engine, EngineConfig, EngineStats, Event, OpenError, Opened, Output, TICK,
+    Drops, Engine, EngineConfig, EngineStats, Event, OpenError, Opened, Output,
+    SPEAKING_EVERY_TICKS, TICK,
 };
 pub use room::RoomConfig;
 pub use session::CloseReason;

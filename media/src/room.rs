@@ -21,6 +21,7 @@ use crate::opus::{
     CodecError, DTX_MAX_LEN, EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder,
     OpusEncoder,
 };
+use crate::speech::{Loudness, SpeechConfig, frame_dbfs, select_loudest};
 
 /// Tunables of every room, chosen by measurement (docs/media.md).
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +34,8 @@ pub struct RoomConfig {
     pub talker_hangover_ticks: u32,
     /// Ticks of an empty stage after which the room stops encoding silence.
     pub idle_after_ticks: u32,
+    /// Loudest-N selection and speaking detection.
+    pub speech: SpeechConfig,
 }
 
 impl Default for RoomConfig {
@@ -42,6 +45,7 @@ impl Default for RoomConfig {
             encoder: EncoderSettings::default(),
             talker_hangover_ticks: 50,
             idle_after_ticks: 10,
+            speech: SpeechConfig::default(),
         }
     }
 }
@@ -52,7 +56,15 @@ struct Talker {
     decoder: OpusDecoder,
     /// This tick's decoded frame, when `active`.
     pcm: Box<Frame>,
+    /// Decoded audio this tick.
     active: bool,
+    /// Server-side mute: packets are drained, never decoded or mixed.
+    muted: bool,
+    loudness: Loudness,
+    /// In this tick's mix (one of the loudest N).
+    in_mix: bool,
+    /// RFC 6464 level of the newest packet, when the client sends it.
+    ext_level: Option<u8>,
     /// Present when the talker hears the room (a `/join` session).
     minus: Option<MinusMix>,
     decode_errors: u64,
@@ -88,6 +100,8 @@ pub struct RoomStats {
     pub ticks: u64,
     pub encodes: u64,
     pub decodes: u64,
+    /// Packets played out without decoding (muted, or silent by RFC 6464).
+    pub decodes_skipped: u64,
     pub concealed: u64,
     pub fec_recovered: u64,
     pub decode_errors: u64,
@@ -100,6 +114,8 @@ pub struct Room {
     bus: MixBus,
     program_encoder: OpusEncoder,
     program: Option<Arc<[u8]>>,
+    /// (talker index, level, was in the mix): reused every tick.
+    candidates: Vec<(usize, f32, bool)>,
     scratch: Box<Frame>,
     packet: Box<[u8; MAX_PACKET]>,
     idle_ticks: u32,
@@ -116,6 +132,7 @@ impl Room {
             bus: MixBus::default(),
             program_encoder: OpusEncoder::new(config.encoder)?,
             program: None,
+            candidates: Vec::new(),
             scratch: Box::new([0; FRAME_SAMPLES]),
             packet: Box::new([0; MAX_PACKET]),
             idle_ticks: u32::MAX,
@@ -141,6 +158,10 @@ impl Room {
             decoder: OpusDecoder::new()?,
             pcm: Box::new([0; FRAME_SAMPLES]),
             active: false,
+            muted: false,
+            loudness: Loudness::default(),
+            in_mix: false,
+            ext_level: None,
             minus,
             decode_errors: 0,
         });
@@ -183,21 +204,60 @@ impl Room {
         (self.tick.wrapping_mul(FRAME_SAMPLES as u64)) as u32
     }
 
-    /// An Opus payload from a talker. Unknown senders are ignored.
-    pub fn receive(&mut self, from: SessionId, seq: u64, payload: &[u8]) {
+    /// An Opus payload from a talker, with its RFC 6464 level (−dBov) when
+    /// the client sends one. Unknown senders are ignored.
+    pub fn receive(&mut self, from: SessionId, seq: u64, payload: &[u8], ext_level: Option<u8>) {
         if let Some(t) = self.talkers.iter_mut().find(|t| t.id == from) {
             t.jitter.insert(seq, payload);
+            t.ext_level = ext_level;
         }
     }
 
-    /// Runs one 20 ms tick: play out, decode, mix, encode.
+    /// Server-side mute: the talker's audio is left out of every mix,
+    /// whatever the client sends. `false` when `id` is not a talker here.
+    pub fn set_muted(&mut self, id: SessionId, muted: bool) -> bool {
+        let Some(t) = self.talkers.iter_mut().find(|t| t.id == id) else {
+            return false;
+        };
+        t.muted = muted;
+        if muted {
+            t.in_mix = false;
+            t.loudness.reset();
+        }
+        true
+    }
+
+    /// Talkers speaking now with their RFC 6464 level (0 loudest).
+    pub fn speakers(&self) -> impl Iterator<Item = (SessionId, u8)> + '_ {
+        self.talkers
+            .iter()
+            .filter(|t| !t.muted && t.loudness.speaking())
+            .map(|t| (t.id, t.loudness.rfc6464()))
+    }
+
+    /// Whether `id` was mixed in the last tick.
+    pub fn is_mixed(&self, id: SessionId) -> bool {
+        self.talkers.iter().any(|t| t.id == id && t.in_mix)
+    }
+
+    /// Runs one 20 ms tick: play out, decode, pick the loudest N, mix, encode.
     pub fn tick(&mut self) {
         self.tick += 1;
         self.stats.ticks += 1;
         self.bus.clear();
+        let speech = self.config.speech;
         for t in &mut self.talkers {
-            Self::play_out(t, &mut self.stats);
-            if t.active {
+            // Muted talkers and talkers whose packets say "silence" are not
+            // decoded (unless they are mid-word in the mix).
+            let says_silence = t.ext_level.is_some_and(|l| l >= speech.silent_ext_level);
+            let decode = !t.muted && (t.in_mix || t.loudness.speaking() || !says_silence);
+            Self::play_out(t, decode, &mut self.stats);
+            t.loudness
+                .update(t.active.then(|| frame_dbfs(&t.pcm)), &speech);
+        }
+        self.select_mix();
+        for t in &self.talkers {
+            if t.in_mix {
                 self.bus.add(&t.pcm);
             }
         }
@@ -238,8 +298,30 @@ impl Room {
         talkers.chain(listeners)
     }
 
-    fn play_out(t: &mut Talker, stats: &mut RoomStats) {
-        let result = match t.jitter.pop() {
+    /// Chooses this tick's mix: the loudest N of the talkers speaking.
+    fn select_mix(&mut self) {
+        self.candidates.clear();
+        for (i, t) in self.talkers.iter_mut().enumerate() {
+            if t.active && t.loudness.speaking() {
+                self.candidates.push((i, t.loudness.level_db(), t.in_mix));
+            }
+            t.in_mix = false;
+        }
+        for &(i, _, _) in select_loudest(&mut self.candidates, &self.config.speech) {
+            self.talkers[i].in_mix = true;
+        }
+    }
+
+    fn play_out(t: &mut Talker, decode: bool, stats: &mut RoomStats) {
+        let playout = t.jitter.pop();
+        if !decode {
+            t.active = false;
+            if !matches!(playout, Playout::Silent) {
+                stats.decodes_skipped += 1;
+            }
+            return;
+        }
+        let result = match playout {
             Playout::Silent => {
                 t.active = false;
                 return;
@@ -270,16 +352,19 @@ impl Room {
                 continue;
             };
             minus.payload = None;
-            if t.active {
+            let own: &Frame = if t.in_mix {
                 minus.hangover = self.config.talker_hangover_ticks;
+                &t.pcm
             } else if minus.hangover == 0 || idle {
                 minus.hangover = 0;
                 continue;
             } else {
+                // Hang-over: not in the mix, so their mix-minus is the program,
+                // but from their own encoder so their stream stays continuous.
                 minus.hangover -= 1;
-                t.pcm.fill(0);
-            }
-            self.bus.minus(&t.pcm, &mut self.scratch);
+                &SILENT_FRAME
+            };
+            self.bus.minus(own, &mut self.scratch);
             // `None` here is DTX silence on their own stream: they stay on it.
             minus.payload = encode(
                 &mut minus.encoder,
@@ -299,6 +384,8 @@ impl Room {
             })
     }
 }
+
+const SILENT_FRAME: Frame = [0; FRAME_SAMPLES];
 
 /// Encodes one frame; `None` for DTX silence (nothing to send).
 fn encode(
@@ -331,6 +418,7 @@ mod tests {
         freq: f32,
         encoder: OpusEncoder,
         seq: u64,
+        amplitude: f32,
     }
 
     impl Source {
@@ -340,15 +428,19 @@ mod tests {
                 freq,
                 encoder: OpusEncoder::new(EncoderSettings::default()).unwrap(),
                 seq: 0,
+                amplitude: 0.2,
             }
         }
         fn send(&mut self, room: &mut Room) {
             let mut packet = [0u8; MAX_PACKET];
             let n = self
                 .encoder
-                .encode(&tone_frame(self.freq, 0.2, self.seq as usize), &mut packet)
+                .encode(
+                    &tone_frame(self.freq, self.amplitude, self.seq as usize),
+                    &mut packet,
+                )
                 .unwrap();
-            room.receive(self.id, self.seq, &packet[..n]);
+            room.receive(self.id, self.seq, &packet[..n], None);
             self.seq += 1;
         }
     }
@@ -482,12 +574,147 @@ mod tests {
         let mut ears = Ears::default();
         for i in 0..80u64 {
             good.send(&mut room);
-            room.receive(SessionId(2), i, &[0xff, 0xfe, 0x01]);
+            room.receive(SessionId(2), i, &[0xff, 0xfe, 0x01], None);
             room.tick();
             ears.hear(&room);
         }
         assert!(room.stats().decode_errors > 0);
         let hz = dominant_frequency(ears.tail(3), SAMPLE_RATE);
         assert!((hz - 440.0).abs() < 5.0, "heard {hz}");
+    }
+
+    fn six_talkers() -> (Room, Vec<Source>) {
+        let mut room = Room::new(RoomConfig::default()).unwrap();
+        let mut sources: Vec<Source> = [300.0, 420.0, 540.0, 660.0, 780.0, 900.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| Source::new(i as u64 + 1, f))
+            .collect();
+        // Loudest first: 300 Hz at 0.12 … 900 Hz at 0.02.
+        for (i, s) in sources.iter_mut().enumerate() {
+            s.amplitude = 0.12 - 0.02 * i as f32;
+            room.add_talker(s.id, true).unwrap();
+        }
+        room.add_listener(SessionId(99));
+        (room, sources)
+    }
+
+    #[test]
+    fn only_the_four_loudest_of_six_talkers_are_mixed() {
+        let (mut room, mut sources) = six_talkers();
+        let mut ears = Ears::default();
+        for _ in 0..100 {
+            for s in &mut sources {
+                s.send(&mut room);
+            }
+            room.tick();
+            ears.hear(&room);
+        }
+        let program = ears.tail(99);
+        for s in &sources[..4] {
+            let rel = relative_db(program, SAMPLE_RATE, s.freq, 300.0);
+            assert!(
+                rel > -15.0,
+                "{} Hz (mixed) is {rel:.1} dB under 300 Hz",
+                s.freq
+            );
+            assert!(room.is_mixed(s.id));
+        }
+        for s in &sources[4..] {
+            let rel = relative_db(program, SAMPLE_RATE, s.freq, 300.0);
+            assert!(
+                rel < -35.0,
+                "{} Hz (not mixed) is heard at {rel:.1} dB",
+                s.freq
+            );
+            assert!(!room.is_mixed(s.id));
+        }
+        // A mixed talker hears the other three mixed talkers and not itself.
+        let second = ears.tail(2);
+        assert!(relative_db(second, SAMPLE_RATE, 420.0, 300.0) < -30.0);
+        assert!(relative_db(second, SAMPLE_RATE, 660.0, 300.0) > -15.0);
+        assert!(room.stats().encodes <= 5 * 100, "≤ N + 1 encodes per tick");
+        let speaking: Vec<SessionId> = room.speakers().map(|(id, _)| id).collect();
+        assert_eq!(speaking.len(), 6, "all six are speaking, four are mixed");
+    }
+
+    #[test]
+    fn a_muted_talker_is_heard_by_nobody_until_unmuted() {
+        let (mut room, mut sources) = six_talkers();
+        sources.truncate(2);
+        room.remove(SessionId(3));
+        room.remove(SessionId(4));
+        room.remove(SessionId(5));
+        room.remove(SessionId(6));
+        let mut ears = Ears::default();
+        fn run(room: &mut Room, sources: &mut [Source], ears: &mut Ears, ticks: usize) {
+            for _ in 0..ticks {
+                for s in sources.iter_mut() {
+                    s.send(room);
+                }
+                room.tick();
+                ears.hear(room);
+            }
+        }
+        assert!(room.set_muted(SessionId(1), true));
+        run(&mut room, &mut sources, &mut ears, 60);
+        let before = room.stats().decodes;
+        run(&mut room, &mut sources, &mut ears, 25);
+        assert!(
+            room.stats().decodes - before <= 25,
+            "the muted talker is not decoded"
+        );
+        let program = ears.tail(99);
+        assert!(
+            relative_db(program, SAMPLE_RATE, 300.0, 420.0) < -35.0,
+            "muted 300 Hz is heard"
+        );
+        assert!(room.speakers().all(|(id, _)| id != SessionId(1)));
+        assert!(room.set_muted(SessionId(1), false));
+        run(&mut room, &mut sources, &mut ears, 60);
+        let program = ears.tail(99);
+        assert!(
+            relative_db(program, SAMPLE_RATE, 300.0, 420.0) > -6.0,
+            "unmuted 300 Hz is heard again"
+        );
+        assert!(
+            !room.set_muted(SessionId(99), true),
+            "a listener is not a talker"
+        );
+    }
+
+    #[test]
+    fn silent_talkers_cost_no_decode() {
+        let mut room = Room::new(RoomConfig::default()).unwrap();
+        let mut talking: Vec<Source> = (0..3)
+            .map(|i| Source::new(i, 300.0 + 200.0 * i as f32))
+            .collect();
+        for i in 0..20 {
+            room.add_talker(SessionId(i), true).unwrap();
+        }
+        let mut quiet_encoder = OpusEncoder::new(EncoderSettings::default()).unwrap();
+        let mut packet = [0u8; MAX_PACKET];
+        for tick in 0..50u64 {
+            for s in &mut talking {
+                s.send(&mut room);
+            }
+            // Talker 10 sends packets its client marks as silence (RFC 6464 127).
+            let n = quiet_encoder
+                .encode(&[0; FRAME_SAMPLES], &mut packet)
+                .unwrap();
+            room.receive(SessionId(10), tick, &packet[..n], Some(127));
+            room.tick();
+        }
+        let stats = room.stats();
+        assert!(
+            stats.decodes <= 3 * 50,
+            "{} decodes for 3 talkers over 50 ticks",
+            stats.decodes
+        );
+        assert!(
+            stats.decodes_skipped >= 45,
+            "talker 10's packets were skipped: {stats:?}"
+        );
+        assert!(stats.encodes <= 4 * 50);
     }
 }

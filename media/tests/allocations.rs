@@ -67,7 +67,7 @@ fn room_allocations(listeners: u64) -> (u64, usize) {
     for seq in 0..200u64 {
         let n = enc.encode(&tone, &mut packet).expect("encode");
         let ((), a) = counted(|| {
-            room.receive(SessionId(0), seq, &packet[..n]);
+            room.receive(SessionId(0), seq, &packet[..n], None);
             room.tick();
             delivered += room.deliveries().count();
         });

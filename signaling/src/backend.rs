@@ -74,6 +74,35 @@ pub enum MediaError {
     Unavailable,
 }
 
+/// One talker's loudness in a [`MediaEvent::Speaking`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpeakerLevel {
+    /// The session id (as in `Location: /v1/sessions/{session}`).
+    pub session: String,
+    /// RFC 6464 style: 0 is the loudest, 127 silence (−dBov).
+    pub level: u8,
+}
+
+/// What the media plane observed, for room events and the roster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// ICE and DTLS completed: audio flows.
+    Connected { room: String, session: String },
+    /// The session ended: `reason` is `left`, `room_closed`, `ice_timeout`,
+    /// `connect_timeout` or `failed`.
+    Closed {
+        room: String,
+        session: String,
+        reason: String,
+    },
+    /// Who is speaking now, loudest first; sent at most every 200 ms and only
+    /// when the set or a level changed noticeably. Empty when nobody speaks.
+    Speaking {
+        room: String,
+        speakers: Vec<SpeakerLevel>,
+    },
+}
+
 #[async_trait]
 pub trait MediaControl: Send + Sync + 'static {
     async fn open_session(&self, request: OpenSession) -> Result<OpenedSession, MediaError>;
@@ -81,6 +110,12 @@ pub trait MediaControl: Send + Sync + 'static {
     async fn close_session(&self, session: &str) -> Result<bool, MediaError>;
     /// Ends every session of a room (room deleted or ended).
     async fn close_room(&self, room: &str) -> Result<(), MediaError>;
+    /// Server-side mute: the session's audio is left out of every mix,
+    /// whatever the client sends. `Ok(false)` when no such session exists.
+    async fn set_muted(&self, session: &str, muted: bool) -> Result<bool, MediaError>;
+    /// Media events of every room, from now on. A slow receiver lags
+    /// (`broadcast::error::RecvError::Lagged`) rather than slowing media.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<MediaEvent>;
 }
 
 /// A room as stored.

@@ -37,8 +37,8 @@ pub mod token;
 pub use app::{AppState, BODY_LIMIT, MetricsRender, router};
 pub use auth::{Auth, OperatorKey};
 pub use backend::{
-    MediaControl, MediaError, NewRoom, OpenSession, OpenedSession, Role, Room, RoomKind, RoomStore,
-    SessionKind, StoreError,
+    MediaControl, MediaError, MediaEvent, NewRoom, OpenSession, OpenedSession, Role, Room,
+    RoomKind, RoomStore, SessionKind, SpeakerLevel, StoreError,
 };
 pub use cors::{CorsConfig, CorsError};
 pub use problem::ApiError;
