@@ -7,6 +7,12 @@
 //! the next packet when it is already here, so its in-band FEC can recover
 //! the gap) or nothing (underrun: the talker is silent, in DTX, or gone).
 //!
+//! The depth adapts: a packet that arrives after its playout time deepens
+//! the buffer by one frame (playout stalls one tick, concealed), up to 160 ms;
+//! ten seconds without a late packet make it one frame shallower again (a
+//! frame is skipped). A talker on a jittery 3G link thus trades a little
+//! latency for continuity, and a good link keeps the minimum.
+//!
 //! Storage is a fixed ring of packet slots allocated when the talker joins;
 //! inserting and playing out never allocate. Sequence numbers are str0m's
 //! extended (64-bit, rollover-free) ones.
@@ -17,6 +23,10 @@ use crate::opus::MAX_PACKET;
 const CAPACITY: usize = 16;
 /// Empty ticks after which playout stops and the next packet primes again.
 const UNDERRUN_RESET_TICKS: u32 = 3;
+/// The deepest the buffer adapts to: 8 × 20 ms.
+const MAX_DEPTH: usize = CAPACITY / 2;
+/// Ticks without a late packet before the depth shrinks by one frame (10 s).
+const CALM_TICKS_TO_SHRINK: u32 = 500;
 
 /// What the mixer should play for this tick.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,6 +51,8 @@ pub struct JitterStats {
     /// Packets dropped because the buffer ran too deep (sender clock faster).
     pub dropped_for_latency: u64,
     pub resets: u64,
+    /// Ticks of playout held back to deepen the buffer.
+    pub stretched: u64,
 }
 
 struct Slot {
@@ -54,7 +66,13 @@ pub struct JitterBuffer {
     /// Next sequence number to play; `None` while priming.
     next: Option<u64>,
     buffered: usize,
+    /// The least depth; the configured one.
+    min_depth: usize,
+    /// The current depth, between `min_depth` and [`MAX_DEPTH`].
     target_depth: usize,
+    /// Playout ticks still to hold back after the depth grew.
+    stall: usize,
+    calm_ticks: u32,
     empty_ticks: u32,
     stats: JitterStats,
 }
@@ -69,12 +87,15 @@ impl JitterBuffer {
                 data: Box::new([0; MAX_PACKET]),
             })
             .collect();
-        let target_depth = target_depth.clamp(1, CAPACITY / 2);
+        let target_depth = target_depth.clamp(1, MAX_DEPTH);
         Self {
             slots,
             next: None,
             buffered: 0,
+            min_depth: target_depth,
             target_depth,
+            stall: 0,
+            calm_ticks: 0,
             empty_ticks: 0,
             stats: JitterStats::default(),
         }
@@ -89,6 +110,11 @@ impl JitterBuffer {
         self.buffered
     }
 
+    /// The depth playout currently aims for, in frames.
+    pub fn target_depth(&self) -> usize {
+        self.target_depth
+    }
+
     pub fn insert(&mut self, seq: u64, payload: &[u8]) {
         if payload.len() > MAX_PACKET {
             self.stats.oversized += 1;
@@ -97,6 +123,7 @@ impl JitterBuffer {
         if let Some(next) = self.next {
             if seq < next {
                 self.stats.late += 1;
+                self.deepen();
                 return;
             }
             if seq >= next + CAPACITY as u64 {
@@ -149,6 +176,13 @@ impl JitterBuffer {
             return Playout::Lost { next: None };
         }
         self.empty_ticks = 0;
+        if self.stall > 0 {
+            // Hold playout back one tick: the buffer gains a frame of depth.
+            self.stall -= 1;
+            self.stats.stretched += 1;
+            return Playout::Lost { next: None };
+        }
+        self.relax();
         let next = self.skip_if_too_deep(next);
         self.next = Some(next + 1);
         let idx = self.index_of(next);
@@ -164,6 +198,25 @@ impl JitterBuffer {
                 next: Some(&self.slots[i].data[..self.slots[i].len]),
             },
             None => Playout::Lost { next: None },
+        }
+    }
+
+    /// A packet came too late: aim one frame deeper.
+    fn deepen(&mut self) {
+        self.calm_ticks = 0;
+        if self.target_depth < MAX_DEPTH {
+            self.target_depth += 1;
+            self.stall += 1;
+        }
+    }
+
+    /// After a calm period, aim one frame shallower (`skip_if_too_deep` then
+    /// drops a frame).
+    fn relax(&mut self) {
+        self.calm_ticks += 1;
+        if self.calm_ticks >= CALM_TICKS_TO_SHRINK && self.target_depth > self.min_depth {
+            self.target_depth -= 1;
+            self.calm_ticks = 0;
         }
     }
 
@@ -197,6 +250,7 @@ impl JitterBuffer {
         self.buffered = 0;
         self.next = None;
         self.empty_ticks = 0;
+        self.stall = 0;
     }
 }
 
@@ -258,6 +312,11 @@ mod tests {
         assert_eq!(played(jb.pop()), Some(5));
         jb.insert(4, &[4]);
         jb.insert(6, &[6]);
+        assert_eq!(
+            jb.pop(),
+            Playout::Lost { next: None },
+            "the late packet deepens the buffer"
+        );
         assert_eq!(played(jb.pop()), Some(6));
         assert_eq!(jb.stats().late, 1);
         assert_eq!(jb.stats().duplicate, 1);
@@ -307,5 +366,46 @@ mod tests {
         jb.insert(1, &[0; MAX_PACKET + 1]);
         assert_eq!(jb.stats().oversized, 1);
         assert_eq!(jb.pop(), Playout::Silent);
+    }
+
+    #[test]
+    fn late_packets_deepen_the_buffer_and_calm_shrinks_it() {
+        let mut jb = JitterBuffer::new(2);
+        jb.insert(0, &[0]);
+        jb.insert(1, &[1]);
+        assert_eq!(played(jb.pop()), Some(0));
+        assert_eq!(played(jb.pop()), Some(1));
+        // Packet 2 is missing at its time, then arrives late.
+        assert_eq!(jb.pop(), Playout::Lost { next: None });
+        jb.insert(2, &[2]);
+        assert_eq!(jb.target_depth(), 3);
+        jb.insert(3, &[3]);
+        jb.insert(4, &[4]);
+        assert_eq!(jb.pop(), Playout::Lost { next: None }, "one tick held back");
+        assert_eq!(played(jb.pop()), Some(3));
+        assert_eq!(jb.stats().stretched, 1);
+        let mut seq = 5;
+        for _ in 0..CALM_TICKS_TO_SHRINK + 10 {
+            jb.insert(seq, &[0]);
+            seq += 1;
+            jb.pop();
+        }
+        assert_eq!(
+            jb.target_depth(),
+            2,
+            "ten calm seconds bring the depth back"
+        );
+    }
+
+    #[test]
+    fn depth_never_exceeds_the_maximum() {
+        let mut jb = JitterBuffer::new(2);
+        jb.insert(100, &[0]);
+        jb.insert(101, &[0]);
+        jb.pop();
+        for late in 0..50 {
+            jb.insert(late, &[0]);
+        }
+        assert_eq!(jb.target_depth(), MAX_DEPTH);
     }
 }

@@ -45,11 +45,18 @@ pub struct Client {
     pub connected: bool,
     /// Probability that a datagram from or to this client is lost.
     pub loss: f64,
+    /// Extra random delay, up to this much, on datagrams from or to this
+    /// client (reorders them).
+    pub jitter: Duration,
     /// Sending: a tone, encoded like a browser would.
     tone: Option<(f32, OpusEncoder, usize)>,
     /// Receiving: decoded audio.
     decoder: OpusDecoder,
+    /// Decoded audio on the RTP timeline: a missing frame leaves silence,
+    /// a gap of up to three frames is concealed as a browser would.
     pub heard: Vec<i16>,
+    /// RTP time of `heard[0]`.
+    timeline_origin: Option<u64>,
     pub frames_received: usize,
     /// Virtual time of the first decoded frame.
     pub first_frame_at: Option<Instant>,
@@ -111,6 +118,21 @@ impl Client {
             Event::MediaAdded(m) if m.kind == MediaKind::Audio => self.mid = Some(m.mid),
             Event::MediaData(data) => {
                 let mut out: Frame = [0; FRAME_SAMPLES];
+                let time = data.time.numer();
+                let origin = *self.timeline_origin.get_or_insert(time);
+                let at = time.saturating_sub(origin) as usize;
+                if at < self.heard.len() {
+                    return; // a duplicate or a frame from the past
+                }
+                let missing = (at - self.heard.len()) / FRAME_SAMPLES;
+                for _ in 0..missing {
+                    if missing <= 3 && self.decoder.conceal(&mut out).is_ok() {
+                        self.heard.extend_from_slice(&out);
+                    } else {
+                        self.heard.extend_from_slice(&[0; FRAME_SAMPLES]);
+                    }
+                }
+                self.heard.resize(at, 0);
                 if self.decoder.decode(&data.data, &mut out).is_ok() {
                     self.frames_received += 1;
                     self.first_frame_at.get_or_insert(now);
@@ -214,9 +236,11 @@ impl Sim {
             mid: Some(mid), // the offerer gets no MediaAdded for its own m-line
             connected: false,
             loss: 0.0,
+            jitter: Duration::ZERO,
             tone: None,
             decoder: OpusDecoder::new().expect("decoder"),
             heard: Vec::new(),
+            timeline_origin: None,
             frames_received: 0,
             first_frame_at: None,
             deadline: self.now,
@@ -302,19 +326,45 @@ impl Sim {
         }
     }
 
-    fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>, loss: f64) {
+    fn send(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+        (loss, jitter): (f64, Duration),
+    ) {
         if loss > 0.0 && self.rng.random_bool(loss) {
             self.dropped += 1;
             return;
         }
+        let extra = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            jitter.mul_f64(self.rng.random::<f64>())
+        };
         self.flight_seq += 1;
         self.net.push(Reverse(Flight {
-            at: self.now + self.latency,
+            at: self.now + self.latency + extra,
             seq: self.flight_seq,
             from,
             to,
             bytes,
         }));
+    }
+
+    /// The longest run of silence (10 ms windows under −40 dBFS) in `pcm`.
+    pub fn longest_gap(pcm: &[i16]) -> Duration {
+        let window = SAMPLE_RATE as usize / 100;
+        let (mut run, mut longest) = (0u32, 0u32);
+        for w in pcm.chunks(window) {
+            if sabha_media::analysis::rms_dbfs(w) < -40.0 {
+                run += 1;
+                longest = longest.max(run);
+            } else {
+                run = 0;
+            }
+        }
+        Duration::from_millis(u64::from(longest) * 10)
     }
 
     fn poll_engine(&mut self) -> Output {
@@ -328,11 +378,13 @@ impl Sim {
         loop {
             match self.poll_engine() {
                 Output::Transmit(t) => {
-                    let loss = self
+                    let link = self
                         .by_addr
                         .get(&t.destination)
-                        .map_or(0.0, |&i| self.clients[i].loss);
-                    self.send(t.source, t.destination, t.contents.to_vec(), loss);
+                        .map_or((0.0, Duration::ZERO), |&i| {
+                            (self.clients[i].loss, self.clients[i].jitter)
+                        });
+                    self.send(t.source, t.destination, t.contents.to_vec(), link);
                 }
                 Output::Event(_) => {}
                 Output::Timeout(_) => break,
@@ -345,8 +397,8 @@ impl Sim {
             let c = &mut self.clients[i];
             match c.rtc.poll_output() {
                 Ok(RtcOutput::Transmit(t)) => {
-                    let loss = c.loss;
-                    self.send(t.source, t.destination, t.contents.to_vec(), loss);
+                    let link = (c.loss, c.jitter);
+                    self.send(t.source, t.destination, t.contents.to_vec(), link);
                 }
                 Ok(RtcOutput::Event(e)) => c.handle_event(e, self.now),
                 Ok(RtcOutput::Timeout(t)) => {
