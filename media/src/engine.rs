@@ -248,15 +248,8 @@ impl Engine {
         }
         .map_err(|e| OpenError::Setup(e.to_string()))?;
 
-        let session = Session::new(
-            kind,
-            room_idx,
-            rtc,
-            creds.ufrag.clone(),
-            now,
-            rand::random::<u16>() >> 1,
-        );
-        self.by_ufrag.insert(creds.ufrag, id);
+        self.by_ufrag.insert(creds.ufrag.clone(), id);
+        let session = Session::new(kind, room_idx, rtc, creds, now, rand::random::<u16>() >> 1);
         self.sessions.insert(id, session);
         self.enqueue(id);
         tracing::debug!(session = id.0, room, ?kind, "session opened");
@@ -475,7 +468,9 @@ impl Engine {
     }
 
     /// The session a STUN binding request is for, by the server ufrag in its
-    /// USERNAME (`server:client`).
+    /// USERNAME (`server:client`) — and only when its MESSAGE-INTEGRITY
+    /// verifies with that session's ICE password, so nobody who merely saw
+    /// the ufrag can bind their address to someone else's session.
     fn stun_owner(&self, bytes: &[u8]) -> Option<SessionId> {
         // RFC 7983: STUN starts with 0 or 1, and has a 20-byte header.
         if bytes.len() < 20 || bytes[0] > 3 {
@@ -486,7 +481,13 @@ impl Engine {
             return None;
         }
         let (ours, _) = msg.split_username()?;
-        self.by_ufrag.get(ours).copied()
+        let id = *self.by_ufrag.get(ours)?;
+        let session = self.sessions.get(&id)?;
+        let hmac = self.crypto.sha1_hmac_provider;
+        msg.verify(session.ice_pass.as_bytes(), |key, parts| {
+            hmac.sha1_hmac(key, parts)
+        })
+        .then_some(id)
     }
 
     fn run_due_ticks(&mut self, now: Instant) {

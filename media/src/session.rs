@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use str0m::Rtc;
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
 use str0m::rtp::RtpWrite;
+use str0m::{IceCreds, Rtc};
 
 use crate::{RoomIdx, SessionKind};
 
@@ -52,6 +52,8 @@ pub(crate) struct Session {
     pub room: RoomIdx,
     pub rtc: Rtc,
     pub ufrag: String,
+    /// ICE password: verifies STUN requests before their address is trusted.
+    pub ice_pass: String,
     pub created: Instant,
     pub audio: Option<AudioLine>,
     pub connected: bool,
@@ -72,7 +74,7 @@ impl Session {
         kind: SessionKind,
         room: RoomIdx,
         rtc: Rtc,
-        ufrag: String,
+        creds: IceCreds,
         now: Instant,
         first_seq: u16,
     ) -> Self {
@@ -80,7 +82,8 @@ impl Session {
             kind,
             room,
             rtc,
-            ufrag,
+            ufrag: creds.ufrag,
+            ice_pass: creds.pass,
             created: now,
             audio: None,
             connected: false,

@@ -109,3 +109,59 @@ fn garbage_datagrams_are_counted_and_audio_goes_on() {
     assert!(drops.unknown_source >= 120, "{drops:?}");
     assert!(drops.malformed + drops.rejected > 0, "{drops:?}");
 }
+
+/// A STUN binding request that names a real session's ICE ufrag but is not
+/// signed with its password must not bind the sender's address to it.
+#[test]
+fn a_forged_stun_request_cannot_bind_an_address_to_a_session() {
+    let mut sim = Sim::new(13);
+    sim.join_with_tone("rally", SessionKind::Publish, 440.0);
+    let listener = sim.join("rally", SessionKind::Listen);
+    sim.run_for(Duration::from_secs(1));
+    let ufrag = sim.answers[listener]
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .expect("the answer has an ICE ufrag")
+        .trim()
+        .to_owned();
+    let forged = forged_binding_request(&format!("{ufrag}:evil"));
+    let attacker: SocketAddr = "127.0.0.66:5555".parse().expect("address");
+    let before = sim.engine.stats().drops;
+    sim.engine
+        .handle_receive(sim.now, attacker, SERVER, &forged);
+    // Anything else from that address must still count as a stranger's.
+    sim.engine.handle_receive(
+        sim.now,
+        attacker,
+        SERVER,
+        &[0x80, 0x6f, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
+    );
+    let after = sim.engine.stats().drops;
+    assert_eq!(after.unknown_source, before.unknown_source + 2, "{after:?}");
+    let heard = sim.clients[listener].frames_received;
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        sim.clients[listener].frames_received >= heard + 45,
+        "the listener still hears"
+    );
+}
+
+/// A well-formed STUN Binding request for `username`, signed with the wrong
+/// password (as an attacker who saw the ufrag but not the password would).
+fn forged_binding_request(username: &str) -> Vec<u8> {
+    use str0m::ice::{StunMessage, TransId};
+    let hmac = str0m::crypto::from_feature_flags().sha1_hmac_provider;
+    let msg = StunMessage::binding_request(username, TransId::new(), true, 1, 100, true);
+    let mut buf = vec![0u8; 512];
+    let n = msg
+        .to_bytes(Some(b"not-the-password"), &mut buf, |k, p| {
+            hmac.sha1_hmac(k, p)
+        })
+        .expect("serialises");
+    buf.truncate(n);
+    assert!(
+        StunMessage::parse(&buf).is_ok(),
+        "the forgery is well-formed STUN"
+    );
+    buf
+}

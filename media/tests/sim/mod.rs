@@ -157,6 +157,8 @@ pub struct Sim {
     by_addr: HashMap<SocketAddr, usize>,
     /// The engine's id of each client's session.
     pub session_ids: Vec<sabha_media::SessionId>,
+    /// The SDP answer each client got.
+    pub answers: Vec<String>,
     net: BinaryHeap<Reverse<Flight>>,
     flight_seq: u64,
     latency: Duration,
@@ -183,6 +185,7 @@ impl Sim {
             clients: Vec::new(),
             by_addr: HashMap::new(),
             session_ids: Vec::new(),
+            answers: Vec::new(),
             net: BinaryHeap::new(),
             flight_seq: 0,
             latency: Duration::from_millis(10),
@@ -224,6 +227,7 @@ impl Sim {
             .open_session(self.now, room, kind, &offer.to_sdp_string())
             .expect("engine accepts the offer");
         self.session_ids.push(opened.id);
+        self.answers.push(opened.answer.clone());
         let answer = SdpAnswer::from_sdp_string(&opened.answer).expect("answer parses");
         rtc.sdp_api()
             .accept_answer(pending, answer)
