@@ -1,0 +1,750 @@
+//! End-to-end tests: the real `sabha` binary, driven by aiortc (a WebRTC stack
+//! we did not write) through `tests/e2e/sabha_e2e.py`.
+//!
+//! Each test starts `sabha serve` on free loopback ports with a fresh data
+//! directory, waits for `GET /healthz`, runs one driver scenario under a hard
+//! timeout, checks its exit code and JSON report, and always kills the server.
+//!
+//! Python: `SABHA_E2E_PYTHON` if set (an interpreter that already has
+//! `tests/e2e/requirements.txt`), otherwise a venv at `<target>/e2e-venv`,
+//! created on first use from `python3` (`SABHA_E2E_BASE_PYTHON` overrides) and
+//! re-created when the requirements or the base interpreter change (stamp file
+//! `<target>/e2e-venv/.sabha-stamp`). Concurrent setup is serialised by
+//! `<target>/e2e-venv.lock`.
+//!
+//! Only one scenario runs at a time (a process-wide mutex): each moves real
+//! audio for up to ~20 peers and the machine has two cores.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+const OPERATOR_KEY: &str = "sabha-e2e-operator-key-4f1c9a0d7b2e";
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
+const VENV_SETUP_TIMEOUT: Duration = Duration::from_secs(900);
+
+static MEDIA_LOCK: Mutex<()> = Mutex::new(());
+static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+static SERVER_SEQ: AtomicU32 = AtomicU32::new(0);
+
+// ---------------------------------------------------------------------------
+// Paths and the Python environment
+// ---------------------------------------------------------------------------
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                repo_root().join(d)
+            }
+        }
+        None => repo_root().join("target"),
+    }
+}
+
+fn driver_script() -> PathBuf {
+    repo_root().join("tests/e2e/sabha_e2e.py")
+}
+
+/// 64-bit FNV-1a: a stable hash for the venv stamp (std's hasher may change).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.iter() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn venv_python(venv: &Path) -> PathBuf {
+    if cfg!(windows) {
+        venv.join("Scripts").join("python.exe")
+    } else {
+        venv.join("bin").join("python")
+    }
+}
+
+/// Run a command to completion under a deadline; Err carries its output.
+fn run_bounded(cmd: &mut Command, limit: Duration, what: &str) -> Result<String, String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{what}: cannot start {cmd:?}: {e}"))?;
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let status = wait_deadline(&mut child, limit);
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    match status {
+        Some(s) if s.success() => Ok(out),
+        Some(s) => Err(format!(
+            "{what} failed ({s}):\n{}\n{}",
+            tail(&out, 40),
+            tail(&err, 40)
+        )),
+        None => Err(format!(
+            "{what} did not finish within {limit:?}:\n{}",
+            tail(&err, 40)
+        )),
+    }
+}
+
+fn ensure_venv() -> Result<PathBuf, String> {
+    let target = target_dir();
+    fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+    let venv = target.join("e2e-venv");
+    let req_path = repo_root().join("tests/e2e/requirements.txt");
+    let req = fs::read(&req_path).map_err(|e| format!("read {}: {e}", req_path.display()))?;
+    let base = std::env::var("SABHA_E2E_BASE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let version = Command::new(&base)
+        .args(["-c", "import sys; print(sys.version)"])
+        .output()
+        .map_err(|e| format!("`{base}` not runnable ({e}); install python3 >= 3.10 with venv/pip, or set SABHA_E2E_PYTHON"))?;
+    if !version.status.success() {
+        return Err(format!(
+            "`{base} -c 'import sys'` failed: {}",
+            String::from_utf8_lossy(&version.stderr)
+        ));
+    }
+    let stamp_want = format!(
+        "{:016x}\n",
+        fnv1a(&[&req, &version.stdout, base.as_bytes()])
+    );
+    let stamp = venv.join(".sabha-stamp");
+    let py = venv_python(&venv);
+
+    // One setup at a time, across test binaries and parallel cargo runs.
+    let lock_path = target.join("e2e-venv.lock");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("open {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
+
+    if py.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(stamp_want.as_str()) {
+        return Ok(py);
+    }
+    eprintln!(
+        "e2e: creating Python venv at {} (one-time setup)",
+        venv.display()
+    );
+    if venv.exists() {
+        fs::remove_dir_all(&venv).map_err(|e| format!("remove stale {}: {e}", venv.display()))?;
+    }
+    run_bounded(
+        Command::new(&base).arg("-m").arg("venv").arg(&venv),
+        Duration::from_secs(120),
+        "python3 -m venv",
+    )?;
+    run_bounded(
+        Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "-q",
+                "-r",
+            ])
+            .arg(&req_path)
+            .env("PIP_NO_INPUT", "1"),
+        VENV_SETUP_TIMEOUT,
+        "pip install -r tests/e2e/requirements.txt",
+    )?;
+    run_bounded(
+        Command::new(&py).args(["-c", "import aiortc, numpy, av"]),
+        Duration::from_secs(60),
+        "import check of the e2e venv",
+    )?;
+    fs::write(&stamp, &stamp_want).map_err(|e| format!("write {}: {e}", stamp.display()))?;
+    Ok(py)
+    // `lock` is released when dropped
+}
+
+fn python() -> PathBuf {
+    PYTHON
+        .get_or_init(|| match std::env::var_os("SABHA_E2E_PYTHON") {
+            Some(p) => Ok(PathBuf::from(p)),
+            None => ensure_venv(),
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("e2e Python environment unavailable: {e}"))
+}
+
+// ---------------------------------------------------------------------------
+// Child process helpers
+// ---------------------------------------------------------------------------
+
+fn drain<R: Read + Send + 'static>(r: Option<R>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(mut r) = r {
+            let _ = r.read_to_end(&mut s);
+        }
+        String::from_utf8_lossy(&s).into_owned()
+    })
+}
+
+/// Wait for `child` until `limit`; kill it past that and return None.
+fn wait_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+// ---------------------------------------------------------------------------
+// The server under test
+// ---------------------------------------------------------------------------
+
+struct Server {
+    child: Child,
+    http: SocketAddr,
+    media: SocketAddr,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start() -> Server {
+        let mut last_err = String::new();
+        for _attempt in 0..3 {
+            match Server::try_start() {
+                Ok(s) => return s,
+                Err(e) => {
+                    eprintln!("e2e: server start failed, retrying: {e}");
+                    last_err = e;
+                }
+            }
+        }
+        panic!("could not start `sabha serve`: {last_err}");
+    }
+
+    fn try_start() -> Result<Server, String> {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sabha-e2e-{}-{}-{stamp}",
+            std::process::id(),
+            SERVER_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let data = dir.join("data");
+        fs::create_dir_all(&data).map_err(|e| format!("create {}: {e}", data.display()))?;
+        let log = dir.join("server.log");
+        let log_file = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
+        let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
+
+        // Port 0 picks free ports; they are held until just before the spawn.
+        let tcp = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let udp = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let http = tcp.local_addr().map_err(|e| e.to_string())?;
+        let media = udp.local_addr().map_err(|e| e.to_string())?;
+        drop(tcp);
+        drop(udp);
+
+        let child = Command::new(env!("CARGO_BIN_EXE_sabha"))
+            .arg("serve")
+            .arg("--http")
+            .arg(http.to_string())
+            .arg("--media")
+            .arg(media.to_string())
+            .arg("--data-dir")
+            .arg(&data)
+            .env("SABHA_OPERATOR_KEY", OPERATOR_KEY)
+            .env(
+                "SABHA_LOG",
+                std::env::var("SABHA_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log_file))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", env!("CARGO_BIN_EXE_sabha")))?;
+        let mut server = Server {
+            child,
+            http,
+            media,
+            dir,
+            log,
+        };
+
+        let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "`sabha serve` exited with {status} before /healthz answered; log:\n{}",
+                    server.log_tail(40)
+                ));
+            }
+            if healthz(http) {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "GET http://{http}/healthz not 200 within {SERVER_START_TIMEOUT:?}; log:\n{}",
+                    server.log_tail(40)
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        tail(&fs::read_to_string(&self.log).unwrap_or_default(), lines)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("e2e: server log kept at {}", self.log.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn healthz(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    while got.len() < 12 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&got);
+    head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")
+}
+
+// ---------------------------------------------------------------------------
+// Running a scenario
+// ---------------------------------------------------------------------------
+
+struct Scenario {
+    name: &'static str,
+    code: Option<i32>,
+    report: Value,
+    stderr: String,
+    server_log: String,
+    elapsed: Duration,
+}
+
+impl Scenario {
+    /// Context appended to every assertion message.
+    fn context(&self) -> String {
+        format!(
+            "\n--- driver report ---\n{}\n--- driver stderr (tail) ---\n{}\n--- server log (tail) ---\n{}",
+            serde_json::to_string_pretty(&self.report).unwrap_or_default(),
+            tail(&self.stderr, 40),
+            self.server_log
+        )
+    }
+
+    fn field(&self, pointer: &str) -> &Value {
+        self.report
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("{}: report has no `{pointer}`{}", self.name, self.context()))
+    }
+
+    fn f64_at(&self, v: &Value, key: &str, who: &str) -> f64 {
+        v.get(key).and_then(Value::as_f64).unwrap_or_else(|| {
+            panic!(
+                "{}: {who} has no numeric `{key}`{}",
+                self.name,
+                self.context()
+            )
+        })
+    }
+}
+
+fn lock_media() -> MutexGuard<'static, ()> {
+    MEDIA_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Run one driver subcommand; `server` None = no server (selftest).
+fn run_driver(
+    name: &'static str,
+    server: Option<&Server>,
+    extra: &[&str],
+    limit: Duration,
+) -> Scenario {
+    let py = python();
+    let mut cmd = Command::new(&py);
+    cmd.arg(driver_script()).arg(name);
+    if let Some(s) = server {
+        cmd.arg("--base")
+            .arg(s.base())
+            .arg("--key")
+            .arg(OPERATOR_KEY);
+    }
+    // the driver's own overall timeout fires first and still prints a report
+    let inner = limit
+        .saturating_sub(Duration::from_secs(20))
+        .as_secs()
+        .max(10);
+    cmd.arg("--timeout").arg(inner.to_string());
+    cmd.args(extra)
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start driver {}: {e}", py.display()));
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let status = wait_deadline(&mut child, limit);
+    let elapsed = started.elapsed();
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let server_log = server.map(|s| s.log_tail(60)).unwrap_or_default();
+    eprintln!("--- driver `{name}` stderr ---\n{stderr}");
+    eprintln!("e2e: `{name}` took {:.1} s", elapsed.as_secs_f64());
+    let report = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or(Value::Null);
+    let sc = Scenario {
+        name,
+        code: status.and_then(|s| s.code()),
+        report,
+        stderr,
+        server_log,
+        elapsed,
+    };
+    if status.is_none() {
+        panic!(
+            "{name}: driver killed after the hard timeout of {limit:?}{}",
+            sc.context()
+        );
+    }
+    if sc.report.is_null() {
+        panic!(
+            "{name}: driver (exit {:?}) printed no JSON report; stdout:\n{}{}",
+            sc.code,
+            tail(&stdout, 20),
+            sc.context()
+        );
+    }
+    let meaning = match sc.code {
+        Some(0) => return sc,
+        Some(1) => "an audio/behaviour check failed",
+        Some(2) => "HTTP/signalling failure or timeout",
+        _ => "crashed",
+    };
+    let fatal = sc.report.get("fatal").and_then(Value::as_str).unwrap_or("");
+    let failures = sc.report.get("failures").cloned().unwrap_or(Value::Null);
+    panic!(
+        "{name}: driver exit {:?} ({meaning}) after {:.1} s\n  fatal: {fatal}\n  failures: {}{}",
+        sc.code,
+        elapsed.as_secs_f64(),
+        serde_json::to_string_pretty(&failures).unwrap_or_default(),
+        sc.context()
+    );
+}
+
+fn assert_ok(sc: &Scenario) {
+    assert_eq!(
+        sc.report.get("ok"),
+        Some(&Value::Bool(true)),
+        "{}: report not ok{}",
+        sc.name,
+        sc.context()
+    );
+}
+
+fn assert_tone(sc: &Scenario, row: &Value, who: &str, hz: f64, tol: f64) {
+    let dom = sc.f64_at(row, "dominant_hz", who);
+    let rms = sc.f64_at(row, "rms_dbfs", who);
+    let packets = sc.f64_at(row, "packets", who);
+    assert!(
+        packets > 0.0,
+        "{}: {who} received no RTP packets{}",
+        sc.name,
+        sc.context()
+    );
+    assert!(
+        (dom - hz).abs() <= tol,
+        "{}: {who} hears {dom:.1} Hz, expected {hz} Hz +- {tol}{}",
+        sc.name,
+        sc.context()
+    );
+    assert!(
+        rms > -40.0,
+        "{}: {who} level {rms:.1} dBFS is below -40 dBFS{}",
+        sc.name,
+        sc.context()
+    );
+    assert!(
+        rms < -1.0,
+        "{}: {who} level {rms:.1} dBFS: clipping{}",
+        sc.name,
+        sc.context()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// The driver's own analysis and aiortc's loopback path work (no server).
+#[test]
+fn driver_selftest_analysis_and_aiortc_loopback() {
+    let _media = lock_media();
+    let sc = run_driver("selftest", None, &[], Duration::from_secs(90));
+    assert_ok(&sc);
+    let lb = sc.field("/loopback_tone");
+    assert_tone(&sc, lb, "aiortc loopback receiver", 523.0, 5.0);
+}
+
+#[test]
+fn rally_twenty_listeners_hear_the_tone() {
+    let _media = lock_media();
+    let server = Server::start();
+    let sc = run_driver(
+        "rally",
+        Some(&server),
+        &[
+            "--listeners",
+            "20",
+            "--freq",
+            "440",
+            "--seconds",
+            "4",
+            "--concurrency",
+            "5",
+        ],
+        Duration::from_secs(150),
+    );
+    assert_ok(&sc);
+    let listeners = sc
+        .field("/listeners")
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        listeners.len() >= 20,
+        "rally: {} listeners reported, expected 20{}",
+        listeners.len(),
+        sc.context()
+    );
+    for (i, l) in listeners.iter().enumerate() {
+        assert_tone(&sc, l, &format!("listener {i}"), 440.0, 5.0);
+    }
+    let late = sc.field("/late_listener");
+    assert_tone(&sc, late, "late listener", 440.0, 5.0);
+    let ttfp = sc.f64_at(late, "ttfp_after_answer_s", "late listener");
+    assert!(
+        ttfp <= 1.0,
+        "rally: late listener's first packet {ttfp:.3} s after the answer (> 1 s){}",
+        sc.context()
+    );
+    eprintln!(
+        "rally: {} listeners ok, late listener first packet after {ttfp:.3} s, {:.1} s total",
+        listeners.len(),
+        sc.elapsed.as_secs_f64()
+    );
+}
+
+#[test]
+fn bridge_three_talkers_hear_each_other_not_themselves() {
+    let _media = lock_media();
+    let server = Server::start();
+    let sc = run_driver(
+        "bridge",
+        Some(&server),
+        &["--talkers", "3", "--freqs", "440,660,880", "--seconds", "4"],
+        Duration::from_secs(120),
+    );
+    assert_ok(&sc);
+    let talkers = sc.field("/talkers").as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        talkers.len(),
+        3,
+        "bridge: expected 3 talkers in the report{}",
+        sc.context()
+    );
+    for t in &talkers {
+        let own = sc.f64_at(t, "freq_hz", "talker");
+        let who = format!("talker {own} Hz");
+        let others = t
+            .get("others")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            others.len(),
+            2,
+            "bridge: {who} should report 2 other tones{}",
+            sc.context()
+        );
+        let mut weakest = f64::INFINITY;
+        for (hz, o) in &others {
+            let snr = sc.f64_at(o, "snr_db", &format!("{who} / other {hz}"));
+            let lvl = sc.f64_at(o, "level_dbfs", &format!("{who} / other {hz}"));
+            assert!(
+                snr >= 20.0,
+                "bridge: {who} does not hear {hz} Hz (only {snr:.1} dB over the floor){}",
+                sc.context()
+            );
+            weakest = weakest.min(lvl);
+        }
+        let own_lvl = sc.f64_at(&t["self"], "level_dbfs", &format!("{who} / self"));
+        assert!(
+            own_lvl <= weakest - 30.0,
+            "bridge: {who} hears itself: own tone {own_lvl:.1} dBFS vs weakest other {weakest:.1} dBFS (need 30 dB below){}",
+            sc.context()
+        );
+    }
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_audio_continues() {
+    let _media = lock_media();
+    let server = Server::start();
+    let media = server.media.to_string();
+    let sc = run_driver(
+        "bad-input",
+        Some(&server),
+        &["--freq", "523", "--media-addr", &media],
+        Duration::from_secs(120),
+    );
+    assert_ok(&sc);
+    let cases = sc
+        .field("/http_cases")
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        cases.len() >= 10,
+        "bad-input: only {} HTTP cases ran{}",
+        cases.len(),
+        sc.context()
+    );
+    for c in &cases {
+        let label = c.get("case").and_then(Value::as_str).unwrap_or("?");
+        assert_eq!(
+            c.get("ok"),
+            Some(&Value::Bool(true)),
+            "bad-input: case `{label}` failed: {c}{}",
+            sc.context()
+        );
+        let ct = c.get("content_type").and_then(Value::as_str).unwrap_or("");
+        assert!(
+            ct.starts_with("application/problem+json"),
+            "bad-input: `{label}` answered {ct:?}{}",
+            sc.context()
+        );
+    }
+    let sent = sc.field("/udp_garbage/sent").as_u64().unwrap_or(0);
+    assert!(
+        sent >= 100,
+        "bad-input: only {sent} garbage datagrams were sent{}",
+        sc.context()
+    );
+    let after = sc.field("/after");
+    assert_tone(&sc, after, "listener after the barrage", 523.0, 5.0);
+    let more = sc.f64_at(
+        after,
+        "packets_during_and_after_barrage",
+        "listener after the barrage",
+    );
+    assert!(
+        more > 0.0,
+        "bad-input: listener packets stopped increasing after the barrage{}",
+        sc.context()
+    );
+}
+
+#[test]
+fn publisher_leaves_and_returns() {
+    let _media = lock_media();
+    let server = Server::start();
+    let sc = run_driver(
+        "leave-rejoin",
+        Some(&server),
+        &["--freq", "440", "--new-freq", "660", "--gap", "3"],
+        Duration::from_secs(120),
+    );
+    assert_ok(&sc);
+    let states = sc.field("/gap/listener_states");
+    assert_eq!(
+        states,
+        &serde_json::json!(["connected"]),
+        "leave-rejoin: listener state during the gap{}",
+        sc.context()
+    );
+    let after = sc.field("/after_rejoin");
+    assert_tone(&sc, after, "listener after the new publisher", 660.0, 5.0);
+    let switch = sc
+        .field("/new_tone_heard_after_answer_s")
+        .as_f64()
+        .unwrap_or(f64::INFINITY);
+    assert!(
+        switch <= 1.0,
+        "leave-rejoin: new tone heard {switch:.3} s after the answer (> 1 s){}",
+        sc.context()
+    );
+}
