@@ -104,9 +104,19 @@ fn main() {
     }
     println!();
     println!("Room tick (decode, mix, encode once per distinct mix), default config");
-    println!("| talkers on stage | talking | listeners | µs per tick | % of one core |");
+    println!("| participants on stage | talking | listeners | µs per tick | % of one core |");
     println!("|---:|---:|---:|---:|---:|");
-    for (talkers, talking, listeners) in [(1, 1, 10_000), (3, 3, 0), (20, 3, 0), (200, 3, 0)] {
+    let rows = [
+        (1, 1, 10_000),
+        (3, 3, 0),
+        (5, 3, 0),
+        (20, 3, 0),
+        (50, 3, 0),
+        (100, 3, 0),
+        (200, 3, 0),
+        (20, 6, 0),
+    ];
+    for (talkers, talking, listeners) in rows {
         let us = room_tick_row(talkers, talking, listeners);
         println!(
             "| {talkers} | {talking} | {listeners} | {us:.0} | {:.2} |",
