@@ -9,7 +9,7 @@ use sabha_media::SessionId;
 use sabha_media::opus::{
     EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder, OpusEncoder, SAMPLE_RATE,
 };
-use sabha_media::room::{Room, RoomConfig};
+use sabha_media::room::{Profile, Room, RoomConfig};
 
 const FRAMES: usize = 500;
 
@@ -64,7 +64,8 @@ fn room_tick_row(talkers: usize, talking: usize, listeners: usize) -> f64 {
         room.add_talker(SessionId(t as u64), true).expect("talker");
     }
     for l in 0..listeners {
-        room.add_listener(SessionId(10_000 + l as u64));
+        room.add_listener(SessionId(10_000 + l as u64), Profile::Standard)
+            .expect("listener");
     }
     let mut enc: Vec<OpusEncoder> = (0..talking)
         .map(|_| OpusEncoder::new(EncoderSettings::default()).expect("enc"))

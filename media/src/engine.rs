@@ -27,7 +27,7 @@ use str0m::{
     Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Input, Output as RtcOutput, Rtc,
 };
 
-use crate::room::{Room, RoomConfig};
+use crate::room::{Profile, Room, RoomConfig};
 use crate::sdp::{OfferError, check_offer};
 use crate::session::{CloseReason, Session};
 use crate::{RoomIdx, SessionId, SessionKind};
@@ -201,11 +201,13 @@ impl Engine {
     }
 
     /// Accepts an SDP offer into `room` (created on first use).
+    /// `profile` applies to listeners (WHEP); talkers always get 20 ms frames.
     pub fn open_session(
         &mut self,
         now: Instant,
         room: &str,
         kind: SessionKind,
+        profile: Profile,
         offer: &str,
     ) -> Result<Opened, OpenError> {
         if self.sessions.len() >= self.config.max_sessions {
@@ -241,10 +243,7 @@ impl Engine {
         match kind {
             SessionKind::Publish => entry.room.add_talker(id, false),
             SessionKind::Join => entry.room.add_talker(id, true),
-            SessionKind::Listen => {
-                entry.room.add_listener(id);
-                Ok(())
-            }
+            SessionKind::Listen => entry.room.add_listener(id, profile),
         }
         .map_err(|e| OpenError::Setup(e.to_string()))?;
 
@@ -514,12 +513,11 @@ impl Engine {
             if report_speakers && let Some(event) = speaking_news(entry) {
                 self.events.push_back(event);
             }
-            let rtp_time = entry.room.rtp_time();
             for (id, delivery) in entry.room.deliveries() {
                 let Some(s) = self.sessions.get_mut(&id) else {
                     continue;
                 };
-                if s.send_audio(now, rtp_time, delivery.payload()) && !s.queued {
+                if s.send_audio(now, delivery.rtp_time, delivery.payload) && !s.queued {
                     s.queued = true;
                     self.ready.push_back(id);
                 }
@@ -651,7 +649,13 @@ mod tests {
     fn the_answer_is_ice_lite_with_our_host_candidate_and_opus() {
         let (mut engine, now) = engine(10);
         let opened = engine
-            .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+            .open_session(
+                now,
+                "r",
+                SessionKind::Listen,
+                Profile::Standard,
+                &offer("recvonly", OPUS),
+            )
             .expect("opened");
         let answer = opened.answer;
         assert!(answer.contains("a=ice-lite"), "{answer}");
@@ -663,7 +667,13 @@ mod tests {
             "a WHEP answer sends: {answer}"
         );
         let publish = engine
-            .open_session(now, "r", SessionKind::Publish, &offer("sendonly", OPUS))
+            .open_session(
+                now,
+                "r",
+                SessionKind::Publish,
+                Profile::Standard,
+                &offer("sendonly", OPUS),
+            )
             .expect("opened");
         assert!(publish.answer.contains("a=recvonly"), "{}", publish.answer);
     }
@@ -672,11 +682,23 @@ mod tests {
     fn sessions_share_one_dtls_certificate_but_not_ice_credentials() {
         let (mut engine, now) = engine(10);
         let a = engine
-            .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+            .open_session(
+                now,
+                "r",
+                SessionKind::Listen,
+                Profile::Standard,
+                &offer("recvonly", OPUS),
+            )
             .expect("a")
             .answer;
         let b = engine
-            .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+            .open_session(
+                now,
+                "r",
+                SessionKind::Listen,
+                Profile::Standard,
+                &offer("recvonly", OPUS),
+            )
             .expect("b")
             .answer;
         let line = |sdp: &str, prefix: &str| {
@@ -693,11 +715,23 @@ mod tests {
         let (mut engine, now) = engine(2);
         for _ in 0..2 {
             engine
-                .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+                .open_session(
+                    now,
+                    "r",
+                    SessionKind::Listen,
+                    Profile::Standard,
+                    &offer("recvonly", OPUS),
+                )
                 .expect("fits");
         }
         let err = engine
-            .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+            .open_session(
+                now,
+                "r",
+                SessionKind::Listen,
+                Profile::Standard,
+                &offer("recvonly", OPUS),
+            )
             .unwrap_err();
         assert_eq!(err, OpenError::AtCapacity(2));
     }
@@ -706,11 +740,17 @@ mod tests {
     fn bad_offers_create_nothing() {
         let (mut engine, now) = engine(10);
         assert!(matches!(
-            engine.open_session(now, "r", SessionKind::Listen, "nonsense"),
+            engine.open_session(now, "r", SessionKind::Listen, Profile::Standard, "nonsense"),
             Err(OpenError::Offer(_))
         ));
         assert!(matches!(
-            engine.open_session(now, "r", SessionKind::Join, &offer("recvonly", OPUS)),
+            engine.open_session(
+                now,
+                "r",
+                SessionKind::Join,
+                Profile::Standard,
+                &offer("recvonly", OPUS)
+            ),
             Err(OpenError::Offer(OfferError::WrongDirection { .. }))
         ));
         assert_eq!(engine.stats().rooms, 0);
@@ -721,11 +761,23 @@ mod tests {
     fn closing_emits_closed_and_an_empty_room_goes_away() {
         let (mut engine, now) = engine(10);
         let a = engine
-            .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+            .open_session(
+                now,
+                "r",
+                SessionKind::Listen,
+                Profile::Standard,
+                &offer("recvonly", OPUS),
+            )
             .expect("a")
             .id;
         let b = engine
-            .open_session(now, "r", SessionKind::Join, &offer("sendrecv", OPUS))
+            .open_session(
+                now,
+                "r",
+                SessionKind::Join,
+                Profile::Standard,
+                &offer("sendrecv", OPUS),
+            )
             .expect("b")
             .id;
         drain(&mut engine);
@@ -755,7 +807,13 @@ mod tests {
     fn a_session_that_never_connects_times_out() {
         let (mut engine, now) = engine(10);
         let id = engine
-            .open_session(now, "r", SessionKind::Listen, &offer("recvonly", OPUS))
+            .open_session(
+                now,
+                "r",
+                SessionKind::Listen,
+                Profile::Standard,
+                &offer("recvonly", OPUS),
+            )
             .expect("a")
             .id;
         drain(&mut engine);

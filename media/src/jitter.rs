@@ -384,10 +384,8 @@ mod tests {
         assert_eq!(jb.pop(), Playout::Lost { next: None }, "one tick held back");
         assert_eq!(played(jb.pop()), Some(3));
         assert_eq!(jb.stats().stretched, 1);
-        let mut seq = 5;
-        for _ in 0..CALM_TICKS_TO_SHRINK + 10 {
+        for seq in 5..5 + u64::from(CALM_TICKS_TO_SHRINK) + 10 {
             jb.insert(seq, &[0]);
-            seq += 1;
             jb.pop();
         }
         assert_eq!(

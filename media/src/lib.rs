@@ -41,7 +41,7 @@ pub use engine::{
     Drops, Engine, EngineConfig, EngineStats, Event, OpenError, Opened, Output,
     SPEAKING_EVERY_TICKS, TICK,
 };
-pub use room::RoomConfig;
+pub use room::{Profile, RoomConfig};
 pub use session::CloseReason;
 pub use str0m::net::Transmit;
 

@@ -82,6 +82,15 @@ impl OpusEncoder {
 
     /// Encodes one frame into `out`, returning the packet length.
     pub fn encode(&mut self, pcm: &Frame, out: &mut [u8; MAX_PACKET]) -> Result<usize, CodecError> {
+        self.encode_samples(pcm, out)
+    }
+
+    /// Encodes a packet of any Opus duration (2.5 to 60 ms of mono samples).
+    pub fn encode_samples(
+        &mut self,
+        pcm: &[i16],
+        out: &mut [u8; MAX_PACKET],
+    ) -> Result<usize, CodecError> {
         self.inner
             .encode(pcm, out)
             .map_err(|e| CodecError::Encode(e.to_string()))
@@ -100,8 +109,24 @@ impl OpusDecoder {
         Ok(Self { inner })
     }
 
-    /// Decodes a packet holding exactly 20 ms. Packets of other durations are
-    /// rejected (we negotiate `ptime` 20; longer packets come with issue 3).
+    /// Decodes a packet of any duration into `out` (size it for 120 ms,
+    /// 5760 samples, to take anything); returns the samples written.
+    pub fn decode_any(&mut self, packet: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
+        self.inner
+            .decode(packet, out, DecodeMode::Normal)
+            .map_err(|e| CodecError::Decode(e.to_string()))
+    }
+
+    /// Recovers the `out.len()` samples lost before `next` from `next`'s
+    /// in-band FEC (or conceals them when it carries none).
+    pub fn decode_fec_any(&mut self, next: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
+        self.inner
+            .decode(next, out, DecodeMode::Fec)
+            .map_err(|e| CodecError::Decode(e.to_string()))
+    }
+
+    /// Decodes a packet holding exactly 20 ms, what talkers send (`ptime` 20).
+    /// Packets of other durations are rejected.
     pub fn decode(&mut self, packet: &[u8], out: &mut Frame) -> Result<(), CodecError> {
         self.decode_mode(packet, out, DecodeMode::Normal)
     }

@@ -79,19 +79,57 @@ struct MinusMix {
     payload: Option<Arc<[u8]>>,
 }
 
+/// How a listener wants the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// 32 kb/s, 20 ms packets.
+    #[default]
+    Standard,
+    /// For phones on 3G and for fan-out cost: 16 kb/s with in-band FEC in
+    /// 60 ms packets (a third of the packets, about 23 kb/s on the wire).
+    Low,
+}
+
+/// Settings of the low-rate program encoder.
+const LOW_PROFILE: EncoderSettings = EncoderSettings {
+    bitrate_bps: 16_000,
+    complexity: 5,
+    inband_fec: true,
+    dtx: false,
+};
+/// Ticks per low-rate packet: 60 ms.
+const LOW_TICKS: usize = 3;
+
+/// Which mix a delivery carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    Program,
+    LowProgram,
+    MixMinus,
+}
+
 /// What one member receives this tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery<'a> {
-    Program(&'a Arc<[u8]>),
-    MixMinus(&'a Arc<[u8]>),
+pub struct Delivery<'a> {
+    pub mix: Mix,
+    pub payload: &'a Arc<[u8]>,
+    /// RTP timestamp (48 kHz) of the payload's first sample.
+    pub rtp_time: u32,
 }
 
 impl<'a> Delivery<'a> {
     pub fn payload(self) -> &'a Arc<[u8]> {
-        match self {
-            Delivery::Program(p) | Delivery::MixMinus(p) => p,
-        }
+        self.payload
     }
+}
+
+/// The low-rate program: three ticks of program PCM, encoded as one packet.
+struct LowProgram {
+    encoder: OpusEncoder,
+    pcm: Box<[i16; FRAME_SAMPLES * LOW_TICKS]>,
+    frames: usize,
+    payload: Option<Arc<[u8]>>,
+    rtp_time: u32,
 }
 
 /// Counters of one room.
@@ -111,6 +149,9 @@ pub struct Room {
     config: RoomConfig,
     talkers: Vec<Talker>,
     listeners: Vec<SessionId>,
+    low_listeners: Vec<SessionId>,
+    /// Created with the first low-profile listener.
+    low: Option<LowProgram>,
     bus: MixBus,
     program_encoder: OpusEncoder,
     program: Option<Arc<[u8]>>,
@@ -129,6 +170,8 @@ impl Room {
             config,
             talkers: Vec::new(),
             listeners: Vec::new(),
+            low_listeners: Vec::new(),
+            low: None,
             bus: MixBus::default(),
             program_encoder: OpusEncoder::new(config.encoder)?,
             program: None,
@@ -168,17 +211,33 @@ impl Room {
         Ok(())
     }
 
-    pub fn add_listener(&mut self, id: SessionId) {
-        self.listeners.push(id);
+    pub fn add_listener(&mut self, id: SessionId, profile: Profile) -> Result<(), CodecError> {
+        match profile {
+            Profile::Standard => self.listeners.push(id),
+            Profile::Low => {
+                if self.low.is_none() {
+                    self.low = Some(LowProgram {
+                        encoder: OpusEncoder::new(LOW_PROFILE)?,
+                        pcm: Box::new([0; FRAME_SAMPLES * LOW_TICKS]),
+                        frames: 0,
+                        payload: None,
+                        rtp_time: 0,
+                    });
+                }
+                self.low_listeners.push(id);
+            }
+        }
+        Ok(())
     }
 
     pub fn remove(&mut self, id: SessionId) {
         self.talkers.retain(|t| t.id != id);
         self.listeners.retain(|&l| l != id);
+        self.low_listeners.retain(|&l| l != id);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.talkers.is_empty() && self.listeners.is_empty()
+        self.talkers.is_empty() && self.listeners.is_empty() && self.low_listeners.is_empty()
     }
 
     pub fn members(&self) -> impl Iterator<Item = SessionId> + '_ {
@@ -186,6 +245,7 @@ impl Room {
             .iter()
             .map(|t| t.id)
             .chain(self.listeners.iter().copied())
+            .chain(self.low_listeners.iter().copied())
     }
 
     pub fn stats(&self) -> RoomStats {
@@ -278,24 +338,80 @@ impl Room {
                 &mut self.stats,
             );
         }
+        self.encode_low_program(idle);
+    }
+
+    /// Every third tick, the last 60 ms of program as one low-rate packet.
+    fn encode_low_program(&mut self, idle: bool) {
+        let tick_time = self.rtp_time();
+        let Some(low) = self.low.as_mut().filter(|_| !self.low_listeners.is_empty()) else {
+            return;
+        };
+        low.payload = None;
+        if idle {
+            low.frames = 0;
+            return;
+        }
+        self.bus.program(&mut self.scratch);
+        let at = low.frames * FRAME_SAMPLES;
+        low.pcm[at..at + FRAME_SAMPLES].copy_from_slice(&self.scratch[..]);
+        low.frames += 1;
+        if low.frames < LOW_TICKS {
+            return;
+        }
+        low.frames = 0;
+        low.rtp_time = tick_time.wrapping_sub(((LOW_TICKS - 1) * FRAME_SAMPLES) as u32);
+        self.stats.encodes += 1;
+        low.payload = match low.encoder.encode_samples(&low.pcm[..], &mut self.packet) {
+            Ok(n) if n > DTX_MAX_LEN => Some(Arc::from(&self.packet[..n])),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "low-rate encoder failed; packet dropped");
+                None
+            }
+        };
     }
 
     /// Who receives what this tick. Members not listed receive nothing (DTX).
     pub fn deliveries(&self) -> impl Iterator<Item = (SessionId, Delivery<'_>)> + '_ {
-        let program = self.program.as_ref();
+        let rtp_time = self.rtp_time();
+        let program = self.program.as_ref().map(|payload| Delivery {
+            mix: Mix::Program,
+            payload,
+            rtp_time,
+        });
         let talkers = self.talkers.iter().filter_map(move |t| {
             let minus = t.minus.as_ref()?;
             match (&minus.payload, program) {
-                (Some(p), _) => Some((t.id, Delivery::MixMinus(p))),
-                (None, Some(p)) if minus.hangover == 0 => Some((t.id, Delivery::Program(p))),
+                (Some(payload), _) => Some((
+                    t.id,
+                    Delivery {
+                        mix: Mix::MixMinus,
+                        payload,
+                        rtp_time,
+                    },
+                )),
+                (None, Some(p)) if minus.hangover == 0 => Some((t.id, p)),
                 _ => None,
             }
         });
         let listeners = self
             .listeners
             .iter()
-            .filter_map(move |&l| program.map(|p| (l, Delivery::Program(p))));
-        talkers.chain(listeners)
+            .filter_map(move |&l| program.map(|p| (l, p)));
+        let low = self.low.as_ref().and_then(|low| {
+            let payload = low.payload.as_ref()?;
+            Some(Delivery {
+                mix: Mix::LowProgram,
+                payload,
+                rtp_time: low.rtp_time,
+            })
+        });
+        let low_listeners = self
+            .low_listeners
+            .iter()
+            .filter_map(move |&l| low.map(|d| (l, d)));
+        talkers.chain(listeners).chain(low_listeners)
     }
 
     /// Chooses this tick's mix: the loudest N of the talkers speaking.
@@ -473,7 +589,7 @@ mod tests {
         let mut speaker = Source::new(1, 440.0);
         room.add_talker(speaker.id, false).unwrap();
         for l in 10..110 {
-            room.add_listener(SessionId(l));
+            room.add_listener(SessionId(l), Profile::Standard).unwrap();
         }
         let mut ears = Ears::default();
         for _ in 0..100 {
@@ -509,7 +625,7 @@ mod tests {
         for s in &sources {
             room.add_talker(s.id, true).unwrap();
         }
-        room.add_listener(SessionId(9));
+        room.add_listener(SessionId(9), Profile::Standard).unwrap();
         let mut ears = Ears::default();
         for _ in 0..100 {
             for s in &mut sources {
@@ -546,7 +662,7 @@ mod tests {
     #[test]
     fn an_empty_stage_stops_encoding_and_a_returning_speaker_is_heard() {
         let mut room = Room::new(RoomConfig::default()).unwrap();
-        room.add_listener(SessionId(5));
+        room.add_listener(SessionId(5), Profile::Standard).unwrap();
         for _ in 0..50 {
             room.tick();
         }
@@ -570,7 +686,7 @@ mod tests {
         let mut good = Source::new(1, 440.0);
         room.add_talker(good.id, false).unwrap();
         room.add_talker(SessionId(2), false).unwrap();
-        room.add_listener(SessionId(3));
+        room.add_listener(SessionId(3), Profile::Standard).unwrap();
         let mut ears = Ears::default();
         for i in 0..80u64 {
             good.send(&mut room);
@@ -595,7 +711,7 @@ mod tests {
             s.amplitude = 0.12 - 0.02 * i as f32;
             room.add_talker(s.id, true).unwrap();
         }
-        room.add_listener(SessionId(99));
+        room.add_listener(SessionId(99), Profile::Standard).unwrap();
         (room, sources)
     }
 
@@ -716,5 +832,59 @@ mod tests {
             "talker 10's packets were skipped: {stats:?}"
         );
         assert!(stats.encodes <= 4 * 50);
+    }
+
+    #[test]
+    fn low_profile_listeners_share_one_60ms_encode_under_24_kbps() {
+        let mut room = Room::new(RoomConfig::default()).unwrap();
+        let mut speaker = Source::new(1, 440.0);
+        room.add_talker(speaker.id, false).unwrap();
+        room.add_listener(SessionId(2), Profile::Standard).unwrap();
+        for l in 10..60 {
+            room.add_listener(SessionId(l), Profile::Low).unwrap();
+        }
+        let mut decoder = OpusDecoder::new().unwrap();
+        let (mut heard, mut bytes, mut packets) = (Vec::new(), 0usize, 0usize);
+        let ticks = 150;
+        for _ in 0..ticks {
+            speaker.send(&mut room);
+            room.tick();
+            let low: Vec<Delivery<'_>> = room
+                .deliveries()
+                .filter(|(_, d)| d.mix == Mix::LowProgram)
+                .map(|(_, d)| d)
+                .collect();
+            if let Some(d) = low.first() {
+                assert_eq!(low.len(), 50, "every low listener gets it");
+                assert!(
+                    low.iter().all(|x| Arc::ptr_eq(x.payload, d.payload)),
+                    "one shared encode"
+                );
+                assert_eq!(
+                    room.rtp_time().wrapping_sub(d.rtp_time),
+                    2 * FRAME_SAMPLES as u32
+                );
+                let mut pcm = [0i16; 6 * FRAME_SAMPLES];
+                let n = decoder.decode_any(d.payload, &mut pcm).unwrap();
+                assert_eq!(n, 3 * FRAME_SAMPLES, "60 ms packets");
+                heard.extend_from_slice(&pcm[..n]);
+                bytes += d.payload.len();
+                packets += 1;
+            }
+        }
+        assert!(
+            (ticks / 3 - 2..=ticks / 3).contains(&packets),
+            "{packets} low-rate packets"
+        );
+        let kbps = bytes as f64 * 8.0 / (ticks as f64 * 0.02) / 1000.0;
+        assert!(kbps <= 24.0, "low profile payload {kbps:.1} kb/s");
+        let hz = dominant_frequency(&heard[heard.len() - 24_000..], SAMPLE_RATE);
+        assert!((hz - 440.0).abs() < 5.0, "low profile heard {hz} Hz");
+        // Program (1 per tick) + low program (1 per 3 ticks), whatever the listeners.
+        assert!(
+            room.stats().encodes <= ticks as u64 + ticks as u64 / 3 + 1,
+            "{:?}",
+            room.stats()
+        );
     }
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sabha_media::opus::{EncoderSettings, MAX_PACKET, OpusEncoder};
-use sabha_media::room::{Room, RoomConfig};
+use sabha_media::room::{Profile, Room, RoomConfig};
 use sabha_media::{SessionId, SessionKind};
 
 struct Counting;
@@ -58,7 +58,8 @@ fn room_allocations(listeners: u64) -> (u64, usize) {
     let mut room = Room::new(RoomConfig::default()).expect("room");
     room.add_talker(SessionId(0), false).expect("talker");
     for l in 0..listeners {
-        room.add_listener(SessionId(1 + l));
+        room.add_listener(SessionId(1 + l), Profile::Standard)
+            .expect("listener");
     }
     let mut enc = OpusEncoder::new(EncoderSettings::default()).expect("encoder");
     let mut packet = [0u8; MAX_PACKET];

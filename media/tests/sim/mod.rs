@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use sabha_media::opus::{
     EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder, OpusEncoder, SAMPLE_RATE,
 };
-use sabha_media::{Engine, EngineConfig, Output, RoomConfig, SessionKind};
+use sabha_media::{Engine, EngineConfig, Output, Profile, RoomConfig, SessionKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
@@ -57,7 +57,11 @@ pub struct Client {
     pub heard: Vec<i16>,
     /// RTP time of `heard[0]`.
     timeline_origin: Option<u64>,
+    /// Samples in the last packet decoded.
+    packet_samples: usize,
     pub frames_received: usize,
+    /// Bytes of every datagram delivered to this client (SRTP, RTCP, STUN, DTLS).
+    pub bytes_received: u64,
     /// Virtual time of the first decoded frame.
     pub first_frame_at: Option<Instant>,
     deadline: Instant,
@@ -124,19 +128,37 @@ impl Client {
                 if at < self.heard.len() {
                     return; // a duplicate or a frame from the past
                 }
-                let missing = (at - self.heard.len()) / FRAME_SAMPLES;
-                for _ in 0..missing {
-                    if missing <= 3 && self.decoder.conceal(&mut out).is_ok() {
+                // Like a browser's jitter buffer: the packet just before this
+                // one comes back from this one's in-band FEC, and up to 200 ms
+                // more are concealed; a longer outage is silence.
+                let missing = at - self.heard.len();
+                let mut pcm = [0i16; 6 * FRAME_SAMPLES];
+                // The lost packet is taken to be as long as the last one heard.
+                let from_fec = missing.min(self.packet_samples);
+                let concealed = missing - from_fec;
+                for _ in 0..concealed / FRAME_SAMPLES {
+                    if concealed <= 10 * FRAME_SAMPLES && self.decoder.conceal(&mut out).is_ok() {
                         self.heard.extend_from_slice(&out);
                     } else {
                         self.heard.extend_from_slice(&[0; FRAME_SAMPLES]);
                     }
                 }
+                if from_fec > 0 {
+                    let recovered = self
+                        .decoder
+                        .decode_fec_any(&data.data, &mut pcm[..from_fec]);
+                    if !matches!(recovered, Ok(n) if n == from_fec) {
+                        pcm[..from_fec].fill(0);
+                    }
+                    self.heard.extend_from_slice(&pcm[..from_fec]);
+                }
                 self.heard.resize(at, 0);
-                if self.decoder.decode(&data.data, &mut out).is_ok() {
+                // Packets may hold 20 ms (program) or 60 ms (low-rate profile).
+                if let Ok(n) = self.decoder.decode_any(&data.data, &mut pcm) {
+                    self.packet_samples = n;
                     self.frames_received += 1;
                     self.first_frame_at.get_or_insert(now);
-                    self.heard.extend_from_slice(&out);
+                    self.heard.extend_from_slice(&pcm[..n]);
                 }
             }
             _ => {}
@@ -207,6 +229,11 @@ impl Sim {
 
     /// Adds a client to the room over `kind` (publish, listen or join).
     pub fn join(&mut self, room: &str, kind: SessionKind) -> usize {
+        self.join_with_profile(room, kind, Profile::Standard)
+    }
+
+    /// Adds a client with a listening profile.
+    pub fn join_with_profile(&mut self, room: &str, kind: SessionKind, profile: Profile) -> usize {
         let index = self.clients.len();
         let addr = SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (index / 60_000) as u8, 1)),
@@ -224,7 +251,7 @@ impl Sim {
         let (offer, pending) = change.apply().expect("offer");
         let opened = self
             .engine
-            .open_session(self.now, room, kind, &offer.to_sdp_string())
+            .open_session(self.now, room, kind, profile, &offer.to_sdp_string())
             .expect("engine accepts the offer");
         self.session_ids.push(opened.id);
         self.answers.push(opened.answer.clone());
@@ -245,7 +272,9 @@ impl Sim {
             decoder: OpusDecoder::new().expect("decoder"),
             heard: Vec::new(),
             timeline_origin: None,
+            packet_samples: FRAME_SAMPLES,
             frames_received: 0,
+            bytes_received: 0,
             first_frame_at: None,
             deadline: self.now,
         });
@@ -302,6 +331,7 @@ impl Sim {
                         contents,
                     },
                 );
+                self.clients[i].bytes_received += f.bytes.len() as u64;
                 let _ = self.clients[i].rtc.handle_input(input);
                 self.drain_client(i);
             }
