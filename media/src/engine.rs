@@ -634,6 +634,16 @@ mod tests {
         (Engine::new(config, now).expect("engine"), now)
     }
 
+    /// Offers Opus audio in `direction` to room "r".
+    fn open(
+        engine: &mut Engine,
+        now: Instant,
+        kind: SessionKind,
+        direction: &str,
+    ) -> Result<Opened, OpenError> {
+        engine.open_session(now, "r", kind, Profile::Standard, &offer(direction, OPUS))
+    }
+
     fn drain(engine: &mut Engine) -> Vec<Event> {
         let mut events = Vec::new();
         loop {
@@ -648,15 +658,7 @@ mod tests {
     #[test]
     fn the_answer_is_ice_lite_with_our_host_candidate_and_opus() {
         let (mut engine, now) = engine(10);
-        let opened = engine
-            .open_session(
-                now,
-                "r",
-                SessionKind::Listen,
-                Profile::Standard,
-                &offer("recvonly", OPUS),
-            )
-            .expect("opened");
+        let opened = open(&mut engine, now, SessionKind::Listen, "recvonly").expect("opened");
         let answer = opened.answer;
         assert!(answer.contains("a=ice-lite"), "{answer}");
         assert!(answer.contains("127.0.0.1 8443 typ host"), "{answer}");
@@ -666,39 +668,17 @@ mod tests {
             answer.contains("a=sendonly"),
             "a WHEP answer sends: {answer}"
         );
-        let publish = engine
-            .open_session(
-                now,
-                "r",
-                SessionKind::Publish,
-                Profile::Standard,
-                &offer("sendonly", OPUS),
-            )
-            .expect("opened");
+        let publish = open(&mut engine, now, SessionKind::Publish, "sendonly").expect("opened");
         assert!(publish.answer.contains("a=recvonly"), "{}", publish.answer);
     }
 
     #[test]
     fn sessions_share_one_dtls_certificate_but_not_ice_credentials() {
         let (mut engine, now) = engine(10);
-        let a = engine
-            .open_session(
-                now,
-                "r",
-                SessionKind::Listen,
-                Profile::Standard,
-                &offer("recvonly", OPUS),
-            )
+        let a = open(&mut engine, now, SessionKind::Listen, "recvonly")
             .expect("a")
             .answer;
-        let b = engine
-            .open_session(
-                now,
-                "r",
-                SessionKind::Listen,
-                Profile::Standard,
-                &offer("recvonly", OPUS),
-            )
+        let b = open(&mut engine, now, SessionKind::Listen, "recvonly")
             .expect("b")
             .answer;
         let line = |sdp: &str, prefix: &str| {
@@ -714,25 +694,9 @@ mod tests {
     fn refuses_sessions_beyond_capacity() {
         let (mut engine, now) = engine(2);
         for _ in 0..2 {
-            engine
-                .open_session(
-                    now,
-                    "r",
-                    SessionKind::Listen,
-                    Profile::Standard,
-                    &offer("recvonly", OPUS),
-                )
-                .expect("fits");
+            open(&mut engine, now, SessionKind::Listen, "recvonly").expect("fits");
         }
-        let err = engine
-            .open_session(
-                now,
-                "r",
-                SessionKind::Listen,
-                Profile::Standard,
-                &offer("recvonly", OPUS),
-            )
-            .unwrap_err();
+        let err = open(&mut engine, now, SessionKind::Listen, "recvonly").unwrap_err();
         assert_eq!(err, OpenError::AtCapacity(2));
     }
 
@@ -744,13 +708,7 @@ mod tests {
             Err(OpenError::Offer(_))
         ));
         assert!(matches!(
-            engine.open_session(
-                now,
-                "r",
-                SessionKind::Join,
-                Profile::Standard,
-                &offer("recvonly", OPUS)
-            ),
+            open(&mut engine, now, SessionKind::Join, "recvonly"),
             Err(OpenError::Offer(OfferError::WrongDirection { .. }))
         ));
         assert_eq!(engine.stats().rooms, 0);
@@ -760,24 +718,10 @@ mod tests {
     #[test]
     fn closing_emits_closed_and_an_empty_room_goes_away() {
         let (mut engine, now) = engine(10);
-        let a = engine
-            .open_session(
-                now,
-                "r",
-                SessionKind::Listen,
-                Profile::Standard,
-                &offer("recvonly", OPUS),
-            )
+        let a = open(&mut engine, now, SessionKind::Listen, "recvonly")
             .expect("a")
             .id;
-        let b = engine
-            .open_session(
-                now,
-                "r",
-                SessionKind::Join,
-                Profile::Standard,
-                &offer("sendrecv", OPUS),
-            )
+        let b = open(&mut engine, now, SessionKind::Join, "sendrecv")
             .expect("b")
             .id;
         drain(&mut engine);
@@ -806,14 +750,7 @@ mod tests {
     #[test]
     fn a_session_that_never_connects_times_out() {
         let (mut engine, now) = engine(10);
-        let id = engine
-            .open_session(
-                now,
-                "r",
-                SessionKind::Listen,
-                Profile::Standard,
-                &offer("recvonly", OPUS),
-            )
+        let id = open(&mut engine, now, SessionKind::Listen, "recvonly")
             .expect("a")
             .id;
         drain(&mut engine);

@@ -156,6 +156,13 @@ mod tests {
         assert!(!l.speaking());
     }
 
+    /// The indices `select_loudest` picks, sorted.
+    fn chosen(c: &mut [(usize, f32, bool)], config: &SpeechConfig) -> Vec<usize> {
+        let mut picked: Vec<usize> = select_loudest(c, config).iter().map(|c| c.0).collect();
+        picked.sort();
+        picked
+    }
+
     #[test]
     fn the_loudest_win_and_incumbents_are_sticky() {
         let config = SpeechConfig {
@@ -168,20 +175,10 @@ mod tests {
             (2, -20.0, false),
             (3, -40.0, false),
         ];
-        let mut chosen: Vec<usize> = select_loudest(&mut c, &config)
-            .iter()
-            .map(|c| c.0)
-            .collect();
-        chosen.sort();
-        assert_eq!(chosen, vec![1, 2]);
+        assert_eq!(chosen(&mut c, &config), vec![1, 2]);
         // Talker 0 is 4 dB louder than talker 2, but 2 is already mixed.
         let mut c = [(0, -16.0, false), (1, -10.0, true), (2, -20.0, true)];
-        let mut chosen: Vec<usize> = select_loudest(&mut c, &config)
-            .iter()
-            .map(|c| c.0)
-            .collect();
-        chosen.sort();
-        assert_eq!(chosen, vec![1, 2]);
+        assert_eq!(chosen(&mut c, &config), vec![1, 2]);
         let mut few = [(5, -50.0, false)];
         assert_eq!(select_loudest(&mut few, &config).len(), 1);
     }

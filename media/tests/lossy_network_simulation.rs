@@ -13,6 +13,24 @@ use sim::Sim;
 
 const MAX_GAP: Duration = Duration::from_millis(100);
 
+/// Client `c` heard the last 4 s in full, at `freq`, with no gap over [`MAX_GAP`].
+fn assert_heard_continuously(sim: &Sim, c: usize, freq: f32) {
+    let heard = sim.clients[c].tail(4.0);
+    let expected = 4 * SAMPLE_RATE as usize - 960;
+    assert!(
+        heard.len() >= expected,
+        "client {c}: {} samples",
+        heard.len()
+    );
+    let gap = Sim::longest_gap(heard);
+    assert!(gap <= MAX_GAP, "client {c}: longest gap {gap:?}");
+    let hz = dominant_frequency(heard, SAMPLE_RATE);
+    assert!(
+        (hz - freq).abs() < 5.0,
+        "client {c} heard {hz} Hz, not {freq}"
+    );
+}
+
 #[test]
 fn a_talker_on_a_lossy_jittery_link_is_heard_without_gaps() {
     let mut sim = Sim::new(20);
@@ -23,16 +41,7 @@ fn a_talker_on_a_lossy_jittery_link_is_heard_without_gaps() {
 
     sim.run_for(Duration::from_secs(8));
 
-    let heard = sim.clients[listener].tail(4.0);
-    assert!(
-        heard.len() >= 4 * SAMPLE_RATE as usize - 960,
-        "{} samples",
-        heard.len()
-    );
-    let gap = Sim::longest_gap(heard);
-    assert!(gap <= MAX_GAP, "longest gap {gap:?}");
-    let hz = dominant_frequency(heard, SAMPLE_RATE);
-    assert!((hz - 440.0).abs() < 5.0, "heard {hz} Hz");
+    assert_heard_continuously(&sim, listener, 440.0);
     assert!(
         sim.dropped > 50,
         "the link dropped {} datagrams",
@@ -49,16 +58,7 @@ fn a_listener_on_a_lossy_link_hears_continuous_audio() {
 
     sim.run_for(Duration::from_secs(8));
 
-    let heard = sim.clients[listener].tail(4.0);
-    assert!(
-        heard.len() >= 4 * SAMPLE_RATE as usize - 960,
-        "{} samples",
-        heard.len()
-    );
-    let gap = Sim::longest_gap(heard);
-    assert!(gap <= MAX_GAP, "longest gap {gap:?}");
-    let hz = dominant_frequency(heard, SAMPLE_RATE);
-    assert!((hz - 523.0).abs() < 5.0, "heard {hz} Hz");
+    assert_heard_continuously(&sim, listener, 523.0);
 }
 
 #[test]
@@ -85,11 +85,7 @@ fn a_low_profile_listener_gets_under_24_kbps_and_survives_loss() {
     assert!(kbps <= 24.0, "low profile costs {kbps:.1} kb/s on the wire");
     assert!(kbps >= 10.0, "low profile delivered only {kbps:.1} kb/s");
     for c in [clean, lossy] {
-        let heard = sim.clients[c].tail(4.0);
-        let hz = dominant_frequency(heard, SAMPLE_RATE);
-        assert!((hz - 440.0).abs() < 5.0, "client {c} heard {hz} Hz");
-        let gap = Sim::longest_gap(heard);
-        assert!(gap <= MAX_GAP, "client {c}: longest gap {gap:?}");
+        assert_heard_continuously(&sim, c, 440.0);
     }
     println!("low profile: {kbps:.1} kb/s on the wire");
 }
