@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sabha_media::sdp::OfferError;
 use sabha_media::{
-    CloseReason, Engine, EngineConfig, EngineStats, Event, OpenError, Output, RoomConfig,
+    CloseReason, Engine, EngineConfig, EngineStats, Event, OpenError, Output, Profile, RoomConfig,
     SessionId, SessionKind,
 };
 use sabha_signaling::{
@@ -74,30 +74,22 @@ struct MediaHandle {
 #[async_trait]
 impl MediaControl for MediaHandle {
     async fn open_session(&self, request: OpenSession) -> Result<OpenedSession, MediaError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Open { request, reply }).await?;
-        answer.await.map_err(|_| MediaError::Unavailable)?
+        self.ask(|reply| Command::Open { request, reply }).await?
     }
 
     async fn close_session(&self, session: &str) -> Result<bool, MediaError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Close {
-            session: session.to_owned(),
-            reply,
-        })
-        .await?;
-        answer.await.map_err(|_| MediaError::Unavailable)
+        let session = session.to_owned();
+        self.ask(|reply| Command::Close { session, reply }).await
     }
 
     async fn set_muted(&self, session: &str, muted: bool) -> Result<bool, MediaError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::SetMuted {
-            session: session.to_owned(),
+        let session = session.to_owned();
+        self.ask(|reply| Command::SetMuted {
+            session,
             muted,
             reply,
         })
-        .await?;
-        answer.await.map_err(|_| MediaError::Unavailable)
+        .await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<MediaEvent> {
@@ -105,22 +97,23 @@ impl MediaControl for MediaHandle {
     }
 
     async fn close_room(&self, room: &str) -> Result<(), MediaError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::CloseRoom {
-            room: room.to_owned(),
-            reply,
-        })
-        .await?;
-        answer.await.map_err(|_| MediaError::Unavailable)
+        let room = room.to_owned();
+        self.ask(|reply| Command::CloseRoom { room, reply }).await
     }
 }
 
 impl MediaHandle {
-    async fn send(&self, command: Command) -> Result<(), MediaError> {
+    /// Sends a command to the media thread and waits for its reply.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, MediaError> {
+        let (reply, answer) = oneshot::channel();
         self.commands
-            .send(command)
+            .send(command(reply))
             .await
-            .map_err(|_| MediaError::Unavailable)
+            .map_err(|_| MediaError::Unavailable)?;
+        answer.await.map_err(|_| MediaError::Unavailable)
     }
 }
 
@@ -355,7 +348,13 @@ impl Driver {
         };
         let opened = self
             .engine
-            .open_session(Instant::now(), &request.room, kind, &request.offer)
+            .open_session(
+                Instant::now(),
+                &request.room,
+                kind,
+                Profile::Standard,
+                &request.offer,
+            )
             .map_err(media_error)?;
         let public = hex::encode(rand::random::<[u8; 16]>());
         self.public_ids.insert(public.clone(), opened.id);
