@@ -2,16 +2,19 @@
 //!
 //! Routes (see `docs/http-api.md` for the full contract):
 //!
-//! | route                           | methods       | auth          | CORS       |
-//! |---------------------------------|---------------|---------------|------------|
-//! | `/v1/rooms`                     | GET POST      | operator      | configured |
-//! | `/v1/rooms/{id}`                | GET DELETE    | operator      | configured |
-//! | `/v1/rooms/{id}/tokens`         | POST          | operator      | configured |
-//! | `/v1/rooms/{id}/whip`           | POST          | host, speaker | configured |
-//! | `/v1/rooms/{id}/join`           | POST          | not listener  | configured |
-//! | `/v1/rooms/{id}/whep`           | POST          | any room role | open       |
-//! | `/v1/sessions/{id}`             | DELETE PATCH  | the id itself | open       |
-//! | `/healthz`, `/metrics`          | GET           | none          | none       |
+//! | route                                 | methods         | auth                  | CORS       |
+//! |---------------------------------------|-----------------|-----------------------|------------|
+//! | `/v1/rooms`                           | GET POST        | operator              | configured |
+//! | `/v1/rooms/{id}`                      | GET DELETE      | operator              | configured |
+//! | `/v1/rooms/{id}/tokens`               | POST            | operator              | configured |
+//! | `/v1/rooms/{id}/whip`                 | POST            | host, speaker         | configured |
+//! | `/v1/rooms/{id}/join`                 | POST            | not listener (bridge) | configured |
+//! | `/v1/rooms/{id}/whep`                 | POST            | any room role         | open       |
+//! | `/v1/sessions/{id}`                   | DELETE PATCH    | the id itself         | open       |
+//! | `/v1/rooms/{id}/events`               | GET (WebSocket) | any room role         | configured |
+//! | `/v1/rooms/{id}/participants[/{pid}…]`| GET POST DELETE | host                  | configured |
+//! | `/v1/rooms/{id}/{mute-all,lock,unlock,end}` | POST      | host                  | configured |
+//! | `/healthz`, `/metrics`                | GET             | none                  | none       |
 
 use std::sync::Arc;
 
@@ -26,7 +29,8 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Auth;
 use crate::backend::{MediaControl, RoomStore};
 use crate::cors::CorsConfig;
-use crate::{problem, rooms, sessions};
+use crate::hub::{self, Hub};
+use crate::{participants, problem, rooms, sessions, socket};
 
 /// Largest accepted request body. SDP offers are a few KiB; room and token
 /// JSON far less. Anything bigger is a mistake or an attack: 413.
@@ -57,8 +61,41 @@ impl FromRef<AppState> for Auth {
     }
 }
 
+/// What the handlers see: the binary's [`AppState`] plus the rooms'
+/// control-plane state ([`Hub`]), which the router builds itself so that
+/// the binary has nothing to wire up.
+#[derive(Clone)]
+pub struct RouterState {
+    pub app: AppState,
+    pub hub: Hub,
+}
+
+impl FromRef<RouterState> for AppState {
+    fn from_ref(state: &RouterState) -> Self {
+        state.app.clone()
+    }
+}
+
+impl FromRef<RouterState> for Hub {
+    fn from_ref(state: &RouterState) -> Self {
+        state.hub.clone()
+    }
+}
+
+impl FromRef<RouterState> for Auth {
+    fn from_ref(state: &RouterState) -> Self {
+        state.app.auth.clone()
+    }
+}
+
 /// The whole HTTP API, ready for `axum::serve`.
+///
+/// Also spawns the task that feeds media events (speaking, closed sessions)
+/// into the room state, so it must be called inside a tokio runtime. Build
+/// one router per [`AppState`]: each has its own rooms' state.
 pub fn router(state: AppState) -> Router {
+    let hub = Hub::default();
+    hub::follow_media(&hub, state.media.subscribe());
     let open = Router::new()
         .route("/v1/rooms/{id}/whep", post(sessions::whep))
         .route(
@@ -72,6 +109,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rooms/{id}/tokens", post(rooms::mint_token))
         .route("/v1/rooms/{id}/whip", post(sessions::whip))
         .route("/v1/rooms/{id}/join", post(sessions::join))
+        .route("/v1/rooms/{id}/events", get(socket::events))
+        .route("/v1/rooms/{id}/participants", get(participants::list))
+        .route(
+            "/v1/rooms/{id}/participants/{pid}",
+            axum::routing::delete(participants::remove),
+        )
+        .route(
+            "/v1/rooms/{id}/participants/{pid}/{action}",
+            post(participants::act),
+        )
+        .route("/v1/rooms/{id}/mute-all", post(participants::mute_all))
+        .route("/v1/rooms/{id}/lock", post(participants::lock))
+        .route("/v1/rooms/{id}/unlock", post(participants::unlock))
+        .route("/v1/rooms/{id}/end", post(participants::end))
         .layer(state.cors.configured_layer());
     Router::new()
         .merge(open)
@@ -82,7 +133,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(problem::normalize))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .with_state(state)
+        .with_state(RouterState { app: state, hub })
 }
 
 async fn healthz() -> &'static str {

@@ -85,6 +85,16 @@ impl Auth {
         }
         Ok(self.inner.tokens.verify(presented, now)?.into())
     }
+
+    /// Like [`Auth::grant`] for a secret found in a URL (`?token=`): room
+    /// tokens only. The operator key never travels in URLs, which end up in
+    /// logs and browser history.
+    pub fn grant_from_url(&self, presented: &str, now: u64) -> Result<Grant, AuthError> {
+        if self.inner.operator.matches(presented) {
+            return Err(AuthError::Invalid);
+        }
+        self.grant(presented, now)
+    }
 }
 
 /// Why a request is not authenticated. Each maps to 401 with a
@@ -172,15 +182,21 @@ struct TokenQuery {
 /// The bearer secret of a request: the `Authorization` header, else
 /// `?token=` when `query` is allowed.
 fn presented(parts: &Parts, query: bool) -> Result<String, AuthError> {
+    presented_where(parts, query).map(|(secret, _)| secret)
+}
+
+/// The secret and whether it came from the URL.
+fn presented_where(parts: &Parts, query: bool) -> Result<(String, bool), AuthError> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-        return bearer(value).map(str::to_owned).ok_or(AuthError::Invalid);
+        let secret = bearer(value).map(str::to_owned).ok_or(AuthError::Invalid)?;
+        return Ok((secret, false));
     }
     let from_query = query
         .then(|| Query::<TokenQuery>::try_from_uri(&parts.uri).ok())
         .flatten()
         .and_then(|Query(q)| q.token)
         .filter(|t| !t.is_empty());
-    from_query.ok_or(AuthError::Missing)
+    from_query.map(|t| (t, true)).ok_or(AuthError::Missing)
 }
 
 /// The credentials of `Authorization: Bearer <credentials>` (scheme is
@@ -222,7 +238,10 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = Auth::from_ref(state);
-        let presented = presented(parts, true)?;
+        let (presented, in_url) = presented_where(parts, true)?;
+        if in_url {
+            return Ok(auth.grant_from_url(&presented, unix_now())?);
+        }
         Ok(auth.grant(&presented, unix_now())?)
     }
 }
@@ -279,6 +298,16 @@ mod tests {
         let grant = auth().grant("sk_test", NOW).unwrap();
         assert_eq!(grant.role, Role::Host);
         assert!(grant.check_room("anyroom").is_ok());
+    }
+
+    #[test]
+    fn operator_key_is_refused_in_urls() {
+        assert_eq!(
+            auth().grant_from_url("sk_test", NOW),
+            Err(AuthError::Invalid)
+        );
+        let token = token("rooma", Role::Listener, NOW + 60);
+        assert!(auth().grant_from_url(&token, NOW).is_ok());
     }
 
     #[test]

@@ -27,8 +27,10 @@ pub enum Role {
     Participant,
 }
 
-/// How a WebRTC session takes part in the room's audio.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a WebRTC session takes part in the room's audio. Serialized
+/// (`"publish"`, `"listen"`, `"join"`) as the `kind` of a roster entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SessionKind {
     /// WHIP: sends audio to the stage, receives nothing.
     Publish,

@@ -17,8 +17,14 @@
 //!    rewrites the few plain-text errors that axum itself produces (405 from
 //!    routing, for instance) so that clients only ever parse one error shape.
 //!
-//! Deliberately absent: sessions state (the media driver owns it; the
-//! session id is the capability), trickle ICE (the media side is ICE-lite,
+//! Rooms also have control-plane state here ([`hub`]): the roster (names,
+//! roles, hands, stage, mute), lock and end, and a broadcast of room events
+//! that the event socket ([`socket`]) streams and the moderation commands
+//! ([`moderation`], also as REST in [`participants`]) change. It is in
+//! memory only, fed by the handlers and by `MediaControl::subscribe`.
+//!
+//! Deliberately absent: media state of sessions (the media driver owns it;
+//! the session id is the capability), trickle ICE (the media side is ICE-lite,
 //! so `PATCH` on a session is 405), and any environment or file reads (the
 //! binary passes everything in through [`AppState`]).
 
@@ -26,19 +32,26 @@ pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod cors;
+pub mod events;
 pub mod extract;
+pub mod hub;
 pub mod ids;
+pub mod moderation;
+pub mod participants;
 pub mod problem;
 pub mod rooms;
 pub mod sessions;
+pub mod socket;
 pub mod timestamp;
 pub mod token;
 
-pub use app::{AppState, BODY_LIMIT, MetricsRender, router};
+pub use app::{AppState, BODY_LIMIT, MetricsRender, RouterState, router};
 pub use auth::{Auth, OperatorKey};
 pub use backend::{
     MediaControl, MediaError, MediaEvent, NewRoom, OpenSession, OpenedSession, Role, Room,
     RoomKind, RoomStore, SessionKind, SpeakerLevel, StoreError,
 };
 pub use cors::{CorsConfig, CorsError};
+pub use events::{Command, Event, Message, Participant};
+pub use hub::Hub;
 pub use problem::ApiError;

@@ -55,6 +55,12 @@ pub enum ApiError {
     /// `Allow` header.
     #[error("method not allowed; allowed: {0}")]
     MethodNotAllowed(&'static str),
+    /// The room is locked by its host: only hosts may open sessions.
+    #[error("the room is locked: only hosts may join until it is unlocked")]
+    Locked,
+    /// The room's event has ended: no session opens in it any more.
+    #[error("the room has ended")]
+    Ended,
     #[error(transparent)]
     Media(#[from] MediaError),
     #[error(transparent)]
@@ -107,6 +113,8 @@ impl ApiError {
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Locked => StatusCode::LOCKED,
+            Self::Ended => StatusCode::GONE,
             Self::Media(e) => media_status(e),
             Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -232,6 +240,8 @@ mod tests {
             (ApiError::Unprocessable("x".into()), 422),
             (ApiError::PayloadTooLarge, 413),
             (ApiError::MethodNotAllowed("DELETE"), 405),
+            (ApiError::Locked, 423),
+            (ApiError::Ended, 410),
             (MediaError::MalformedOffer("x".into()).into(), 400),
             (MediaError::NoOpus.into(), 406),
             (MediaError::WrongDirection("x".into()).into(), 400),

@@ -14,6 +14,7 @@ use crate::app::AppState;
 use crate::auth::Operator;
 use crate::backend::{NewRoom, Role, Room};
 use crate::extract::JsonBody;
+use crate::hub::Hub;
 use crate::ids::is_room_id;
 use crate::problem::ApiError;
 use crate::timestamp::{rfc3339, unix_now};
@@ -80,6 +81,7 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<AppState>,
+    State(hub): State<Hub>,
     _: Operator,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -87,6 +89,7 @@ pub async fn delete(
         return Err(ApiError::NotFound("room"));
     }
     tracing::info!(room = %id, "room deleted");
+    hub.forget(&id);
     if let Err(error) = state.media.close_room(&id).await {
         // The room is gone either way; sessions of a stopped engine are too.
         tracing::warn!(room = %id, %error, "could not close the room's sessions");

@@ -10,7 +10,13 @@
 //! room (403); the room exists (404); the role may do this (403); then the
 //! media side decides (400/406 for the offer, 503 when full or stopped).
 //!
-//! Sessions have no state here. `DELETE /v1/sessions/{id}` forwards to the
+//! Before the media side is asked, the room must admit the caller ([`Hub::admit`]):
+//! 410 once the room has ended, 423 while it is locked (hosts excepted). A
+//! session that opens is registered in the room's roster (event `joined`);
+//! a rally listener's `/join` session starts off stage, server-muted, until
+//! a host promotes it.
+//!
+//! Sessions have no media state here. `DELETE /v1/sessions/{id}` forwards to the
 //! media driver, and the unguessable id is the capability: whoever got the
 //! answer may hang up, with no token (a browser tab closing mid-event may
 //! have lost it). Trickle ICE is not offered — the server is ICE-lite and
@@ -22,59 +28,80 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::auth::Grant;
-use crate::backend::{OpenSession, Role, SessionKind};
+use crate::backend::{OpenSession, Role, RoomKind, SessionKind};
+use crate::events::Participant;
 use crate::extract::{APPLICATION_SDP, SdpBody};
+use crate::hub::{Hub, Refusal};
 use crate::ids::is_session_id;
 use crate::problem::ApiError;
 use crate::rooms::find;
 
 /// Which roles may open which kind of session.
 ///
-/// | session        | host | speaker | participant | listener |
-/// |----------------|------|---------|-------------|----------|
-/// | WHIP (publish) | yes  | yes     | no          | no       |
-/// | WHEP (listen)  | yes  | yes     | yes         | yes      |
-/// | join           | yes  | yes     | yes         | no       |
-pub fn permits(kind: SessionKind, role: Role) -> bool {
+/// | session        | host | speaker | participant | listener       |
+/// |----------------|------|---------|-------------|----------------|
+/// | WHIP (publish) | yes  | yes     | no          | no             |
+/// | WHEP (listen)  | yes  | yes     | yes         | yes            |
+/// | join           | yes  | yes     | yes         | rally only (*) |
+///
+/// (*) A rally's audience may hold a sendrecv session so that a host can
+/// bring it on stage without a new offer; it starts off stage
+/// ([`starts_on_stage`]). In a bridge, listeners only listen.
+pub fn permits(kind: SessionKind, role: Role, room: RoomKind) -> bool {
     match kind {
         SessionKind::Publish => matches!(role, Role::Host | Role::Speaker),
         SessionKind::Listen => true,
-        SessionKind::Join => !matches!(role, Role::Listener),
+        SessionKind::Join => role != Role::Listener || room == RoomKind::Rally,
+    }
+}
+
+/// Whether a new session's audio may reach the mix: not a WHEP session
+/// (it sends none), not a rally listener's `/join` (audience, until
+/// promoted); every other sending session is on stage.
+pub fn starts_on_stage(kind: SessionKind, role: Role, room: RoomKind) -> bool {
+    match kind {
+        SessionKind::Publish => true,
+        SessionKind::Listen => false,
+        SessionKind::Join => !(role == Role::Listener && room == RoomKind::Rally),
     }
 }
 
 /// `POST /v1/rooms/{id}/whip`
 pub async fn whip(
     state: State<AppState>,
+    hub: State<Hub>,
     room: Path<String>,
     grant: Grant,
     offer: SdpBody,
 ) -> Result<Response, ApiError> {
-    open(state, room, grant, offer, SessionKind::Publish).await
+    open(state, hub, room, grant, offer, SessionKind::Publish).await
 }
 
 /// `POST /v1/rooms/{id}/whep`
 pub async fn whep(
     state: State<AppState>,
+    hub: State<Hub>,
     room: Path<String>,
     grant: Grant,
     offer: SdpBody,
 ) -> Result<Response, ApiError> {
-    open(state, room, grant, offer, SessionKind::Listen).await
+    open(state, hub, room, grant, offer, SessionKind::Listen).await
 }
 
 /// `POST /v1/rooms/{id}/join`
 pub async fn join(
     state: State<AppState>,
+    hub: State<Hub>,
     room: Path<String>,
     grant: Grant,
     offer: SdpBody,
 ) -> Result<Response, ApiError> {
-    open(state, room, grant, offer, SessionKind::Join).await
+    open(state, hub, room, grant, offer, SessionKind::Join).await
 }
 
 async fn open(
     State(state): State<AppState>,
+    State(hub): State<Hub>,
     Path(room): Path<String>,
     grant: Grant,
     SdpBody(offer): SdpBody,
@@ -82,17 +109,30 @@ async fn open(
 ) -> Result<Response, ApiError> {
     grant.check_room(&room)?;
     let room = find(&state, &room).await?;
-    if !permits(kind, grant.role) {
+    if !permits(kind, grant.role, room.kind) {
         return Err(ApiError::Forbidden(refusal(kind, grant.role)));
     }
+    hub.admit(&room.id, grant.role)?;
+    let on_stage = starts_on_stage(kind, grant.role, room.kind);
     let request = OpenSession {
-        room: room.id,
+        room: room.id.clone(),
         kind,
         offer,
-        name: grant.name,
+        name: grant.name.clone(),
         role: grant.role,
     };
     let opened = state.media.open_session(request).await?;
+    let participant = Participant {
+        id: opened.session.clone(),
+        name: grant.name,
+        role: grant.role,
+        kind,
+        muted: false,
+        speaking: false,
+        hand_raised: false,
+        on_stage,
+    };
+    register(&state, &hub, &room.id, participant).await?;
     let location =
         HeaderValue::try_from(format!("/v1/sessions/{}", opened.session)).map_err(|_| {
             ApiError::Internal("the media driver returned an unusable session id".into())
@@ -107,23 +147,70 @@ async fn open(
     Ok((StatusCode::CREATED, headers, opened.answer).into_response())
 }
 
+/// Puts a just-opened session in the roster, muting it first if it starts
+/// off stage. If that fails, or the room was locked or ended meanwhile, the
+/// session is closed again: the client gets an error, not a session that
+/// nobody accounts for.
+async fn register(
+    state: &AppState,
+    hub: &Hub,
+    room: &str,
+    participant: Participant,
+) -> Result<(), ApiError> {
+    let session = participant.id.clone();
+    let result = enter(state, hub, room, participant).await;
+    if result.is_err() {
+        let _ = state.media.close_session(&session).await;
+    }
+    result
+}
+
+async fn enter(
+    state: &AppState,
+    hub: &Hub,
+    room: &str,
+    participant: Participant,
+) -> Result<(), ApiError> {
+    if participant.sends_audio() && participant.media_muted() {
+        state.media.set_muted(&participant.id, true).await?;
+    }
+    Ok(hub.join(room, participant)?)
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Locked => ApiError::Locked,
+            Refusal::Ended => ApiError::Ended,
+        }
+    }
+}
+
 fn refusal(kind: SessionKind, role: Role) -> String {
     let role = format!("{role:?}").to_lowercase();
     match kind {
         SessionKind::Publish => {
             format!("a {role} token cannot publish; WHIP needs host or speaker")
         }
-        SessionKind::Join => format!("a {role} token cannot join; use WHEP to listen"),
+        SessionKind::Join => {
+            format!("a {role} token cannot join a bridge; use WHEP to listen")
+        }
         SessionKind::Listen => format!("a {role} token cannot listen"),
     }
 }
 
-/// `DELETE /v1/sessions/{id}`
+/// `DELETE /v1/sessions/{id}` (event `left`, reason `left`).
 pub async fn delete(
     State(state): State<AppState>,
+    State(hub): State<Hub>,
     Path(session): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if is_session_id(&session) && state.media.close_session(&session).await? {
+    if !is_session_id(&session) {
+        return Err(ApiError::NotFound("session"));
+    }
+    let closed = state.media.close_session(&session).await?;
+    hub.leave(&session, "left");
+    if closed {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("session"))
@@ -144,18 +231,38 @@ mod tests {
         use Role::*;
         use SessionKind::*;
         let expect = [
-            (Publish, [true, true, false, false]),
-            (Listen, [true, true, true, true]),
-            (Join, [true, true, true, false]),
+            (
+                Publish,
+                [true, true, false, false],
+                [true, true, false, false],
+            ),
+            (Listen, [true, true, true, true], [true, true, true, true]),
+            (Join, [true, true, true, true], [true, true, true, false]),
         ];
-        for (kind, allowed) in expect {
-            for (role, ok) in [Host, Speaker, Participant, Listener]
-                .into_iter()
-                .zip(allowed)
-            {
-                assert_eq!(permits(kind, role), ok, "{kind:?} {role:?}");
+        for (kind, rally, bridge) in expect {
+            for (room, allowed) in [(RoomKind::Rally, rally), (RoomKind::Bridge, bridge)] {
+                for (role, ok) in [Host, Speaker, Participant, Listener]
+                    .into_iter()
+                    .zip(allowed)
+                {
+                    assert_eq!(permits(kind, role, room), ok, "{kind:?} {role:?} {room:?}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn who_starts_on_stage() {
+        use RoomKind::*;
+        assert!(!starts_on_stage(SessionKind::Join, Role::Listener, Rally));
+        assert!(starts_on_stage(SessionKind::Join, Role::Speaker, Rally));
+        assert!(starts_on_stage(
+            SessionKind::Join,
+            Role::Participant,
+            Bridge
+        ));
+        assert!(starts_on_stage(SessionKind::Publish, Role::Host, Rally));
+        assert!(!starts_on_stage(SessionKind::Listen, Role::Host, Bridge));
     }
 
     #[test]

@@ -427,7 +427,7 @@ async fn role_rules() {
         ("join", Role::Host, 201),
         ("join", Role::Speaker, 201),
         ("join", Role::Participant, 201),
-        ("join", Role::Listener, 403),
+        ("join", Role::Listener, 201), // a rally's audience, off stage
     ];
     for (endpoint, role, status) in cases {
         let token = h.token(&room.id, role, 60);
@@ -450,9 +450,14 @@ async fn role_rules() {
     assert_eq!(
         kinds,
         [
-            Publish, Publish, Listen, Listen, Listen, Listen, Join, Join, Join
+            Publish, Publish, Listen, Listen, Listen, Listen, Join, Join, Join, Join
         ]
     );
+    // In a bridge, listeners only listen.
+    let bridge = h.room("bridge").await;
+    let token = h.token(&bridge.id, Role::Listener, 60);
+    let uri = format!("/v1/rooms/{}/join", bridge.id);
+    h.send(offer(&uri, Some(&token), OFFER)).await.problem(403);
 }
 
 #[tokio::test]
@@ -528,6 +533,9 @@ async fn missing_bad_or_expired_token_is_401() {
     }
     let bad_query = format!("{uri}?token=garbage");
     h.send(offer(&bad_query, None, OFFER)).await.problem(401);
+    // The operator key never travels in a URL.
+    let key_in_url = format!("{uri}?token={KEY}");
+    h.send(offer(&key_in_url, None, OFFER)).await.problem(401);
 }
 
 #[tokio::test]

@@ -3,14 +3,21 @@
 //! The fake media side decides by markers in the offer text, so each test
 //! states the outcome it wants in the request it sends:
 //! `no-opus`, `malformed`, `wrong-direction`, `full`, `down`.
+//! Tests inject media events (speaking, closed) with [`FakeMedia::emit`].
 
+// Each test crate uses a different part of these fakes.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use sabha_signaling::{
-    MediaControl, MediaError, NewRoom, OpenSession, OpenedSession, Room, RoomStore, StoreError, ids,
+    MediaControl, MediaError, MediaEvent, NewRoom, OpenSession, OpenedSession, Room, RoomStore,
+    StoreError, ids,
 };
+use tokio::sync::broadcast;
 
 #[derive(Default)]
 pub struct FakeStore {
@@ -67,12 +74,39 @@ impl RoomStore for FakeStore {
     }
 }
 
-#[derive(Default)]
 pub struct FakeMedia {
     next: AtomicU64,
     pub opened: Mutex<Vec<OpenSession>>,
     pub live: Mutex<Vec<String>>,
     pub closed_rooms: Mutex<Vec<String>>,
+    /// The last `set_muted` per session.
+    pub muted: Mutex<HashMap<String, bool>>,
+    events: broadcast::Sender<MediaEvent>,
+}
+
+impl Default for FakeMedia {
+    fn default() -> Self {
+        Self {
+            next: AtomicU64::default(),
+            opened: Mutex::default(),
+            live: Mutex::default(),
+            closed_rooms: Mutex::default(),
+            muted: Mutex::default(),
+            events: broadcast::channel(64).0,
+        }
+    }
+}
+
+impl FakeMedia {
+    /// Sends a media event to the router's subscriber, as the driver would.
+    pub fn emit(&self, event: MediaEvent) {
+        self.events.send(event).expect("the router subscribed");
+    }
+
+    /// The server-side mute of a session, if it was ever set.
+    pub fn is_muted(&self, session: &str) -> Option<bool> {
+        self.muted.lock().unwrap().get(session).copied()
+    }
 }
 
 pub const ANSWER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=answer\r\n";
@@ -117,5 +151,17 @@ impl MediaControl for FakeMedia {
     async fn close_room(&self, room: &str) -> Result<(), MediaError> {
         self.closed_rooms.lock().unwrap().push(room.to_owned());
         Ok(())
+    }
+
+    async fn set_muted(&self, session: &str, muted: bool) -> Result<bool, MediaError> {
+        if !self.live.lock().unwrap().iter().any(|s| s == session) {
+            return Ok(false);
+        }
+        self.muted.lock().unwrap().insert(session.to_owned(), muted);
+        Ok(true)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<MediaEvent> {
+        self.events.subscribe()
     }
 }

@@ -1,0 +1,460 @@
+//! Rooms as the signaling side sees them: who is in, who may come in, and a
+//! broadcast of what happens, for the event sockets.
+//!
+//! This is control-plane state (names, roles, hands, stage, lock), not media
+//! state: the media driver owns sessions and their audio, and tells us what
+//! it observes through `MediaControl::subscribe` ([`follow_media`]). One
+//! `std::sync::Mutex` guards every room; it is held only to read or change a
+//! few fields and to hand a message to a `broadcast::Sender` (which never
+//! waits), never across an `.await`. Taking the lock to bump `seq` *and* send
+//! keeps the channel in `seq` order, and [`Hub::subscribe`] snapshots the
+//! roster under the same lock, so a socket's first message and its stream of
+//! events neither overlap nor leave a gap.
+//!
+//! Lock and end are in memory only: a restart forgets them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use tokio::sync::broadcast;
+
+use crate::backend::{MediaEvent, Role, SpeakerLevel};
+use crate::events::{Event, Level, Message, Participant};
+
+/// Events buffered per room for a slow socket before it lags (it then gets
+/// a fresh roster).
+pub const ROOM_EVENTS_CAPACITY: usize = 256;
+
+/// Every room's control-plane state. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Hub {
+    inner: Arc<Mutex<Rooms>>,
+}
+
+#[derive(Default)]
+struct Rooms {
+    rooms: HashMap<String, RoomState>,
+    /// session id → room id, for events that only name the session.
+    sessions: HashMap<String, String>,
+}
+
+struct RoomState {
+    /// In the order they joined.
+    participants: Vec<Participant>,
+    locked: bool,
+    ended: bool,
+    /// The last event's number; the roster snapshot carries it.
+    seq: u64,
+    events: broadcast::Sender<Message>,
+}
+
+impl Default for RoomState {
+    fn default() -> Self {
+        Self {
+            participants: Vec::new(),
+            locked: false,
+            ended: false,
+            seq: 0,
+            events: broadcast::channel(ROOM_EVENTS_CAPACITY).0,
+        }
+    }
+}
+
+impl RoomState {
+    fn emit(&mut self, event: Event) {
+        self.seq += 1;
+        // No receiver is fine: nobody is watching this room.
+        let _ = self.events.send(Message {
+            seq: self.seq,
+            event,
+        });
+    }
+
+    fn roster(&self) -> Message {
+        Message {
+            seq: self.seq,
+            event: Event::Roster {
+                participants: self.participants.clone(),
+                locked: self.locked,
+                ended: self.ended,
+            },
+        }
+    }
+
+    fn find(&mut self, id: &str) -> Option<&mut Participant> {
+        self.participants.iter_mut().find(|p| p.id == id)
+    }
+}
+
+/// Why a session may not open in a room now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the room is locked")]
+    Locked,
+    #[error("the room has ended")]
+    Ended,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, Rooms> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with_room<T>(&self, room: &str, f: impl FnOnce(&mut RoomState) -> T) -> T {
+        f(self.lock().rooms.entry(room.to_owned()).or_default())
+    }
+
+    /// Whether `role` may open a session in `room` now: nobody once it has
+    /// ended, only hosts while it is locked.
+    pub fn admit(&self, room: &str, role: Role) -> Result<(), Refusal> {
+        self.with_room(room, |state| admission(state, role))
+    }
+
+    /// Adds a session that has just opened (event `joined`). Checks
+    /// admission again, atomically, for a lock or end that came while the
+    /// media side was busy opening it.
+    pub fn join(&self, room: &str, participant: Participant) -> Result<(), Refusal> {
+        let mut rooms = self.lock();
+        let state = rooms.rooms.entry(room.to_owned()).or_default();
+        admission(state, participant.role)?;
+        let id = participant.id.clone();
+        state.participants.push(participant.clone());
+        state.emit(Event::Joined { participant });
+        rooms.sessions.insert(id, room.to_owned());
+        Ok(())
+    }
+
+    /// Removes a session (event `left`), wherever it is. `None` when no room
+    /// has it, so a second notice of the same end is silent.
+    pub fn leave(&self, session: &str, reason: &str) -> Option<Participant> {
+        let mut rooms = self.lock();
+        let room = rooms.sessions.remove(session)?;
+        let state = rooms.rooms.get_mut(&room)?;
+        let index = state.participants.iter().position(|p| p.id == session)?;
+        let participant = state.participants.remove(index);
+        state.emit(Event::Left {
+            participant: session.to_owned(),
+            reason: reason.to_owned(),
+        });
+        Some(participant)
+    }
+
+    /// The room of a live session.
+    pub fn room_of(&self, session: &str) -> Option<String> {
+        self.lock().sessions.get(session).cloned()
+    }
+
+    pub fn participants(&self, room: &str) -> Vec<Participant> {
+        let rooms = self.lock();
+        rooms
+            .rooms
+            .get(room)
+            .map(|state| state.participants.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn participant(&self, room: &str, id: &str) -> Option<Participant> {
+        let rooms = self.lock();
+        let state = rooms.rooms.get(room)?;
+        state.participants.iter().find(|p| p.id == id).cloned()
+    }
+
+    /// Changes one participant with `change`, which returns the event to
+    /// send (or `None` when nothing changed). The participant afterwards, or
+    /// `None` if it is not in `room`.
+    pub fn update(
+        &self,
+        room: &str,
+        id: &str,
+        change: impl FnOnce(&mut Participant) -> Option<Event>,
+    ) -> Option<Participant> {
+        self.with_room(room, |state| {
+            let participant = state.find(id)?;
+            let event = change(participant);
+            let after = participant.clone();
+            if let Some(event) = event {
+                state.emit(event);
+            }
+            Some(after)
+        })
+    }
+
+    /// Locks or unlocks; an event only when it changed.
+    pub fn set_locked(&self, room: &str, locked: bool) {
+        self.with_room(room, |state| {
+            if state.locked != locked {
+                state.locked = locked;
+                state.emit(if locked {
+                    Event::Locked
+                } else {
+                    Event::Unlocked
+                });
+            }
+        });
+    }
+
+    /// Ends the room (event `room_ended`) and forgets its participants; the
+    /// caller closes their sessions. Returns whether it was running.
+    pub fn end(&self, room: &str) -> bool {
+        let mut rooms = self.lock();
+        let state = rooms.rooms.entry(room.to_owned()).or_default();
+        if state.ended {
+            return false;
+        }
+        state.ended = true;
+        let gone: Vec<String> = state.participants.drain(..).map(|p| p.id).collect();
+        state.emit(Event::RoomEnded);
+        for id in gone {
+            rooms.sessions.remove(&id);
+        }
+        true
+    }
+
+    /// Drops all state of a deleted room. Its sockets see their stream close.
+    pub fn forget(&self, room: &str) {
+        let mut rooms = self.lock();
+        if let Some(state) = rooms.rooms.remove(room) {
+            for p in state.participants {
+                rooms.sessions.remove(&p.id);
+            }
+        }
+    }
+
+    /// The roster now, and every event after it.
+    pub fn subscribe(&self, room: &str) -> (Message, broadcast::Receiver<Message>) {
+        self.with_room(room, |state| (state.roster(), state.events.subscribe()))
+    }
+
+    /// A fresh roster, for a socket that fell behind.
+    pub fn roster(&self, room: &str) -> Message {
+        self.with_room(room, |state| state.roster())
+    }
+
+    /// Applies what the media side observed.
+    pub fn handle_media(&self, event: MediaEvent) {
+        match event {
+            // The roster lists sessions from their 201 on; whether audio
+            // flows yet is not shown.
+            MediaEvent::Connected { .. } => {}
+            MediaEvent::Closed {
+                session, reason, ..
+            } => {
+                self.leave(&session, &reason);
+            }
+            MediaEvent::Speaking { room, speakers } => self.speaking(&room, speakers),
+        }
+    }
+
+    fn speaking(&self, room: &str, speakers: Vec<SpeakerLevel>) {
+        let mut rooms = self.lock();
+        let Some(state) = rooms.rooms.get_mut(room) else {
+            return; // nobody registered there: nothing to tell
+        };
+        for p in &mut state.participants {
+            p.speaking = speakers.iter().any(|s| s.session == p.id);
+        }
+        let speakers = speakers
+            .into_iter()
+            .map(|s| Level {
+                id: s.session,
+                level: s.level,
+            })
+            .collect();
+        state.emit(Event::Speaking { speakers });
+    }
+
+    fn downgrade(&self) -> Weak<Mutex<Rooms>> {
+        Arc::downgrade(&self.inner)
+    }
+}
+
+fn admission(state: &RoomState, role: Role) -> Result<(), Refusal> {
+    if state.ended {
+        Err(Refusal::Ended)
+    } else if state.locked && role != Role::Host {
+        Err(Refusal::Locked)
+    } else {
+        Ok(())
+    }
+}
+
+/// Spawns the task that applies media events to `hub`. It ends when the
+/// media side drops its sender or when every handle to the hub is gone.
+pub fn follow_media(hub: &Hub, events: broadcast::Receiver<MediaEvent>) {
+    tokio::spawn(run_follower(hub.downgrade(), events));
+}
+
+async fn run_follower(hub: Weak<Mutex<Rooms>>, mut events: broadcast::Receiver<MediaEvent>) {
+    use broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(event) => match hub.upgrade() {
+                Some(inner) => Hub { inner }.handle_media(event),
+                None => return,
+            },
+            Err(RecvError::Lagged(missed)) => {
+                // Speaking sets are replaced by the next one; a missed Closed
+                // leaves a stale entry until its room ends or is deleted.
+                tracing::warn!(missed, "room events fell behind the media side");
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::SessionKind;
+
+    fn person(id: &str, role: Role) -> Participant {
+        Participant {
+            id: id.into(),
+            name: Some("Asha".into()),
+            role,
+            kind: SessionKind::Join,
+            muted: false,
+            speaking: false,
+            hand_raised: false,
+            on_stage: true,
+        }
+    }
+
+    #[test]
+    fn roster_then_events_in_sequence() {
+        let hub = Hub::default();
+        hub.join("r", person("s1", Role::Host)).unwrap();
+        let (roster, mut rx) = hub.subscribe("r");
+        assert_eq!(roster.seq, 1);
+        let Event::Roster { participants, .. } = roster.event else {
+            panic!("{roster:?}")
+        };
+        assert_eq!(participants.len(), 1);
+        hub.join("r", person("s2", Role::Participant)).unwrap();
+        hub.leave("s2", "left").unwrap();
+        let joined = rx.try_recv().unwrap();
+        assert!(matches!(joined.event, Event::Joined { .. }));
+        assert_eq!(joined.seq, 2);
+        let left = rx.try_recv().unwrap();
+        assert_eq!(left.seq, 3);
+        assert_eq!(
+            left.event,
+            Event::Left {
+                participant: "s2".into(),
+                reason: "left".into()
+            }
+        );
+        assert!(hub.leave("s2", "left").is_none(), "second notice is silent");
+    }
+
+    #[test]
+    fn lock_admits_hosts_only_and_end_admits_nobody() {
+        let hub = Hub::default();
+        hub.set_locked("r", true);
+        assert_eq!(hub.admit("r", Role::Listener), Err(Refusal::Locked));
+        assert_eq!(hub.admit("r", Role::Host), Ok(()));
+        assert_eq!(
+            hub.join("r", person("s1", Role::Speaker)),
+            Err(Refusal::Locked)
+        );
+        hub.set_locked("r", false);
+        hub.join("r", person("s1", Role::Speaker)).unwrap();
+        assert!(hub.end("r"));
+        assert!(!hub.end("r"));
+        assert_eq!(hub.admit("r", Role::Host), Err(Refusal::Ended));
+        assert!(hub.participants("r").is_empty());
+        assert_eq!(hub.room_of("s1"), None);
+    }
+
+    #[test]
+    fn update_emits_only_on_change() {
+        let hub = Hub::default();
+        hub.join("r", person("s1", Role::Participant)).unwrap();
+        let (_, mut rx) = hub.subscribe("r");
+        let mute = |p: &mut Participant| {
+            (!p.muted).then(|| {
+                p.muted = true;
+                Event::Muted {
+                    participant: p.id.clone(),
+                }
+            })
+        };
+        assert!(hub.update("r", "s1", mute).unwrap().muted);
+        assert!(hub.update("r", "s1", mute).unwrap().muted);
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_err(), "no event for a no-op");
+        assert!(hub.update("r", "nobody", mute).is_none());
+        assert!(hub.update("other", "s1", mute).is_none());
+    }
+
+    #[test]
+    fn media_events_update_the_roster() {
+        let hub = Hub::default();
+        hub.join("r", person("s1", Role::Participant)).unwrap();
+        hub.join("r", person("s2", Role::Participant)).unwrap();
+        let (_, mut rx) = hub.subscribe("r");
+        hub.handle_media(MediaEvent::Speaking {
+            room: "r".into(),
+            speakers: vec![SpeakerLevel {
+                session: "s2".into(),
+                level: 30,
+            }],
+        });
+        let speaking: Vec<bool> = hub.participants("r").iter().map(|p| p.speaking).collect();
+        assert_eq!(speaking, [false, true]);
+        assert_eq!(
+            rx.try_recv().unwrap().event,
+            Event::Speaking {
+                speakers: vec![Level {
+                    id: "s2".into(),
+                    level: 30
+                }]
+            }
+        );
+        hub.handle_media(MediaEvent::Closed {
+            room: "r".into(),
+            session: "s1".into(),
+            reason: "ice_timeout".into(),
+        });
+        assert_eq!(
+            rx.try_recv().unwrap().event,
+            Event::Left {
+                participant: "s1".into(),
+                reason: "ice_timeout".into()
+            }
+        );
+        assert_eq!(hub.participants("r").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn follower_applies_media_events_and_survives_lag() {
+        let hub = Hub::default();
+        hub.join("r", person("s1", Role::Participant)).unwrap();
+        let (media, rx) = broadcast::channel(1);
+        follow_media(&hub, rx);
+        // Overflow the one-slot channel: the follower lags, then continues.
+        for _ in 0..3 {
+            media
+                .send(MediaEvent::Connected {
+                    room: "r".into(),
+                    session: "s1".into(),
+                })
+                .unwrap();
+        }
+        media
+            .send(MediaEvent::Closed {
+                room: "r".into(),
+                session: "s1".into(),
+                reason: "failed".into(),
+            })
+            .unwrap();
+        for _ in 0..100 {
+            if hub.participants("r").is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("the follower did not apply Closed");
+    }
+}
