@@ -23,7 +23,7 @@ use sabha_media::{
     SessionId, SessionKind,
 };
 use sabha_signaling::{
-    MediaControl, MediaError, MediaEvent, OpenSession, OpenedSession, SpeakerLevel,
+    ListenProfile, MediaControl, MediaError, MediaEvent, OpenSession, OpenedSession, SpeakerLevel,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -346,15 +346,13 @@ impl Driver {
             sabha_signaling::SessionKind::Listen => SessionKind::Listen,
             sabha_signaling::SessionKind::Join => SessionKind::Join,
         };
+        let profile = match request.profile {
+            ListenProfile::Standard => Profile::Standard,
+            ListenProfile::Low => Profile::Low,
+        };
         let opened = self
             .engine
-            .open_session(
-                Instant::now(),
-                &request.room,
-                kind,
-                Profile::Standard,
-                &request.offer,
-            )
+            .open_session(Instant::now(), &request.room, kind, profile, &request.offer)
             .map_err(media_error)?;
         let public = hex::encode(rand::random::<[u8; 16]>());
         self.public_ids.insert(public.clone(), opened.id);

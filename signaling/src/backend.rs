@@ -40,6 +40,17 @@ pub enum SessionKind {
     Join,
 }
 
+/// How a listener (WHEP) wants the program: `?profile=low` on the URL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenProfile {
+    /// 32 kb/s Opus in 20 ms packets.
+    #[default]
+    Standard,
+    /// For phones on 3G: 16 kb/s Opus with in-band FEC in 60 ms packets.
+    Low,
+}
+
 /// A request to open one WebRTC session (one SDP offer/answer exchange).
 #[derive(Clone, Debug)]
 pub struct OpenSession {
@@ -50,6 +61,8 @@ pub struct OpenSession {
     /// Display name from the token's `name` claim.
     pub name: Option<String>,
     pub role: Role,
+    /// Only listeners (WHEP) choose; talkers always get 20 ms frames.
+    pub profile: ListenProfile,
 }
 
 /// The answer to [`OpenSession`].

@@ -48,8 +48,8 @@ pub mod token;
 pub use app::{AppState, BODY_LIMIT, MetricsRender, RouterState, router};
 pub use auth::{Auth, OperatorKey};
 pub use backend::{
-    MediaControl, MediaError, MediaEvent, NewRoom, OpenSession, OpenedSession, Role, Room,
-    RoomKind, RoomStore, SessionKind, SpeakerLevel, StoreError,
+    ListenProfile, MediaControl, MediaError, MediaEvent, NewRoom, OpenSession, OpenedSession, Role,
+    Room, RoomKind, RoomStore, SessionKind, SpeakerLevel, StoreError,
 };
 pub use cors::{CorsConfig, CorsError};
 pub use events::{Command, Event, Message, Participant};

@@ -22,13 +22,14 @@
 //! have lost it). Trickle ICE is not offered — the server is ICE-lite and
 //! its candidates are in the answer — so `PATCH` is 405.
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::auth::Grant;
-use crate::backend::{OpenSession, Role, RoomKind, SessionKind};
+use crate::backend::{ListenProfile, OpenSession, Role, RoomKind, SessionKind};
 use crate::events::Participant;
 use crate::extract::{APPLICATION_SDP, SdpBody};
 use crate::hub::{Hub, Refusal};
@@ -74,18 +75,50 @@ pub async fn whip(
     grant: Grant,
     offer: SdpBody,
 ) -> Result<Response, ApiError> {
-    open(state, hub, room, grant, offer, SessionKind::Publish).await
+    let standard = ListenProfile::Standard;
+    open(
+        state,
+        hub,
+        room,
+        grant,
+        offer,
+        (SessionKind::Publish, standard),
+    )
+    .await
 }
 
-/// `POST /v1/rooms/{id}/whep`
+/// `POST /v1/rooms/{id}/whep[?profile=standard|low]`
 pub async fn whep(
     state: State<AppState>,
     hub: State<Hub>,
     room: Path<String>,
+    uri: Uri,
     grant: Grant,
     offer: SdpBody,
 ) -> Result<Response, ApiError> {
-    open(state, hub, room, grant, offer, SessionKind::Listen).await
+    let profile = profile_of(&uri)?;
+    open(
+        state,
+        hub,
+        room,
+        grant,
+        offer,
+        (SessionKind::Listen, profile),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct ProfileQuery {
+    profile: Option<ListenProfile>,
+}
+
+/// The `profile` query parameter (other parameters, like `token`, pass).
+fn profile_of(uri: &Uri) -> Result<ListenProfile, ApiError> {
+    let Query(q) = Query::<ProfileQuery>::try_from_uri(uri).map_err(|_| {
+        ApiError::BadRequest("the profile parameter must be `standard` or `low`".into())
+    })?;
+    Ok(q.profile.unwrap_or_default())
 }
 
 /// `POST /v1/rooms/{id}/join`
@@ -96,7 +129,16 @@ pub async fn join(
     grant: Grant,
     offer: SdpBody,
 ) -> Result<Response, ApiError> {
-    open(state, hub, room, grant, offer, SessionKind::Join).await
+    let standard = ListenProfile::Standard;
+    open(
+        state,
+        hub,
+        room,
+        grant,
+        offer,
+        (SessionKind::Join, standard),
+    )
+    .await
 }
 
 async fn open(
@@ -105,7 +147,7 @@ async fn open(
     Path(room): Path<String>,
     grant: Grant,
     SdpBody(offer): SdpBody,
-    kind: SessionKind,
+    (kind, profile): (SessionKind, ListenProfile),
 ) -> Result<Response, ApiError> {
     grant.check_room(&room)?;
     let room = find(&state, &room).await?;
@@ -120,6 +162,7 @@ async fn open(
         offer,
         name: grant.name.clone(),
         role: grant.role,
+        profile,
     };
     let opened = state.media.open_session(request).await?;
     let participant = Participant {

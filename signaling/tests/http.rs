@@ -15,7 +15,8 @@ use sabha_signaling::rooms::TokenResponse;
 use sabha_signaling::timestamp::unix_now;
 use sabha_signaling::token::Claims;
 use sabha_signaling::{
-    AppState, Auth, CorsConfig, OperatorKey, Role, Room, RoomKind, SessionKind, router,
+    AppState, Auth, CorsConfig, ListenProfile, OperatorKey, Role, Room, RoomKind, SessionKind,
+    router,
 };
 use serde::de::DeserializeOwned;
 use tower::ServiceExt;
@@ -472,6 +473,28 @@ async fn whep_token_in_query_for_browsers() {
     assert_eq!(
         (kind, role, name.as_deref()),
         (SessionKind::Listen, Role::Listener, Some("Asha"))
+    );
+}
+
+#[tokio::test]
+async fn whep_profile_low_reaches_media_and_a_bad_profile_is_400() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let token = h.token(&room.id, Role::Listener, 60);
+    let uri = format!("/v1/rooms/{}/whep?profile=low&token={token}", room.id);
+    assert_eq!(h.send(offer(&uri, None, OFFER)).await.status, 201);
+    let profile = h.media.opened.lock().unwrap().last().map(|o| o.profile);
+    assert_eq!(profile, Some(ListenProfile::Low));
+    let plain = format!("/v1/rooms/{}/whep", room.id);
+    assert_eq!(h.send(offer(&plain, Some(&token), OFFER)).await.status, 201);
+    let profile = h.media.opened.lock().unwrap().last().map(|o| o.profile);
+    assert_eq!(profile, Some(ListenProfile::Standard));
+    let bad = format!("/v1/rooms/{}/whep?profile=ultra", room.id);
+    let problem = h.send(offer(&bad, Some(&token), OFFER)).await.problem(400);
+    assert!(
+        problem.detail.contains("`standard` or `low`"),
+        "{}",
+        problem.detail
     );
 }
 
