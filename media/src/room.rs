@@ -317,7 +317,7 @@ impl Room {
         }
         self.select_mix();
         for t in &self.talkers {
-            if t.in_mix {
+            if t.in_mix && t.active {
                 self.bus.add(&t.pcm);
             }
         }
@@ -418,7 +418,9 @@ impl Room {
     fn select_mix(&mut self) {
         self.candidates.clear();
         for (i, t) in self.talkers.iter_mut().enumerate() {
-            if t.active && t.loudness.speaking() {
+            // Speaking, not necessarily heard this tick: a talker whose packets
+            // stall for a moment keeps their slot through the hang-over.
+            if !t.muted && t.loudness.speaking() {
                 self.candidates.push((i, t.loudness.level_db(), t.in_mix));
             }
             t.in_mix = false;
@@ -468,7 +470,7 @@ impl Room {
                 continue;
             };
             minus.payload = None;
-            let own: &Frame = if t.in_mix {
+            let own: &Frame = if t.in_mix && t.active {
                 minus.hangover = self.config.talker_hangover_ticks;
                 &t.pcm
             } else if minus.hangover == 0 || idle {
@@ -886,5 +888,38 @@ mod tests {
             "{:?}",
             room.stats()
         );
+    }
+
+    /// A mixed talker whose packets stall for 80 ms (still speaking under the
+    /// hang-over) keeps their slot; the next in line does not take it.
+    #[test]
+    fn a_brief_stall_does_not_cost_a_talker_their_slot() {
+        let (mut room, mut sources) = six_talkers();
+        for _ in 0..50 {
+            for s in &mut sources {
+                s.send(&mut room);
+            }
+            room.tick();
+        }
+        assert!(room.is_mixed(SessionId(1)) && !room.is_mixed(SessionId(5)));
+        for tick in 0..30 {
+            for s in sources.iter_mut() {
+                let stalled = s.id == SessionId(1) && (5..9).contains(&tick);
+                if stalled {
+                    s.seq += 1; // the packet is lost in the network
+                } else {
+                    s.send(&mut room);
+                }
+            }
+            room.tick();
+            assert!(
+                room.is_mixed(SessionId(1)),
+                "tick {tick}: the stalled talker lost its slot"
+            );
+            assert!(
+                !room.is_mixed(SessionId(5)),
+                "tick {tick}: the fifth talker took a slot"
+            );
+        }
     }
 }
