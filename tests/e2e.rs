@@ -748,3 +748,145 @@ fn publisher_leaves_and_returns() {
         sc.context()
     );
 }
+
+/// Tones and amplitudes of the six `loudest` talkers, loudest first. The tones
+/// sit clear of each other's 2nd/3rd-order products. Every ranking the test
+/// relies on beats the server's 6 dB incumbent bonus by 2 dB or more: the 4th
+/// is 8.3 dB over the 5th, the 5th 8 dB over the 6th (so the 5th takes the
+/// slot the muted loudest frees) and the loudest 13.6 dB over the 5th (whom
+/// it must displace when unmuted). The four loudest sum to 0.73: no
+/// mix clips.
+const LOUDEST_FREQS: [f64; 6] = [360.0, 490.0, 700.0, 890.0, 1000.0, 1170.0];
+const LOUDEST_AMPS: [f64; 6] = [0.24, 0.20, 0.16, 0.13, 0.05, 0.02];
+const LOUDEST_MIXED: usize = 4;
+
+#[test]
+fn loudest_four_of_six_are_mixed_and_mute_takes_effect() {
+    let _media = lock_media();
+    let server = Server::start();
+    let join = |v: &[f64]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (freqs, amps) = (join(&LOUDEST_FREQS), join(&LOUDEST_AMPS));
+    let mixed_arg = LOUDEST_MIXED.to_string();
+    let sc = run_driver(
+        "loudest",
+        Some(&server),
+        &[
+            "--freqs",
+            &freqs,
+            "--amps",
+            &amps,
+            "--mixed",
+            &mixed_arg,
+            "--seconds",
+            "4",
+            "--settle",
+            "1.5",
+        ],
+        Duration::from_secs(150),
+    );
+    assert_ok(&sc);
+    for action in ["mute", "unmute"] {
+        let status = sc.field(&format!("/{action}/status")).as_u64();
+        assert_eq!(
+            status,
+            Some(200),
+            "loudest: POST …/participants/{{pid}}/{action} answered {status:?}{}",
+            sc.context()
+        );
+    }
+
+    // Which talkers (indices, loudest first) the server must mix: the
+    // LOUDEST_MIXED loudest that are not muted. Talker 0 is muted in phase 2.
+    let expected: [(&str, Option<usize>); 3] = [
+        ("all_speaking", None),
+        ("loudest_muted", Some(0)),
+        ("unmuted", None),
+    ];
+    let phases = sc.field("/phases").as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        phases.len(),
+        expected.len(),
+        "loudest: expected phases {expected:?}{}",
+        sc.context()
+    );
+    let n = LOUDEST_FREQS.len();
+    for (phase, (name, muted)) in phases.iter().zip(expected) {
+        assert_eq!(
+            phase.get("phase").and_then(Value::as_str),
+            Some(name),
+            "loudest: phases out of order{}",
+            sc.context()
+        );
+        let mut ranked: Vec<usize> = (0..n).filter(|&i| Some(i) != muted).collect();
+        ranked.sort_by(|&a, &b| LOUDEST_AMPS[b].total_cmp(&LOUDEST_AMPS[a]));
+        let mixed = &ranked[..LOUDEST_MIXED];
+        let rows = phase
+            .get("talkers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            rows.len(),
+            n,
+            "loudest/{name}: expected {n} talkers{}",
+            sc.context()
+        );
+        let mut line = Vec::new();
+        for row in &rows {
+            let own = sc.f64_at(row, "freq_hz", "talker");
+            let me = LOUDEST_FREQS
+                .iter()
+                .position(|&f| f == own)
+                .unwrap_or_else(|| panic!("loudest: unknown talker {own} Hz{}", sc.context()));
+            let who = format!("{name}: talker {own} Hz");
+            let floor = sc.f64_at(row, "noise_floor_dbfs", &who);
+            let levels = &row["levels_dbfs"];
+            let level = |j: usize| sc.f64_at(levels, &LOUDEST_FREQS[j].to_string(), &who);
+            let hear: Vec<usize> = mixed.iter().copied().filter(|&j| j != me).collect();
+            let mut weakest = f64::INFINITY;
+            for &j in &hear {
+                let lvl = level(j);
+                assert!(
+                    lvl - floor >= 20.0 && lvl >= -60.0,
+                    "loudest/{who} does not hear mixed talker {} Hz: {lvl:.1} dBFS, {:.1} dB over the floor{}",
+                    LOUDEST_FREQS[j],
+                    lvl - floor,
+                    sc.context()
+                );
+                weakest = weakest.min(lvl);
+            }
+            let prominence = &row["prominence_db"];
+            for j in (0..n).filter(|j| !hear.contains(j)) {
+                let lvl = level(j);
+                // A talker's tone is a sharp line; Opus noise around the
+                // mixed tones is not (and can come within 30 dB of a quiet one).
+                let prom = sc.f64_at(prominence, &LOUDEST_FREQS[j].to_string(), &who);
+                let why = if j == me {
+                    "itself (echo)"
+                } else if Some(j) == muted {
+                    "the muted talker"
+                } else {
+                    "a talker outside the loudest 4"
+                };
+                assert!(
+                    lvl <= weakest - 30.0 || prom < 20.0,
+                    "loudest/{who} hears {why} at {} Hz: {lvl:.1} dBFS, a line {prom:.1} dB over the noise around it, only {:.1} dB under the weakest mixed tone {weakest:.1} dBFS (need 30){}",
+                    LOUDEST_FREQS[j],
+                    weakest - lvl,
+                    sc.context()
+                );
+            }
+            line.push(format!("{own}:{weakest:.0}"));
+        }
+        eprintln!(
+            "loudest/{name}: mixed {:?} Hz; weakest heard tone per talker (dBFS) {}",
+            mixed.iter().map(|&j| LOUDEST_FREQS[j]).collect::<Vec<_>>(),
+            line.join(" ")
+        );
+    }
+}

@@ -15,6 +15,10 @@ Subcommands (each prints exactly one JSON report line on stdout):
                listener must keep hearing the tone
   leave-rejoin publisher leaves, listener stays, a new publisher with another
                tone arrives and is heard within ~1 s
+  loudest      6 /join talkers at distinct levels: only the 4 loudest are
+               mixed (mix-minus for them, the program for the rest); the
+               loudest is muted over REST (nobody hears it, the 5th enters),
+               then unmuted (heard again)
 
 Exit codes: 0 pass, 1 an audio/behaviour check failed, 2 HTTP/signalling
 failure (non-2xx where success was expected, missing headers, ICE/DTLS never
@@ -158,6 +162,19 @@ def level_at(freqs, amp, f, tol):
     return db(amp[k]), float(freqs[k])
 
 
+def local_floor_db(freqs, amp, f, exclude, inner=10.0, outer=60.0):
+    """Median bin level 10..60 Hz either side of f (other tones +-10 Hz left
+    out): how far a line at f stands out of the noise right around it."""
+    d = np.abs(freqs - f)
+    mask = (d >= inner) & (d <= outer)
+    for g in exclude:
+        if g != f:
+            mask &= np.abs(freqs - g) > inner
+    if not mask.any():
+        return -240.0
+    return db(np.median(amp[mask]))
+
+
 def noise_floor_db(freqs, amp, exclude, lo=50.0, hi=4000.0, guard=25.0):
     """Median bin level in [lo, hi] with +-guard Hz around each `exclude` removed."""
     mask = (freqs >= lo) & (freqs <= hi)
@@ -202,17 +219,21 @@ def analyse_tone(x, expect_hz, tol_hz=5.0, min_rms_dbfs=-40.0, min_snr_db=20.0,
 
 
 def analyse_mix_minus(x, own_hz, other_hz, tol_hz=8.0, min_snr_db=20.0,
-                      min_other_dbfs=-60.0, min_self_below_db=30.0, rate=RATE):
+                      min_other_dbfs=-60.0, min_self_below_db=30.0, absent_hz=(),
+                      min_prominence_db=None, rate=RATE):
     """Bridge check: every tone in other_hz is a clear peak (>= min_snr_db over
     the median floor, >= min_other_dbfs) and own_hz is >= min_self_below_db
-    below the weakest other tone. own_hz=None skips the self check."""
+    below the weakest other tone. own_hz=None skips the self check. Each tone
+    in absent_hz (talkers that must not be mixed) must be min_self_below_db
+    below the weakest other tone too, unless min_prominence_db is set and the
+    tone stands less than that above its local floor (codec noise, no line)."""
     x = np.asarray(x, dtype=np.float64)
     res = {"window_s": round(len(x) / rate, 3)}
     if len(x) < rate // 2:
         res.update(ok=False, reason=f"only {len(x) / rate:.2f} s of decoded audio")
         return res
     freqs, amp = spectrum(x, rate)
-    tones = list(other_hz) + ([own_hz] if own_hz is not None else [])
+    tones = list(other_hz) + ([own_hz] if own_hz is not None else []) + list(absent_hz)
     floor = noise_floor_db(freqs, amp, tones)
     res.update(rms_dbfs=round(rms_dbfs(x), 2), noise_floor_dbfs=round(floor, 1),
                peak=round(float(np.max(np.abs(x))), 4))
@@ -230,11 +251,28 @@ def analyse_mix_minus(x, own_hz, other_hz, tol_hz=8.0, min_snr_db=20.0,
         lvl, pk = level_at(freqs, amp, own_hz, tol_hz)
         weakest = min((o["level_dbfs"] for o in others.values()), default=-240.0)
         rel = lvl - weakest
+        prom = lvl - local_floor_db(freqs, amp, own_hz, tones)
         res["self"] = {"hz": own_hz, "level_dbfs": round(lvl, 1), "snr_db": round(lvl - floor, 1),
-                       "rel_db": round(rel, 1), "peak_hz": round(pk, 2)}
-        if rel > -min_self_below_db:
+                       "rel_db": round(rel, 1), "peak_hz": round(pk, 2),
+                       "prominence_db": round(prom, 1)}
+        if rel > -min_self_below_db and (min_prominence_db is None or prom >= min_prominence_db):
             reasons.append(f"hears itself: own {own_hz} Hz only {-rel:.1f} dB below the "
                            f"weakest other tone (need >= {min_self_below_db} dB)")
+    if absent_hz:
+        weakest = min((o["level_dbfs"] for o in others.values()), default=-240.0)
+        res["absent"] = {}
+        for f in absent_hz:
+            lvl, pk = level_at(freqs, amp, f, tol_hz)
+            rel = lvl - weakest
+            prom = lvl - local_floor_db(freqs, amp, f, tones)
+            res["absent"][str(f)] = {"level_dbfs": round(lvl, 1), "snr_db": round(lvl - floor, 1),
+                                     "rel_db": round(rel, 1), "peak_hz": round(pk, 2),
+                                     "prominence_db": round(prom, 1)}
+            # a talker's tone is a sharp line; codec noise near the mixed
+            # tones is not, and may come within 30 dB of a quiet one
+            if rel > -min_self_below_db and (min_prominence_db is None or prom >= min_prominence_db):
+                reasons.append(f"hears {f} Hz, which must not be in its mix, only {-rel:.1f} dB "
+                               f"below the weakest expected tone (need >= {min_self_below_db} dB)")
     if float(np.mean(np.abs(x) >= 0.999)) > 0.001:
         reasons.append("clipping")
     res["ok"] = not reasons
@@ -740,6 +778,35 @@ async def scenario_rally(run):
 # ---------------------------------------------------------------------------
 # Scenario: bridge (mix-minus)
 # ---------------------------------------------------------------------------
+def check_talker(run, p, hear_hz, absent_hz, t0, t1, tag=""):
+    """Mix-minus check of talker p (p.freq) on the audio that arrived in
+    [t0, t1]: it hears every tone in hear_hz, and its own tone and each tone
+    in absent_hz are >= --min-self-below-db under the weakest of them. Also
+    connection state, packets and continuity. Call it for a batch with the
+    same t1: the analysis blocks the event loop."""
+    a = run.args
+    res = analyse_mix_minus(p.samples_between(t0, t1), p.freq, hear_hz, tol_hz=a.tol_hz,
+                            min_snr_db=a.min_snr_db, min_self_below_db=a.min_self_below_db,
+                            absent_hz=absent_hz,
+                            min_prominence_db=getattr(a, "min_prominence_db", None))
+    res["freq_hz"] = p.freq
+    res["continuity"] = round(p.decoded_seconds_since(t0) / (t1 - t0), 3) if t1 > t0 else 0.0
+    problems = []
+    if p.pc.connectionState != "connected":
+        problems.append(f"connection state {p.pc.connectionState}")
+    if p.packets == 0:
+        problems.append("no RTP packets received")
+    if not res["ok"]:
+        problems.append(res.get("reason", "mix-minus check failed"))
+    if res["continuity"] < 0.75:
+        problems.append(f"gaps: only {res['continuity'] * (t1 - t0):.2f} s decoded in the last "
+                        f"{t1 - t0:.1f} s")
+    res["ok"] = not problems
+    if problems:
+        run.fail(f"{tag}{p.name} ({p.freq:g} Hz): " + "; ".join(problems))
+    return res
+
+
 async def scenario_bridge(run):
     a = run.args
     freqs = [float(f) for f in a.freqs.split(",") if f.strip()]
@@ -774,24 +841,8 @@ async def scenario_bridge(run):
     t_check = time.monotonic()
     for p in talkers:
         others = [f for f in freqs if f != p.freq]
-        res = analyse_mix_minus(p.last_samples(a.window), p.freq, others, tol_hz=a.tol_hz,
-                                min_snr_db=a.min_snr_db, min_self_below_db=a.min_self_below_db)
+        res = check_talker(run, p, others, [], t_check - a.window, t_check)
         res.update(p.summary())
-        res["freq_hz"] = p.freq
-        res["continuity"] = round(p.decoded_seconds_since(t_check - a.window) / a.window, 3)
-        problems = []
-        if p.pc.connectionState != "connected":
-            problems.append(f"connection state {p.pc.connectionState}")
-        if p.packets == 0:
-            problems.append("no RTP packets received")
-        if not res["ok"]:
-            problems.append(res.get("reason", "mix-minus check failed"))
-        if res["continuity"] < 0.75:
-            problems.append(f"gaps: only {res['continuity'] * a.window:.2f} s decoded in the last "
-                            f"{a.window} s")
-        res["ok"] = not problems
-        if problems:
-            run.fail(f"{p.name} ({p.freq:g} Hz): " + "; ".join(problems))
         rows.append(res)
     run.report["talkers"] = rows
     run.report["summary"] = {
@@ -800,6 +851,223 @@ async def scenario_bridge(run):
         "min_other_snr_db": min((o["snr_db"] for r in rows for o in r.get("others", {}).values()),
                                 default=None),
         "max_self_rel_db": max((r["self"]["rel_db"] for r in rows if "self" in r), default=None),
+    }
+    statuses = await asyncio.gather(*(p.delete(run.api) for p in talkers))
+    run.report["delete_statuses"] = statuses
+    if any(s != 204 for s in statuses):
+        run.fail(f"DELETE of talker sessions returned {statuses}, expected 204")
+    for p in talkers:
+        p.session_url = None
+
+
+# ---------------------------------------------------------------------------
+# Scenario: loudest (only the N loudest talkers are mixed; server-side mute)
+# ---------------------------------------------------------------------------
+INCUMBENT_BONUS_DB = 6.0  # the server ranks a talker already in the mix this much higher
+
+
+def session_id(p):
+    """The {pid} of a session: the last segment of its Location."""
+    return urllib.parse.urlsplit(p.session_url).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def amp_db(x, y):
+    return round(db(x) - db(y), 1)
+
+
+async def set_muted(run, rid, p, muted):
+    """POST /v1/rooms/{rid}/participants/{pid}/(un)mute with the operator key.
+    Returns (report dict, ok); ok None when the endpoint does not exist."""
+    action = "mute" if muted else "unmute"
+    path = f"/v1/rooms/{rid}/participants/{session_id(p)}/{action}"
+    r = await run.api.request("POST", path, headers={"Authorization": f"Bearer {run.api.key}"})
+    rec = {"request": f"POST {path}", "status": r.status,
+           "content_type": r.header("content-type"), "body": r.text()[:400]}
+    # the server says "no such participant" / "no such room" for ids it does
+    # not know; any other 404 (e.g. "no such route") or 405: no such endpoint
+    known = ("no such participant", "no such room")
+    if r.status == 405 or (r.status == 404 and not any(k in r.text().lower() for k in known)):
+        rec["error"] = "endpoint missing"
+        run.fail(f"{action} endpoint missing: {rec['request']} -> {r.short()}")
+        return rec, None
+    if r.status != 200:
+        run.fail(f"{action} of {p.name}: {rec['request']} -> {r.short()}, expected 200")
+        return rec, False
+    try:
+        body = json.loads(r.body)
+        rec["participant"] = body
+    except ValueError:
+        run.fail(f"{action} of {p.name}: 200 without a JSON body: {r.short()}")
+        return rec, False
+    if not isinstance(body, dict) or body.get("muted") is not muted or body.get("id") != session_id(p):
+        run.fail(f"{action} of {p.name}: participant JSON {body!r} should have "
+                 f"id {session_id(p)!r} and muted {muted}")
+        return rec, False
+    return rec, True
+
+
+def presence(x, tones, chunk_s=0.1, min_dbfs=-45.0, tol_hz=15.0, rate=RATE):
+    """Fraction of chunk_s chunks of x in which each tone reads >= min_dbfs:
+    shows a talker flapping in and out of the mix (1.0 = always heard)."""
+    n = int(chunk_s * rate)
+    chunks = [x[i:i + n] for i in range(0, len(x) - n + 1, n)]
+    out = {f"{f:g}": 0 for f in tones}
+    for c in chunks:
+        freqs, amp = spectrum(c, rate)
+        for f in tones:
+            if level_at(freqs, amp, f, tol_hz)[0] >= min_dbfs:
+                out[f"{f:g}"] += 1
+    return {k: round(v / max(1, len(chunks)), 2) for k, v in out.items()}
+
+
+def check_phase(run, name, talkers, muted, t0, t1):
+    """Every talker's audio in [t0, t1] against the mix the server should make:
+    the --mixed loudest unmuted talkers. A mixed talker hears the other mixed
+    ones; anyone else hears all of them; every other tone (own, unmixed,
+    muted) must be --min-self-below-db under the weakest expected tone."""
+    n = run.args.mixed
+    ranked = [p for p in sorted(talkers, key=lambda p: -p.amp) if p not in muted]
+    mixed = ranked[:n]
+    rows = []
+    for p in talkers:
+        hear = [q.freq for q in mixed if q is not p]
+        absent = [q.freq for q in talkers if q is not p and q not in mixed]
+        res = check_talker(run, p, hear, absent, t0, t1, tag=f"{name}: ")
+        res["amplitude"] = p.amp
+        res["in_mix"] = p in mixed
+        res["muted"] = p in muted
+        res["packets"] = p.packets
+        # every tone's level, and the floor, for a reader (and the Rust harness)
+        levels = {}
+        for group in (res.get("others", {}), res.get("absent", {})):
+            for hz, o in group.items():
+                levels[f"{float(hz):g}"] = o["level_dbfs"]
+        if "self" in res:
+            levels[f"{p.freq:g}"] = res["self"]["level_dbfs"]
+            prom_self = res["self"]["prominence_db"]
+        res["levels_dbfs"] = levels
+        res["prominence_db"] = {f"{float(hz):g}": o["prominence_db"]
+                                for hz, o in res.get("absent", {}).items()}
+        if "self" in res:
+            res["prominence_db"][f"{p.freq:g}"] = prom_self
+        res["heard_fraction"] = presence(p.samples_between(t0, t1), [q.freq for q in talkers])
+        rows.append(res)
+    # A tone that should be out of the mix, failed the check, and is heard in
+    # some 100 ms chunks only: the mix changed during the window (README).
+    flapping = {}
+    for r in rows:
+        for hz, o in r.get("absent", {}).items():
+            frac = r["heard_fraction"].get(f"{float(hz):g}", 0.0)
+            failed = (o["rel_db"] > -run.args.min_self_below_db
+                      and o["prominence_db"] >= run.args.min_prominence_db)
+            if failed and 0.0 < frac < 0.9:
+                flapping[f"{float(hz):g}"] = max(frac, flapping.get(f"{float(hz):g}", 0.0))
+    if flapping:
+        run.fail(f"{name}: the mix reshuffled during the window: unmixed tones heard in part of "
+                 f"the 100 ms chunks only ({', '.join(f'{k} Hz: {v:.0%}' for k, v in flapping.items())}); "
+                 f"a talker whose packets stop for 60 ms leaves the mix and its slot goes to another")
+    present = [o for r in rows for o in r.get("others", {}).values()]
+    unwanted = ([r["self"]["rel_db"] for r in rows if "self" in r]
+                + [o["rel_db"] for r in rows for o in r.get("absent", {}).values()])
+    return {
+        "phase": name,
+        "window_s": [round(t0 - run.t0, 2), round(t1 - run.t0, 2)],
+        "mixed_hz": [q.freq for q in mixed],
+        "muted_hz": [q.freq for q in muted],
+        "ok": all(r["ok"] for r in rows),
+        "min_heard_snr_db": min((o["snr_db"] for o in present), default=None),
+        "min_heard_dbfs": min((o["level_dbfs"] for o in present), default=None),
+        "max_unwanted_rel_db": max(unwanted, default=None),
+        "reshuffled_hz": flapping,
+        "talkers": rows,
+    }
+
+
+async def scenario_loudest(run):
+    a = run.args
+    freqs = [float(f) for f in a.freqs.split(",") if f.strip()]
+    amps = [float(x) for x in a.amps.split(",") if x.strip()]
+    n = a.mixed
+    if len(freqs) != len(amps):
+        raise SystemExit(f"--freqs has {len(freqs)} tones but --amps has {len(amps)}")
+    if len(freqs) < n + 2:
+        raise SystemExit(f"need at least {n + 2} talkers for --mixed {n}")
+    for i, f in enumerate(freqs):
+        for g in freqs[i + 1:]:
+            if abs(f - g) < 4 * a.tol_hz + 50:
+                raise SystemExit(f"tones {f} and {g} too close together")
+    ranked_amps = sorted(amps, reverse=True)
+    if len(set(amps)) != len(amps) or not all(0.0 < x < 1.0 for x in amps):
+        raise SystemExit("--amps must be distinct and in (0, 1)")
+    if sum(ranked_amps[:n]) > 0.9:
+        raise SystemExit(f"the {n} loudest amplitudes sum to {sum(ranked_amps[:n]):.2f}: the mix would clip")
+    # Margins the ranking needs, given the server's incumbent bonus:
+    # - the N-th loudest beats an unmixed talker that happened to get in first;
+    # - the (N+1)-th beats the (N+2)-th when the loudest is muted;
+    # - the loudest, unmuted, beats the (N+1)-th, now an incumbent.
+    design = {
+        "nth_over_next_db": amp_db(ranked_amps[n - 1], ranked_amps[n]),
+        "next_over_rest_db": amp_db(ranked_amps[n], ranked_amps[n + 1]),
+        "loudest_over_next_incumbent_db": round(
+            amp_db(ranked_amps[0], ranked_amps[n]) - INCUMBENT_BONUS_DB, 1),
+        "incumbent_bonus_db": INCUMBENT_BONUS_DB,
+    }
+    run.report["design"] = design
+    if design["next_over_rest_db"] < 1.0 or design["loudest_over_next_incumbent_db"] < 1.0:
+        raise SystemExit(f"--amps leave too little ranking margin: {design}")
+
+    room = await run.api.create_room(f"e2e-loudest-{os.getpid()}", "bridge")
+    rid = room["id"]
+    run.report["room"] = room
+    keep = max(a.window, a.settle + a.window) + 3
+    talkers = []
+    for i, (f, x) in enumerate(zip(freqs, amps)):
+        tok = await run.api.mint(rid, "participant", name=f"talker-{i}")
+        p = run.peer(f"talker-{i}", "join", freqs=f, amplitude=x, keep_s=keep)
+        p.freq, p.amp, p.token = f, x, tok
+        talkers.append(p)
+    # One at a time, loudest first, each already mixed before the next one
+    # arrives: the N-th is less than the incumbent bonus above the (N+1)-th,
+    # so a quieter talker that started first would keep its place, rightly.
+    order = sorted(talkers, key=lambda p: -p.amp)
+    for p in order:
+        await p.connect(run.api, f"/v1/rooms/{rid}/join", p.token)
+        await asyncio.sleep(a.join_gap)
+    run.report["sessions"] = {f"{p.freq:g}": session_id(p) for p in talkers}
+    t_all = time.monotonic()
+    await wait_for_audio(talkers, a.window, timeout=a.window + 6)
+    await asyncio.sleep(max(0.0, a.seconds - (time.monotonic() - t_all)))
+
+    phases = []
+    t = time.monotonic()
+    phases.append(check_phase(run, "all_speaking", talkers, [], t - a.window, t))
+
+    loudest = order[0]
+    run.report["muted_talker"] = {"name": loudest.name, "freq_hz": loudest.freq,
+                                  "session": session_id(loudest)}
+    rec, ok = await set_muted(run, rid, loudest, True)
+    run.report["mute"] = rec
+    if ok is None:
+        run.report["mute_endpoint"] = "missing"
+    else:
+        run.report["mute_endpoint"] = "present"
+        t_mute = time.monotonic()
+        await asyncio.sleep(a.settle + a.window)
+        t = time.monotonic()
+        phases.append(check_phase(run, "loudest_muted", talkers, [loudest], t_mute + a.settle, t))
+        rec, ok = await set_muted(run, rid, loudest, False)
+        run.report["unmute"] = rec
+        t_unmute = time.monotonic()
+        await asyncio.sleep(a.settle + a.window)
+        t = time.monotonic()
+        phases.append(check_phase(run, "unmuted", talkers, [], t_unmute + a.settle, t))
+    run.report["phases"] = phases
+    run.report["summary"] = {
+        "talkers": len(talkers), "mixed": n, "freqs_hz": freqs, "amplitudes": amps,
+        "mute_endpoint": run.report["mute_endpoint"],
+        "phases": {ph["phase"]: {k: ph[k] for k in ("ok", "mixed_hz", "min_heard_snr_db",
+                                                     "min_heard_dbfs", "max_unwanted_rel_db")}
+                   for ph in phases},
     }
     statuses = await asyncio.gather(*(p.delete(run.api) for p in talkers))
     run.report["delete_statuses"] = statuses
@@ -1204,6 +1472,13 @@ def synthetic_checks():
                           440, [660, 880])
     expect("mix-minus: other talker at -82 dBFS rejected", not r["ok"], r)
 
+    r = analyse_mix_minus(two + _tone(1000, 0.25 * 10 ** (-60 / 20), 2), 440, [660, 880],
+                          absent_hz=[1000])
+    expect("mix-minus: unmixed talker at -60 dB tolerated", r["ok"], r)
+    r = analyse_mix_minus(two + _tone(1000, 0.05, 2), 440, [660, 880], absent_hz=[1000])
+    expect("mix-minus: unmixed talker heard at -14 dB rejected",
+           not r["ok"] and "must not be in its mix" in r["reason"], r)
+
     # timeline detection: 1 s of 440, 0.5 s of silence, then 660
     frames, t = [], 100.0
     sig = np.concatenate([_tone(440, 0.3, 1.0), np.zeros(RATE // 2), _tone(660, 0.3, 1.0)])
@@ -1286,6 +1561,7 @@ SCENARIOS = {
     "selftest": scenario_selftest,
     "rally": scenario_rally,
     "bridge": scenario_bridge,
+    "loudest": scenario_loudest,
     "bad-input": scenario_bad_input,
     "leave-rejoin": scenario_leave_rejoin,
 }
@@ -1329,6 +1605,25 @@ def build_parser():
     p.add_argument("--freqs", default="440,660,880")
     p.add_argument("--seconds", type=float, default=4.0, help="hold time once all talkers are up")
     p.add_argument("--concurrency", type=int, default=3)
+    p.add_argument("--min-snr-db", type=float, default=20.0)
+    p.add_argument("--min-self-below-db", type=float, default=30.0)
+
+    p = sub.add_parser("loudest", help="6 talkers, only the 4 loudest mixed; mute/unmute the loudest")
+    common(p, timeout=120.0)
+    p.set_defaults(tol_hz=8.0)
+    p.add_argument("--freqs", default="360,490,700,890,1000,1170",
+                   help="one tone per talker (clear of each other's 2nd/3rd-order products)")
+    p.add_argument("--amps", default="0.24,0.20,0.16,0.13,0.05,0.02",
+                   help="one amplitude per talker; must rank them unambiguously")
+    p.add_argument("--mixed", type=int, default=4, help="N: how many talkers the server mixes")
+    p.add_argument("--seconds", type=float, default=4.0, help="hold time once all talkers are up")
+    p.add_argument("--settle", type=float, default=1.5,
+                   help="wait after a mute/unmute before the analysed window starts, s")
+    p.add_argument("--join-gap", type=float, default=0.3,
+                   help="pause after each talker connects before the next joins, s")
+    p.add_argument("--min-prominence-db", type=float, default=20.0,
+                   help="an unwanted tone counts as heard only if it stands this far above "
+                        "the noise 10-60 Hz around it")
     p.add_argument("--min-snr-db", type=float, default=20.0)
     p.add_argument("--min-self-below-db", type=float, default=30.0)
 
