@@ -195,7 +195,9 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(seed: u64) -> Self {
-        let now = Instant::now(); // the only clock read: the origin of virtual time.
+        // The only clock read: the origin of virtual time.
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
         let config = EngineConfig {
             advertised: SERVER,
             room: RoomConfig::default(),
