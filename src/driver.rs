@@ -408,6 +408,10 @@ fn export(s: &EngineStats, send_failures: u64) {
     counter!("sabha_drops_total", "reason" => "send_failed").absolute(send_failures);
     counter!("sabha_mixer_ticks_total").absolute(s.ticks);
     counter!("sabha_mixer_tick_overruns_total").absolute(s.tick_overruns);
-    counter!("sabha_opus_encodes_total").absolute(s.encodes);
-    counter!("sabha_opus_decodes_total").absolute(s.decodes);
+    counter!("sabha_opus_encodes_total").absolute(s.audio.encodes);
+    counter!("sabha_opus_decodes_total").absolute(s.audio.decodes);
+    counter!("sabha_opus_decodes_skipped_total").absolute(s.audio.decodes_skipped);
+    counter!("sabha_opus_decode_errors_total").absolute(s.audio.decode_errors);
+    counter!("sabha_frames_concealed_total").absolute(s.audio.concealed);
+    counter!("sabha_frames_fec_recovered_total").absolute(s.audio.fec_recovered);
 }

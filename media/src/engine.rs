@@ -27,7 +27,7 @@ use str0m::{
     Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Input, Output as RtcOutput, Rtc,
 };
 
-use crate::room::{Profile, Room, RoomConfig};
+use crate::room::{Profile, Room, RoomConfig, RoomStats};
 use crate::sdp::{OfferError, check_offer};
 use crate::session::{CloseReason, Session};
 use crate::{RoomIdx, SessionId, SessionKind};
@@ -122,8 +122,8 @@ pub struct EngineStats {
     pub ticks: u64,
     /// Ticks that ran more than one tick late.
     pub tick_overruns: u64,
-    pub encodes: u64,
-    pub decodes: u64,
+    /// Codec work and loss repair summed over every room, past and present.
+    pub audio: RoomStats,
 }
 
 struct RoomEntry {
@@ -420,8 +420,7 @@ impl Engine {
         st.rooms = self.rooms.len();
         for entry in self.rooms.values() {
             let rs = entry.room.stats();
-            st.encodes += rs.encodes;
-            st.decodes += rs.decodes;
+            st.audio.add(&rs);
         }
         st
     }
@@ -579,8 +578,7 @@ impl Engine {
                 self.room_index.remove(&entry.key);
                 // Keep the totals monotonic for metrics.
                 let retired = entry.room.stats();
-                self.stats.encodes += retired.encodes;
-                self.stats.decodes += retired.decodes;
+                self.stats.audio.add(&retired);
             }
         }
         let reason = s.closing.unwrap_or(CloseReason::Failed);

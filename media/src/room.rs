@@ -132,7 +132,7 @@ struct LowProgram {
     rtp_time: u32,
 }
 
-/// Counters of one room.
+/// Counters of one room (monotonic).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RoomStats {
     pub ticks: u64,
@@ -162,6 +162,19 @@ pub struct Room {
     idle_ticks: u32,
     tick: u64,
     stats: RoomStats,
+}
+
+impl RoomStats {
+    /// Adds another room's counters to these.
+    pub fn add(&mut self, other: &RoomStats) {
+        self.ticks += other.ticks;
+        self.encodes += other.encodes;
+        self.decodes += other.decodes;
+        self.decodes_skipped += other.decodes_skipped;
+        self.concealed += other.concealed;
+        self.fec_recovered += other.fec_recovered;
+        self.decode_errors += other.decode_errors;
+    }
 }
 
 impl Room {

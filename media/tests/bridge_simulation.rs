@@ -53,7 +53,7 @@ fn three_talkers_hear_each_other_and_not_themselves() {
     }
     let stats = sim.engine.stats();
     assert!(
-        stats.encodes <= 4 * stats.ticks,
+        stats.audio.encodes <= 4 * stats.ticks,
         "≤ talkers + 1 encodes per tick"
     );
 }

@@ -41,9 +41,9 @@ fn two_hundred_listeners_hear_a_publisher_on_a_lossy_link() {
     }
     let stats = sim.engine.stats();
     assert!(
-        stats.encodes <= stats.ticks + 1,
+        stats.audio.encodes <= stats.ticks + 1,
         "one program encode per tick: {} encodes, {} ticks",
-        stats.encodes,
+        stats.audio.encodes,
         stats.ticks
     );
 }
