@@ -51,6 +51,9 @@ pub enum RoomsCommand {
         name: String,
         #[arg(long, value_parser = ["rally", "bridge"])]
         kind: String,
+        /// What WHEP listeners get unless they choose: `low` for a 3G audience
+        #[arg(long, value_parser = ["standard", "low"], default_value = "standard")]
+        profile: String,
     },
     /// List rooms as JSON
     List,
@@ -115,8 +118,12 @@ struct Client {
 pub fn rooms(args: &ClientArgs, command: &RoomsCommand) -> Result<(), CliError> {
     let client = Client::new(args)?;
     match command {
-        RoomsCommand::Create { name, kind } => {
-            let body = json!({ "name": name, "kind": kind });
+        RoomsCommand::Create {
+            name,
+            kind,
+            profile,
+        } => {
+            let body = json!({ "name": name, "kind": kind, "profile": profile });
             print_json(&client.send("POST", "/v1/rooms", Some(body))?)
         }
         RoomsCommand::List => print_json(&client.send("GET", "/v1/rooms", None)?),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sabha_signaling::timestamp::{rfc3339, unix_now};
-use sabha_signaling::{NewRoom, Room, RoomKind, RoomStore, StoreError, ids};
+use sabha_signaling::{ListenProfile, NewRoom, Room, RoomKind, RoomStore, StoreError, ids};
 use sqlx::SqlitePool;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -44,7 +44,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-type RoomRow = (String, String, String, String);
+type RoomRow = (String, String, String, String, String);
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `path` and migrates it.
@@ -68,14 +68,17 @@ impl SqliteStore {
     }
 
     async fn insert(&self, room: &Room) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO rooms (id, name, kind, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(&room.id)
-            .bind(&room.name)
-            .bind(kind_text(room.kind))
-            .bind(&room.created_at)
-            .execute(&self.pool)
-            .await
-            .map(drop)
+        sqlx::query(
+            "INSERT INTO rooms (id, name, kind, profile, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&room.id)
+        .bind(&room.name)
+        .bind(kind_text(room.kind))
+        .bind(profile_text(room.profile))
+        .bind(&room.created_at)
+        .execute(&self.pool)
+        .await
+        .map(drop)
     }
 }
 
@@ -86,6 +89,7 @@ impl RoomStore for SqliteStore {
             id: String::new(),
             name: new.name,
             kind: new.kind,
+            profile: new.profile,
             created_at: rfc3339(unix_now()),
         };
         for _ in 0..ID_ATTEMPTS {
@@ -102,17 +106,18 @@ impl RoomStore for SqliteStore {
     }
 
     async fn list_rooms(&self) -> Result<Vec<Room>, StoreError> {
-        let rows: Vec<RoomRow> =
-            sqlx::query_as("SELECT id, name, kind, created_at FROM rooms ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(store_error)?;
+        let rows: Vec<RoomRow> = sqlx::query_as(
+            "SELECT id, name, kind, profile, created_at FROM rooms ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
         rows.into_iter().map(room_from_row).collect()
     }
 
     async fn get_room(&self, id: &str) -> Result<Option<Room>, StoreError> {
         let row: Option<RoomRow> =
-            sqlx::query_as("SELECT id, name, kind, created_at FROM rooms WHERE id = $1")
+            sqlx::query_as("SELECT id, name, kind, profile, created_at FROM rooms WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
@@ -141,16 +146,33 @@ fn kind_text(kind: RoomKind) -> &'static str {
     }
 }
 
-fn room_from_row((id, name, kind, created_at): RoomRow) -> Result<Room, StoreError> {
+fn profile_text(profile: ListenProfile) -> &'static str {
+    match profile {
+        ListenProfile::Standard => "standard",
+        ListenProfile::Low => "low",
+    }
+}
+
+fn room_from_row((id, name, kind, profile, created_at): RoomRow) -> Result<Room, StoreError> {
     let kind = match kind.as_str() {
         "rally" => RoomKind::Rally,
         "bridge" => RoomKind::Bridge,
         other => return Err(StoreError(format!("room {id} has unknown kind {other:?}"))),
     };
+    let profile = match profile.as_str() {
+        "standard" => ListenProfile::Standard,
+        "low" => ListenProfile::Low,
+        other => {
+            return Err(StoreError(format!(
+                "room {id} has unknown profile {other:?}"
+            )));
+        }
+    };
     Ok(Room {
         id,
         name,
         kind,
+        profile,
         created_at,
     })
 }
@@ -170,6 +192,7 @@ mod tests {
         NewRoom {
             name: name.into(),
             kind,
+            profile: ListenProfile::default(),
         }
     }
 
@@ -243,6 +266,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_room_keeps_its_listening_profile() {
+        let (store, _dir) = store().await;
+        let low = NewRoom {
+            profile: ListenProfile::Low,
+            ..new_room("3G rally", RoomKind::Rally)
+        };
+        let created = store.create_room(low).await.unwrap();
+        let plain = store
+            .create_room(new_room("Bridge", RoomKind::Bridge))
+            .await
+            .unwrap();
+        let got = store.get_room(&created.id).await.unwrap().unwrap();
+        assert_eq!(got.profile, ListenProfile::Low);
+        let listed = store.list_rooms().await.unwrap();
+        let profiles: Vec<_> = listed.iter().map(|r| (r.id.clone(), r.profile)).collect();
+        assert!(profiles.contains(&(plain.id, ListenProfile::Standard)));
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn unknown_kind_in_the_database_is_an_error_not_a_panic() {
         let (store, _dir) = store().await;
         // Bypass the CHECK constraint the way a future migration bug might.
@@ -252,7 +295,8 @@ mod tests {
             .await
             .unwrap();
         sqlx::query(
-            "INSERT INTO rooms VALUES ('oddroom00000', 'x', 'party', '2025-01-01T00:00:00Z')",
+            "INSERT INTO rooms (id, name, kind, created_at) \
+             VALUES ('oddroom00000', 'x', 'party', '2025-01-01T00:00:00Z')",
         )
         .execute(&mut *conn)
         .await

@@ -139,6 +139,8 @@ pub struct Room {
     pub id: String,
     pub name: String,
     pub kind: RoomKind,
+    /// What WHEP listeners get unless they ask (`?profile=`).
+    pub profile: ListenProfile,
     /// RFC 3339, UTC.
     pub created_at: String,
 }
@@ -149,6 +151,9 @@ pub struct Room {
 pub struct NewRoom {
     pub name: String,
     pub kind: RoomKind,
+    /// Default `standard`.
+    #[serde(default)]
+    pub profile: ListenProfile,
 }
 
 /// A storage failure. Never caused by client input; maps to 503/500 at the edge.

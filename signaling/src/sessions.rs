@@ -75,16 +75,7 @@ pub async fn whip(
     grant: Grant,
     offer: SdpBody,
 ) -> Result<Response, ApiError> {
-    let standard = ListenProfile::Standard;
-    open(
-        state,
-        hub,
-        room,
-        grant,
-        offer,
-        (SessionKind::Publish, standard),
-    )
-    .await
+    open(state, hub, room, grant, offer, (SessionKind::Publish, None)).await
 }
 
 /// `POST /v1/rooms/{id}/whep[?profile=standard|low]`
@@ -113,12 +104,13 @@ struct ProfileQuery {
     profile: Option<ListenProfile>,
 }
 
-/// The `profile` query parameter (other parameters, like `token`, pass).
-fn profile_of(uri: &Uri) -> Result<ListenProfile, ApiError> {
+/// The `profile` query parameter, if given (other parameters, like `token`,
+/// pass); without it the room's default applies.
+fn profile_of(uri: &Uri) -> Result<Option<ListenProfile>, ApiError> {
     let Query(q) = Query::<ProfileQuery>::try_from_uri(uri).map_err(|_| {
         ApiError::BadRequest("the profile parameter must be `standard` or `low`".into())
     })?;
-    Ok(q.profile.unwrap_or_default())
+    Ok(q.profile)
 }
 
 /// `POST /v1/rooms/{id}/join`
@@ -129,16 +121,7 @@ pub async fn join(
     grant: Grant,
     offer: SdpBody,
 ) -> Result<Response, ApiError> {
-    let standard = ListenProfile::Standard;
-    open(
-        state,
-        hub,
-        room,
-        grant,
-        offer,
-        (SessionKind::Join, standard),
-    )
-    .await
+    open(state, hub, room, grant, offer, (SessionKind::Join, None)).await
 }
 
 async fn open(
@@ -147,10 +130,11 @@ async fn open(
     Path(room): Path<String>,
     grant: Grant,
     SdpBody(offer): SdpBody,
-    (kind, profile): (SessionKind, ListenProfile),
+    (kind, profile): (SessionKind, Option<ListenProfile>),
 ) -> Result<Response, ApiError> {
     grant.check_room(&room)?;
     let room = find(&state, &room).await?;
+    let profile = profile.unwrap_or(room.profile);
     if !permits(kind, grant.role, room.kind) {
         return Err(ApiError::Forbidden(refusal(kind, grant.role)));
     }

@@ -499,6 +499,31 @@ async fn whep_profile_low_reaches_media_and_a_bad_profile_is_400() {
 }
 
 #[tokio::test]
+async fn a_rooms_default_profile_applies_unless_the_listener_chooses() {
+    let h = harness();
+    let reply = h
+        .send(json_request(
+            operator(Method::POST, "/v1/rooms"),
+            r#"{"name":"3G rally","kind":"rally","profile":"low"}"#,
+        ))
+        .await;
+    assert_eq!(reply.status, 201);
+    let room: Room = reply.json();
+    assert_eq!(room.profile, ListenProfile::Low);
+    let token = h.token(&room.id, Role::Listener, 60);
+    let opened_profile = || h.media.opened.lock().unwrap().last().map(|o| o.profile);
+    let plain = format!("/v1/rooms/{}/whep", room.id);
+    assert_eq!(h.send(offer(&plain, Some(&token), OFFER)).await.status, 201);
+    assert_eq!(opened_profile(), Some(ListenProfile::Low));
+    let chosen = format!("/v1/rooms/{}/whep?profile=standard", room.id);
+    assert_eq!(
+        h.send(offer(&chosen, Some(&token), OFFER)).await.status,
+        201
+    );
+    assert_eq!(opened_profile(), Some(ListenProfile::Standard));
+}
+
+#[tokio::test]
 async fn token_for_another_room_is_403() {
     let h = harness();
     let a = h.room("rally").await;

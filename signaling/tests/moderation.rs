@@ -47,6 +47,7 @@ async fn harness(kind: &str) -> Harness {
             id: String::new(),
             name: String::new(),
             kind: sabha_signaling::RoomKind::Bridge,
+            profile: sabha_signaling::ListenProfile::Standard,
             created_at: String::new(),
         },
         sid: String::new(),

@@ -43,6 +43,7 @@ impl RoomStore for FakeStore {
             id: ids::room_id(),
             name: room.name,
             kind: room.kind,
+            profile: room.profile,
             created_at: "2025-01-01T00:00:00Z".into(),
         };
         self.rooms.lock().unwrap().push(room.clone());
