@@ -476,19 +476,31 @@ async fn whep_token_in_query_for_browsers() {
     );
 }
 
+/// Opens a WHEP session at `uri` (201) and returns the profile media was asked for.
+async fn whep_profile(h: &Harness, uri: &str, token: &str) -> Option<ListenProfile> {
+    assert_eq!(
+        h.send(offer(uri, Some(token), OFFER)).await.status,
+        201,
+        "{uri}"
+    );
+    h.media.opened.lock().unwrap().last().map(|o| o.profile)
+}
+
 #[tokio::test]
 async fn whep_profile_low_reaches_media_and_a_bad_profile_is_400() {
     let h = harness();
     let room = h.room("rally").await;
     let token = h.token(&room.id, Role::Listener, 60);
-    let uri = format!("/v1/rooms/{}/whep?profile=low&token={token}", room.id);
-    assert_eq!(h.send(offer(&uri, None, OFFER)).await.status, 201);
-    let profile = h.media.opened.lock().unwrap().last().map(|o| o.profile);
-    assert_eq!(profile, Some(ListenProfile::Low));
+    let low = format!("/v1/rooms/{}/whep?profile=low", room.id);
+    assert_eq!(
+        whep_profile(&h, &low, &token).await,
+        Some(ListenProfile::Low)
+    );
     let plain = format!("/v1/rooms/{}/whep", room.id);
-    assert_eq!(h.send(offer(&plain, Some(&token), OFFER)).await.status, 201);
-    let profile = h.media.opened.lock().unwrap().last().map(|o| o.profile);
-    assert_eq!(profile, Some(ListenProfile::Standard));
+    assert_eq!(
+        whep_profile(&h, &plain, &token).await,
+        Some(ListenProfile::Standard)
+    );
     let bad = format!("/v1/rooms/{}/whep?profile=ultra", room.id);
     let problem = h.send(offer(&bad, Some(&token), OFFER)).await.problem(400);
     assert!(
@@ -511,16 +523,16 @@ async fn a_rooms_default_profile_applies_unless_the_listener_chooses() {
     let room: Room = reply.json();
     assert_eq!(room.profile, ListenProfile::Low);
     let token = h.token(&room.id, Role::Listener, 60);
-    let opened_profile = || h.media.opened.lock().unwrap().last().map(|o| o.profile);
     let plain = format!("/v1/rooms/{}/whep", room.id);
-    assert_eq!(h.send(offer(&plain, Some(&token), OFFER)).await.status, 201);
-    assert_eq!(opened_profile(), Some(ListenProfile::Low));
+    assert_eq!(
+        whep_profile(&h, &plain, &token).await,
+        Some(ListenProfile::Low)
+    );
     let chosen = format!("/v1/rooms/{}/whep?profile=standard", room.id);
     assert_eq!(
-        h.send(offer(&chosen, Some(&token), OFFER)).await.status,
-        201
+        whep_profile(&h, &chosen, &token).await,
+        Some(ListenProfile::Standard)
     );
-    assert_eq!(opened_profile(), Some(ListenProfile::Standard));
 }
 
 #[tokio::test]
