@@ -642,13 +642,7 @@ mod tests {
         }
         room.add_listener(SessionId(9), Profile::Standard).unwrap();
         let mut ears = Ears::default();
-        for _ in 0..100 {
-            for s in &mut sources {
-                s.send(&mut room);
-            }
-            room.tick();
-            ears.hear(&room);
-        }
+        talk(&mut room, &mut sources, &mut ears, 100);
         for s in &sources {
             let heard = ears.tail(s.id.0);
             for other in sources.iter().filter(|o| o.id != s.id) {
@@ -714,6 +708,17 @@ mod tests {
         assert!((hz - 440.0).abs() < 5.0, "heard {hz}");
     }
 
+    /// `ticks` ticks of every source sending, the room mixing, everyone hearing.
+    fn talk(room: &mut Room, sources: &mut [Source], ears: &mut Ears, ticks: usize) {
+        for _ in 0..ticks {
+            for s in sources.iter_mut() {
+                s.send(room);
+            }
+            room.tick();
+            ears.hear(room);
+        }
+    }
+
     fn six_talkers() -> (Room, Vec<Source>) {
         let mut room = Room::new(RoomConfig::default()).unwrap();
         let mut sources: Vec<Source> = [300.0, 420.0, 540.0, 660.0, 780.0, 900.0]
@@ -734,13 +739,7 @@ mod tests {
     fn only_the_four_loudest_of_six_talkers_are_mixed() {
         let (mut room, mut sources) = six_talkers();
         let mut ears = Ears::default();
-        for _ in 0..100 {
-            for s in &mut sources {
-                s.send(&mut room);
-            }
-            room.tick();
-            ears.hear(&room);
-        }
+        talk(&mut room, &mut sources, &mut ears, 100);
         let program = ears.tail(99);
         for s in &sources[..4] {
             let rel = relative_db(program, SAMPLE_RATE, s.freq, 300.0);
@@ -778,19 +777,10 @@ mod tests {
         room.remove(SessionId(5));
         room.remove(SessionId(6));
         let mut ears = Ears::default();
-        fn run(room: &mut Room, sources: &mut [Source], ears: &mut Ears, ticks: usize) {
-            for _ in 0..ticks {
-                for s in sources.iter_mut() {
-                    s.send(room);
-                }
-                room.tick();
-                ears.hear(room);
-            }
-        }
         assert!(room.set_muted(SessionId(1), true));
-        run(&mut room, &mut sources, &mut ears, 60);
+        talk(&mut room, &mut sources, &mut ears, 60);
         let before = room.stats().decodes;
-        run(&mut room, &mut sources, &mut ears, 25);
+        talk(&mut room, &mut sources, &mut ears, 25);
         assert!(
             room.stats().decodes - before <= 25,
             "the muted talker is not decoded"
@@ -802,7 +792,7 @@ mod tests {
         );
         assert!(room.speakers().all(|(id, _)| id != SessionId(1)));
         assert!(room.set_muted(SessionId(1), false));
-        run(&mut room, &mut sources, &mut ears, 60);
+        talk(&mut room, &mut sources, &mut ears, 60);
         let program = ears.tail(99);
         assert!(
             relative_db(program, SAMPLE_RATE, 300.0, 420.0) > -6.0,

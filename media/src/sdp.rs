@@ -121,11 +121,11 @@ fn is_opus_rtpmap(line: &str) -> bool {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     /// A minimal browser-like offer.
-    pub(crate) fn offer(direction: &str, rtpmap: &str) -> String {
+    fn offer(direction: &str, rtpmap: &str) -> String {
         format!(
             "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
              a=fingerprint:sha-256 {fp}\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\

@@ -684,19 +684,26 @@ def check_listener(run, p, expect_hz, window_s, tag, now=None):
                        min_rms_dbfs=run.args.min_rms_dbfs)
     res["continuity"] = round(p.decoded_seconds_since(now - window_s) / window_s, 3)
     res.update(p.summary())
+    return verdict(run, p, res, window_s, f"{tag} {p.name}", "tone check failed")
+
+
+def verdict(run, p, res, window_s, who, what_failed):
+    """Folds peer p's connection, packets, the analysis in res and the
+    continuity of its last window_s into res["ok"], failing the run with
+    every problem named."""
     problems = []
     if p.pc.connectionState != "connected":
         problems.append(f"connection state {p.pc.connectionState}")
     if p.packets == 0:
         problems.append("no RTP packets received")
     if not res.get("ok"):
-        problems.append(res.get("reason", "tone check failed"))
+        problems.append(res.get("reason", what_failed))
     if res["continuity"] < 0.75:
-        problems.append(f"only {res['continuity'] * window_s:.2f} s of audio decoded in the last "
-                        f"{window_s} s (gaps in delivery)")
+        problems.append(f"gaps: only {res['continuity'] * window_s:.2f} s of audio decoded in "
+                        f"the last {window_s:.1f} s")
     res["ok"] = not problems
     if problems:
-        run.fail(f"{tag} {p.name}: " + "; ".join(problems))
+        run.fail(f"{who}: " + "; ".join(problems))
     return res
 
 
@@ -791,20 +798,7 @@ def check_talker(run, p, hear_hz, absent_hz, t0, t1, tag=""):
                             min_prominence_db=getattr(a, "min_prominence_db", None))
     res["freq_hz"] = p.freq
     res["continuity"] = round(p.decoded_seconds_since(t0) / (t1 - t0), 3) if t1 > t0 else 0.0
-    problems = []
-    if p.pc.connectionState != "connected":
-        problems.append(f"connection state {p.pc.connectionState}")
-    if p.packets == 0:
-        problems.append("no RTP packets received")
-    if not res["ok"]:
-        problems.append(res.get("reason", "mix-minus check failed"))
-    if res["continuity"] < 0.75:
-        problems.append(f"gaps: only {res['continuity'] * (t1 - t0):.2f} s decoded in the last "
-                        f"{t1 - t0:.1f} s")
-    res["ok"] = not problems
-    if problems:
-        run.fail(f"{tag}{p.name} ({p.freq:g} Hz): " + "; ".join(problems))
-    return res
+    return verdict(run, p, res, t1 - t0, f"{tag}{p.name} ({p.freq:g} Hz)", "mix-minus check failed")
 
 
 async def scenario_bridge(run):
