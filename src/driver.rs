@@ -249,9 +249,9 @@ impl Driver {
     /// Sends everything the engine has to send, in batches; returns its next deadline.
     fn drain(&mut self) -> Instant {
         loop {
-            match self.engine.poll_output() {
+            match self.engine.poll_output(self.batch.buffer()) {
                 Output::Transmit(t) => {
-                    if self.batch.push(t) {
+                    if self.batch.commit(t.destination, t.len) {
                         self.flush();
                     }
                 }
@@ -402,9 +402,11 @@ fn export(s: &EngineStats, send_failures: u64) {
     counter!("sabha_datagrams_out_total").absolute(s.datagrams_out);
     counter!("sabha_bytes_in_total").absolute(s.bytes_in);
     counter!("sabha_bytes_out_total").absolute(s.bytes_out);
+    counter!("sabha_audio_packets_out_total").absolute(s.audio_packets_out);
     counter!("sabha_drops_total", "reason" => "unknown_source").absolute(s.drops.unknown_source);
     counter!("sabha_drops_total", "reason" => "malformed").absolute(s.drops.malformed);
     counter!("sabha_drops_total", "reason" => "rejected").absolute(s.drops.rejected);
+    counter!("sabha_drops_total", "reason" => "unsendable").absolute(s.drops.unsendable);
     counter!("sabha_drops_total", "reason" => "send_failed").absolute(send_failures);
     counter!("sabha_mixer_ticks_total").absolute(s.ticks);
     counter!("sabha_mixer_tick_overruns_total").absolute(s.tick_overruns);

@@ -12,9 +12,9 @@
 //! it would report "would block" until the reactor first saw the socket
 //! writable, dropping the first datagrams.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 
-use sabha_media::Transmit;
+use sabha_media::DATAGRAM_MAX;
 
 /// Datagrams per system call.
 pub const BATCH: usize = 64;
@@ -26,8 +26,14 @@ pub struct Flushed {
     pub dropped: usize,
 }
 
+/// A batch of datagrams in buffers it owns: the engine writes each one in
+/// place ([`BatchSender::buffer`], then [`BatchSender::commit`]), so sending
+/// allocates nothing.
 pub struct BatchSender {
-    pending: Vec<Transmit>,
+    buffers: Box<[[u8; DATAGRAM_MAX]; BATCH]>,
+    lens: [usize; BATCH],
+    destinations: [Option<SocketAddr>; BATCH],
+    queued: usize,
     #[cfg(target_os = "linux")]
     linux: linux::Headers,
 }
@@ -35,7 +41,10 @@ pub struct BatchSender {
 impl Default for BatchSender {
     fn default() -> Self {
         Self {
-            pending: Vec::with_capacity(BATCH),
+            buffers: Box::new([[0; DATAGRAM_MAX]; BATCH]),
+            lens: [0; BATCH],
+            destinations: [None; BATCH],
+            queued: 0,
             #[cfg(target_os = "linux")]
             linux: linux::Headers::new(),
         }
@@ -43,96 +52,118 @@ impl Default for BatchSender {
 }
 
 impl BatchSender {
-    /// Queues a datagram; returns true when the batch is full and should be flushed.
-    pub fn push(&mut self, transmit: Transmit) -> bool {
-        self.pending.push(transmit);
-        self.pending.len() >= BATCH
+    /// The buffer the next datagram is written into. Call [`Self::flush`]
+    /// whenever [`Self::commit`] says the batch is full, so there always is one.
+    pub fn buffer(&mut self) -> &mut [u8] {
+        &mut self.buffers[self.queued.min(BATCH - 1)]
+    }
+
+    /// Queues the `len` bytes just written into [`Self::buffer`]; returns
+    /// true when the batch is full and must be flushed.
+    pub fn commit(&mut self, destination: SocketAddr, len: usize) -> bool {
+        if self.queued < BATCH {
+            self.lens[self.queued] = len.min(DATAGRAM_MAX);
+            self.destinations[self.queued] = Some(destination);
+            self.queued += 1;
+        }
+        self.queued >= BATCH
     }
 
     /// Sends everything queued, without waiting.
     pub fn flush(&mut self, socket: &UdpSocket) -> Flushed {
-        if self.pending.is_empty() {
+        let queued = self.queued;
+        if queued == 0 {
             return Flushed::default();
         }
+        self.queued = 0;
+        let datagrams = self.buffers[..queued]
+            .iter()
+            .zip(&self.lens)
+            .zip(&self.destinations)
+            .filter_map(|((buf, &len), to)| Some((&buf[..len], (*to)?)));
         #[cfg(target_os = "linux")]
-        let sent = self.linux.send_all(socket, &self.pending);
+        let sent = self.linux.send_all(socket, datagrams, queued);
         #[cfg(not(target_os = "linux"))]
-        let sent = send_each(socket, &self.pending);
-        let flushed = Flushed {
+        let sent = send_each(socket, datagrams);
+        Flushed {
             sent,
-            dropped: self.pending.len() - sent,
-        };
-        self.pending.clear();
-        flushed
+            dropped: queued - sent,
+        }
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn send_each(socket: &UdpSocket, pending: &[Transmit]) -> usize {
-    pending
-        .iter()
-        .take_while(|t| socket.send_to(&t.contents, t.destination).is_ok())
-        .count()
+fn send_each<'a>(
+    socket: &UdpSocket,
+    datagrams: impl Iterator<Item = (&'a [u8], SocketAddr)>,
+) -> usize {
+    let mut sent = 0;
+    for (bytes, to) in datagrams {
+        if socket.send_to(bytes, to).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    sent
 }
 
 #[cfg(target_os = "linux")]
 mod linux {
     use std::io::IoSlice;
+    use std::net::SocketAddr;
     use std::os::fd::AsRawFd;
 
     use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 
-    use super::{BATCH, Transmit, UdpSocket};
+    use super::{BATCH, UdpSocket};
 
-    /// The kernel headers of one batch, allocated once.
+    /// The kernel headers and addresses of one batch, allocated once.
     pub struct Headers {
         headers: MultiHeaders<SockaddrStorage>,
-        addrs: Vec<Option<SockaddrStorage>>,
+        addrs: [Option<SockaddrStorage>; BATCH],
     }
 
     impl Headers {
         pub fn new() -> Self {
             Self {
                 headers: MultiHeaders::preallocate(BATCH, None),
-                addrs: Vec::with_capacity(BATCH),
+                addrs: [None; BATCH],
             }
         }
 
-        /// Sends `pending` in as few calls as the kernel allows; returns how
+        /// Sends the batch in as few calls as the kernel allows; returns how
         /// many went out before the socket would have blocked.
-        pub fn send_all(&mut self, socket: &UdpSocket, pending: &[Transmit]) -> usize {
+        pub fn send_all<'a>(
+            &mut self,
+            socket: &UdpSocket,
+            datagrams: impl Iterator<Item = (&'a [u8], SocketAddr)>,
+            count: usize,
+        ) -> usize {
+            // On the stack: one slice per datagram, no allocation.
+            let mut slices: [[IoSlice<'a>; 1]; BATCH] = [[IoSlice::new(&[])]; BATCH];
+            let mut n = 0;
+            for (bytes, to) in datagrams.take(count.min(BATCH)) {
+                slices[n] = [IoSlice::new(bytes)];
+                self.addrs[n] = Some(SockaddrStorage::from(to));
+                n += 1;
+            }
             let mut sent = 0;
-            while sent < pending.len() {
-                match self.send_some(socket, &pending[sent..]) {
+            while sent < n {
+                let result = sendmmsg(
+                    socket.as_raw_fd(),
+                    &mut self.headers,
+                    &slices[sent..n],
+                    &self.addrs[sent..n],
+                    [],
+                    MsgFlags::empty(),
+                );
+                // `Err` is EAGAIN (the socket buffer is full) or worse: drop the rest.
+                match result.map(|results| results.count()) {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => sent += n,
+                    Ok(k) => sent += k,
                 }
             }
             sent
-        }
-
-        /// One `sendmmsg`; `Err` when the socket buffer is full (EAGAIN).
-        fn send_some(&mut self, socket: &UdpSocket, pending: &[Transmit]) -> nix::Result<usize> {
-            let pending = &pending[..pending.len().min(BATCH)];
-            let slices: Vec<[IoSlice<'_>; 1]> = pending
-                .iter()
-                .map(|t| [IoSlice::new(&t.contents)])
-                .collect();
-            self.addrs.clear();
-            self.addrs.extend(
-                pending
-                    .iter()
-                    .map(|t| Some(SockaddrStorage::from(t.destination))),
-            );
-            sendmmsg(
-                socket.as_raw_fd(),
-                &mut self.headers,
-                &slices,
-                &self.addrs,
-                [],
-                MsgFlags::empty(),
-            )
-            .map(|results| results.count())
         }
     }
 }
@@ -144,13 +175,9 @@ mod tests {
 
     use super::*;
 
-    fn transmit(to: SocketAddr, from: SocketAddr, n: u16) -> Transmit {
-        Transmit {
-            proto: str0m::net::Protocol::Udp,
-            source: from,
-            destination: to,
-            contents: n.to_be_bytes().to_vec().into(),
-        }
+    fn queue(batch: &mut BatchSender, to: SocketAddr, n: u16) -> bool {
+        batch.buffer()[..2].copy_from_slice(&n.to_be_bytes());
+        batch.commit(to, 2)
     }
 
     #[test]
@@ -168,7 +195,7 @@ mod tests {
             } else {
                 b.local_addr().unwrap()
             };
-            if batch.push(transmit(to, from, n)) {
+            if queue(&mut batch, to, n) {
                 let f = batch.flush(&sender);
                 total.sent += f.sent;
                 total.dropped += f.dropped;

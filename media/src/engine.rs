@@ -12,6 +12,13 @@
 //! address go straight to it. Timers live in a heap and only sessions that
 //! received input or a write sit in the ready queue, so an idle listener
 //! costs nothing per poll.
+//!
+//! Output goes into the caller's buffer (`poll_output(&mut buf)`, as quinn's
+//! `poll_transmit`). Audio the rooms produce waits in the fan-out queue as
+//! small records (member, shared payload, RTP time) and is built and
+//! SRTP-protected into that buffer only when polled, by `srtp`: no
+//! allocation per forwarded packet. str0m's own datagrams (STUN, DTLS, RTCP)
+//! are copied in.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -22,7 +29,7 @@ use std::time::{Duration, Instant};
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::ice::StunMessage;
 use str0m::media::MediaKind;
-use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
+use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{
     Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Input, Output as RtcOutput, Rtc,
 };
@@ -30,6 +37,7 @@ use str0m::{
 use crate::room::{Profile, Room, RoomConfig, RoomStats};
 use crate::sdp::{OfferError, check_offer};
 use crate::session::{CloseReason, Session};
+use crate::srtp;
 use crate::{RoomIdx, SessionId, SessionKind};
 
 /// The mixer's tick: one 20 ms Opus frame.
@@ -65,10 +73,21 @@ pub struct Opened {
     pub answer: String,
 }
 
+/// The buffer [`Engine::poll_output`] writes into must be at least this long.
+pub const DATAGRAM_MAX: usize = 2048;
+
+/// A datagram the engine wrote into the caller's buffer: `buf[..len]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub len: usize,
+}
+
 /// What the engine tells its driver.
 #[derive(Debug)]
 pub enum Output {
-    /// Send this datagram.
+    /// Send `buf[..len]` (the buffer given to `poll_output`).
     Transmit(Transmit),
     Event(Event),
     /// Nothing more until this time (or new input).
@@ -106,6 +125,9 @@ pub struct Drops {
     pub malformed: u64,
     /// A session's WebRTC stack refused it (bad SRTP auth, replay, …).
     pub rejected: u64,
+    /// Outgoing audio that could not be protected (unsupported SRTP
+    /// profile, a payload too large for the buffer).
+    pub unsendable: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +140,8 @@ pub struct EngineStats {
     pub datagrams_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Of `datagrams_out`, the audio packets of the fan-out path.
+    pub audio_packets_out: u64,
     pub drops: Drops,
     pub ticks: u64,
     /// Ticks that ran more than one tick late.
@@ -133,6 +157,15 @@ struct RoomEntry {
     speakers: Vec<(SessionId, u8)>,
 }
 
+/// One member's share of a tick, waiting in the fan-out queue: 16 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Outgoing {
+    session: SessionId,
+    /// Index into the fan-out payloads.
+    payload: u32,
+    rtp_time: u32,
+}
+
 pub struct Engine {
     config: EngineConfig,
     crypto: Arc<CryptoProvider>,
@@ -144,6 +177,12 @@ pub struct Engine {
     by_addr: HashMap<SocketAddr, SessionId>,
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
     ready: VecDeque<SessionId>,
+    /// Audio to send, in tick order. Its capacity is kept, so a steady
+    /// room allocates nothing here.
+    fanout: VecDeque<Outgoing>,
+    /// The encoded payloads `fanout` refers to (shared, one per distinct
+    /// mix) and each one's duration in samples; cleared once it drains.
+    fanout_payloads: Vec<(Arc<[u8]>, u32)>,
     events: VecDeque<Event>,
     next_tick: Instant,
     next_sweep: Instant,
@@ -175,7 +214,7 @@ fn speaking_news(entry: &mut RoomEntry) -> Option<Event> {
 
 impl Engine {
     pub fn new(config: EngineConfig, now: Instant) -> Result<Self, OpenError> {
-        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let crypto = Arc::new(srtp::capturing_provider(str0m::crypto::from_feature_flags()));
         let dtls_cert = crypto
             .dtls_provider
             .generate_certificate()
@@ -191,6 +230,8 @@ impl Engine {
             by_addr: HashMap::new(),
             timers: BinaryHeap::new(),
             ready: VecDeque::new(),
+            fanout: VecDeque::new(),
+            fanout_payloads: Vec::new(),
             events: VecDeque::new(),
             next_tick: now + TICK,
             next_sweep: now + SWEEP_EVERY,
@@ -215,7 +256,7 @@ impl Engine {
         }
         let offer = check_offer(offer, kind)?;
         let creds = self.unique_ice_creds();
-        let mut rtc = Rtc::builder()
+        let config = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
@@ -223,8 +264,10 @@ impl Engine {
             .set_dtls_cert(self.dtls_cert.clone())
             .set_crypto_provider(Arc::clone(&self.crypto))
             .set_local_ice_credentials(creds.clone())
-            .set_stats_interval(None)
-            .build(now);
+            .set_stats_interval(None);
+        let (mut rtc, keys) = srtp::build_capturing(|| config.build(now));
+        let keys =
+            keys.ok_or_else(|| OpenError::Setup("DTLS keys would not be captured".into()))?;
         let candidate = Candidate::host(self.config.advertised, "udp")
             .map_err(|e| OpenError::Setup(e.to_string()))?;
         rtc.add_local_candidate(candidate);
@@ -248,7 +291,8 @@ impl Engine {
         .map_err(|e| OpenError::Setup(e.to_string()))?;
 
         self.by_ufrag.insert(creds.ufrag.clone(), id);
-        let session = Session::new(kind, room_idx, rtc, creds, now, rand::random::<u16>() >> 1);
+        let first_seq = rand::random::<u16>() >> 1;
+        let session = Session::new(kind, room_idx, rtc, creds, keys, now, first_seq);
         self.sessions.insert(id, session);
         self.enqueue(id);
         tracing::debug!(session = id.0, room, ?kind, "session opened");
@@ -363,8 +407,16 @@ impl Engine {
         }
     }
 
-    /// Next thing to do. Drain until [`Output::Timeout`] after every input.
-    pub fn poll_output(&mut self) -> Output {
+    /// Next thing to do; a datagram is written into `buf` (at least
+    /// [`DATAGRAM_MAX`] bytes). Drain until [`Output::Timeout`] after every
+    /// input.
+    pub fn poll_output(&mut self, buf: &mut [u8]) -> Output {
+        if let Some(e) = self.events.pop_front() {
+            return Output::Event(e);
+        }
+        if let Some(t) = self.poll_fanout(buf) {
+            return Output::Transmit(t);
+        }
         loop {
             if let Some(e) = self.events.pop_front() {
                 return Output::Event(e);
@@ -376,9 +428,24 @@ impl Engine {
             };
             match s.rtc.poll_output() {
                 Ok(RtcOutput::Transmit(t)) => {
+                    let len = t.contents.len();
+                    let Some(out) = buf.get_mut(..len) else {
+                        tracing::warn!(session = id.0, len, "datagram larger than the buffer");
+                        continue;
+                    };
+                    out.copy_from_slice(&t.contents);
+                    // DTLS (20..=63) and RTCP (128..=191) go to the nominated
+                    // pair; STUN answers go to whoever asked.
+                    if matches!(out.first(), Some(20..=63 | 128..=191)) {
+                        s.media_destination = Some(t.destination);
+                    }
                     self.stats.datagrams_out += 1;
-                    self.stats.bytes_out += t.contents.len() as u64;
-                    return Output::Transmit(t);
+                    self.stats.bytes_out += len as u64;
+                    return Output::Transmit(Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        len,
+                    });
                 }
                 Ok(RtcOutput::Event(e)) => self.handle_rtc_event(id, e),
                 Ok(RtcOutput::Timeout(t)) => {
@@ -403,6 +470,35 @@ impl Engine {
             }
         }
         Output::Timeout(self.next_deadline())
+    }
+
+    /// The next audio packet of the fan-out queue, protected into `buf`.
+    fn poll_fanout(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(o) = self.fanout.pop_front() {
+            let Some(s) = self.sessions.get_mut(&o.session) else {
+                continue;
+            };
+            let (payload, samples) = &self.fanout_payloads[o.payload as usize];
+            match s.write_audio(&self.crypto, o.rtp_time, *samples, payload, buf) {
+                Ok(Some((destination, len))) => {
+                    self.stats.datagrams_out += 1;
+                    self.stats.audio_packets_out += 1;
+                    self.stats.bytes_out += len as u64;
+                    return Some(Transmit {
+                        source: self.config.advertised,
+                        destination,
+                        len,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.stats.drops.unsendable += 1;
+                    tracing::debug!(session = o.session.0, error = %e, "audio not sent");
+                }
+            }
+        }
+        self.fanout_payloads.clear();
+        None
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -492,19 +588,19 @@ impl Engine {
         if now < self.next_tick {
             return;
         }
-        self.run_tick(now);
+        self.run_tick();
         self.next_tick += TICK;
         if now >= self.next_tick + TICK {
             // More than one tick behind: skip ahead rather than burst.
             self.stats.tick_overruns += 1;
             self.next_tick = now + TICK;
         } else if now >= self.next_tick {
-            self.run_tick(now);
+            self.run_tick();
             self.next_tick += TICK;
         }
     }
 
-    fn run_tick(&mut self, now: Instant) {
+    fn run_tick(&mut self) {
         self.stats.ticks += 1;
         let report_speakers = self.stats.ticks.is_multiple_of(SPEAKING_EVERY_TICKS);
         for entry in self.rooms.values_mut() {
@@ -513,13 +609,20 @@ impl Engine {
                 self.events.push_back(event);
             }
             for (id, delivery) in entry.room.deliveries() {
-                let Some(s) = self.sessions.get_mut(&id) else {
+                if !self.sessions.get(&id).is_some_and(Session::takes_audio) {
                     continue;
-                };
-                if s.send_audio(now, delivery.rtp_time, delivery.payload) && !s.queued {
-                    s.queued = true;
-                    self.ready.push_back(id);
                 }
+                // Deliveries of one payload come together: compare with the last.
+                let last = self.fanout_payloads.last();
+                if !last.is_some_and(|(p, _)| Arc::ptr_eq(p, delivery.payload)) {
+                    let shared = Arc::clone(delivery.payload);
+                    self.fanout_payloads.push((shared, delivery.samples()));
+                }
+                self.fanout.push_back(Outgoing {
+                    session: id,
+                    payload: (self.fanout_payloads.len() - 1) as u32,
+                    rtp_time: delivery.rtp_time,
+                });
             }
         }
     }

@@ -6,8 +6,8 @@
 //!
 //! ```text
 //! loop {
-//!     match engine.poll_output() {          // drain after every input
-//!         Output::Transmit(t) => socket.send_to(&t.contents, t.destination),
+//!     match engine.poll_output(&mut buf) {  // drain after every input
+//!         Output::Transmit(t) => socket.send_to(&buf[..t.len], t.destination),
 //!         Output::Event(e)    => tell signaling (connected / closed),
 //!         Output::Timeout(t)  => wait for a datagram, a command, or t;
 //!                                then engine.handle_receive(now, ..)
@@ -24,6 +24,8 @@
 //!   mixes and encodes once per distinct mix. Knows nothing of WebRTC.
 //! - [`sdp`]: offer checks with errors a client can act on.
 //! - `session`: one str0m `Rtc` (ICE-lite, DTLS-SRTP, RTP mode).
+//! - `srtp`: the fan-out send path — RTP built and SRTP-protected into the
+//!   driver's buffer with the session's DTLS-exported keys, no allocation.
 //! - [`engine`]: all sessions and rooms of a shard, datagram demux, timers.
 //! - [`analysis`]: tone frequency and level of PCM, for tests and load checks.
 
@@ -36,14 +38,14 @@ pub mod room;
 pub mod sdp;
 mod session;
 pub mod speech;
+mod srtp;
 
 pub use engine::{
-    Drops, Engine, EngineConfig, EngineStats, Event, OpenError, Opened, Output,
-    SPEAKING_EVERY_TICKS, TICK,
+    DATAGRAM_MAX, Drops, Engine, EngineConfig, EngineStats, Event, OpenError, Opened, Output,
+    SPEAKING_EVERY_TICKS, TICK, Transmit,
 };
 pub use room::{Profile, RoomConfig};
 pub use session::CloseReason;
-pub use str0m::net::Transmit;
 
 /// Identifies a session inside one engine. Not exposed to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -121,6 +121,15 @@ impl<'a> Delivery<'a> {
     pub fn payload(self) -> &'a Arc<[u8]> {
         self.payload
     }
+
+    /// How many 48 kHz samples the payload covers.
+    pub fn samples(self) -> u32 {
+        let frames = match self.mix {
+            Mix::LowProgram => LOW_TICKS,
+            Mix::Program | Mix::MixMinus => 1,
+        };
+        (frames * FRAME_SAMPLES) as u32
+    }
 }
 
 /// The low-rate program: three ticks of program PCM, encoded as one packet.

@@ -2,14 +2,14 @@
 //! needs to route its packets and send it audio.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
+use str0m::config::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
-use str0m::rtp::RtpWrite;
 use str0m::{IceCreds, Rtc};
 
+use crate::srtp::{KeySlot, SrtpError, SrtpSender};
 use crate::{RoomIdx, SessionKind};
 
 /// Why a session ended.
@@ -57,8 +57,16 @@ pub(crate) struct Session {
     pub created: Instant,
     pub audio: Option<AudioLine>,
     pub connected: bool,
-    /// Next outgoing RTP sequence number (extended; starts below 2^16).
-    pub seq: u64,
+    /// Where the DTLS-SRTP keys of this session arrive.
+    keys: KeySlot,
+    /// Our outgoing audio, built and protected by us (see `srtp`); made on
+    /// the first send after the keys arrived.
+    sender: Option<SrtpSender>,
+    /// Sequence number of the first audio packet (random, below 2^15).
+    first_seq: u16,
+    /// Where str0m sends this peer's DTLS and RTCP: the nominated candidate
+    /// pair's remote address, so also where audio goes.
+    pub media_destination: Option<SocketAddr>,
     /// The deadline str0m last asked for; a timer-heap entry is live only
     /// while it matches.
     pub deadline: Option<Instant>,
@@ -75,6 +83,7 @@ impl Session {
         room: RoomIdx,
         rtc: Rtc,
         creds: IceCreds,
+        keys: KeySlot,
         now: Instant,
         first_seq: u16,
     ) -> Self {
@@ -87,7 +96,10 @@ impl Session {
             created: now,
             audio: None,
             connected: false,
-            seq: u64::from(first_seq),
+            keys,
+            sender: None,
+            first_seq,
+            media_destination: None,
             deadline: None,
             queued: false,
             closing: None,
@@ -115,26 +127,47 @@ impl Session {
         }
     }
 
-    /// Queues one encoded frame for this peer. `false` when it cannot take
-    /// audio yet (not connected, or nothing negotiated to send on).
-    pub fn send_audio(&mut self, now: Instant, rtp_time: u32, payload: &Arc<[u8]>) -> bool {
-        if !self.connected || self.closing.is_some() {
-            return false;
+    /// Whether this peer can be sent audio now.
+    pub fn takes_audio(&self) -> bool {
+        self.connected && self.closing.is_none() && self.audio.is_some()
+    }
+
+    /// Writes one SRTP packet carrying `payload` into `out`, with no
+    /// allocation once the sender exists; returns where it goes and its
+    /// length. `Ok(None)` when this peer cannot take audio (yet).
+    pub fn write_audio(
+        &mut self,
+        crypto: &CryptoProvider,
+        rtp_time: u32,
+        samples: u32,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<Option<(SocketAddr, usize)>, SrtpError> {
+        let (true, Some(destination)) = (self.takes_audio(), self.media_destination) else {
+            return Ok(None);
+        };
+        if self.sender.is_none() {
+            self.sender = self.new_sender(crypto)?;
         }
-        let Some(line) = self.audio else { return false };
+        let Some(sender) = self.sender.as_mut() else {
+            return Ok(None);
+        };
+        let len = sender.write(rtp_time, samples, payload, out)?;
+        Ok(Some((destination, len)))
+    }
+
+    /// The sender, once DTLS has exported keys and str0m has made the send
+    /// stream (its SSRC is in our answer).
+    fn new_sender(&mut self, crypto: &CryptoProvider) -> Result<Option<SrtpSender>, SrtpError> {
+        let (Some(keys), Some(line)) = (self.keys.get(), self.audio) else {
+            return Ok(None);
+        };
         let mut api = self.rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(line.mid, None) else {
-            return false;
+            return Ok(None);
         };
-        tx.write_rtp(RtpWrite::new(
-            line.pt,
-            self.seq.into(),
-            rtp_time,
-            now,
-            Arc::clone(payload),
-        ));
-        self.seq += 1;
-        true
+        let ssrc = *tx.ssrc();
+        SrtpSender::new(crypto, keys, ssrc, *line.pt, self.first_seq).map(Some)
     }
 
     pub fn is_talker(&self) -> bool {

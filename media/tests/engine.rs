@@ -54,8 +54,9 @@ fn open(
 
 fn drain(engine: &mut Engine) -> Vec<Event> {
     let mut events = Vec::new();
+    let mut buf = [0u8; sabha_media::DATAGRAM_MAX];
     loop {
-        match engine.poll_output() {
+        match engine.poll_output(&mut buf) {
             Output::Event(e) => events.push(e),
             Output::Transmit(_) => {}
             Output::Timeout(_) => return events,

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use sabha_media::opus::{
     EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder, OpusEncoder, SAMPLE_RATE,
 };
-use sabha_media::{Engine, EngineConfig, Output, Profile, RoomConfig, SessionKind};
+use sabha_media::{DATAGRAM_MAX, Engine, EngineConfig, Output, Profile, RoomConfig, SessionKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
@@ -191,6 +191,11 @@ pub struct Sim {
     /// test can measure what the engine alone does, e.g. allocations.
     pub engine_enter: fn(),
     pub engine_exit: fn(),
+    /// Called with every output of `poll_output` and the datagram it wrote,
+    /// right after `engine_exit`.
+    pub engine_polled: fn(&Output, &[u8]),
+    /// The buffer the engine writes datagrams into.
+    buf: Box<[u8; DATAGRAM_MAX]>,
 }
 
 impl Sim {
@@ -218,6 +223,8 @@ impl Sim {
             dropped: 0,
             engine_enter: || {},
             engine_exit: || {},
+            engine_polled: |_, _| {},
+            buf: Box::new([0; DATAGRAM_MAX]),
         }
     }
 
@@ -405,8 +412,13 @@ impl Sim {
 
     fn poll_engine(&mut self) -> Output {
         (self.engine_enter)();
-        let out = self.engine.poll_output();
+        let out = self.engine.poll_output(&mut self.buf[..]);
         (self.engine_exit)();
+        let written = match &out {
+            Output::Transmit(t) => &self.buf[..t.len],
+            _ => &[],
+        };
+        (self.engine_polled)(&out, written);
         out
     }
 
@@ -420,7 +432,8 @@ impl Sim {
                         .map_or((0.0, Duration::ZERO), |&i| {
                             (self.clients[i].loss, self.clients[i].jitter)
                         });
-                    self.send(t.source, t.destination, t.contents.to_vec(), link);
+                    let bytes = self.buf[..t.len].to_vec();
+                    self.send(t.source, t.destination, bytes, link);
                 }
                 Output::Event(_) => {}
                 Output::Timeout(_) => break,

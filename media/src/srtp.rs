@@ -1,0 +1,574 @@
+//! The fan-out send path: RTP packets built and SRTP-protected straight into
+//! the driver's buffer, with no allocation.
+//!
+//! str0m builds every outgoing SRTP datagram in fresh `Vec`s (about a dozen
+//! allocations per packet), which at 10,000 listeners × 50 packets/s is the
+//! allocator's busiest loop. Audio the engine sends (the program and
+//! mix-minus) takes this path instead; str0m keeps everything else of the
+//! session: ICE, DTLS, RTCP, and the talkers' incoming SRTP.
+//!
+//! To protect packets ourselves we need the session's SRTP master keys,
+//! which str0m keeps private. It does let us supply the DTLS implementation,
+//! so [`capturing_provider`] wraps the real one and copies the DTLS-SRTP
+//! keying material (RFC 5764 §4.2) into a [`KeySlot`] that the engine hands
+//! to each session as it is built. From it [`SrtpSender`] derives the
+//! session keys (RFC 3711 §4.3, the AES-CM PRF; RFC 7714 §11 for GCM) and
+//! protects with the crypto provider's own ciphers: AEAD_AES_256_GCM and
+//! AEAD_AES_128_GCM (RFC 7714) or AES_CM_128_HMAC_SHA1_80 (RFC 3711), the
+//! three profiles str0m negotiates.
+//!
+//! str0m still owns the SSRC (it is in the SDP answer) and answers the
+//! receiver's RTCP about it; it just never writes a packet on it.
+
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use str0m::config::{CryptoProvider, DtlsCert, DtlsVersion};
+use str0m::crypto::dtls::{
+    DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, ProtocolVersion, SrtpProfile,
+};
+use str0m::crypto::{
+    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher, Aes128CmSha1_80,
+    Aes128CmSha1_80Cipher, CryptoError, Sha1HmacProvider, SrtpProvider,
+};
+
+/// A fixed RTP header: V=2, no padding, no extension, no CSRCs.
+pub const RTP_HEADER_LEN: usize = 12;
+/// The largest authentication tag of the three profiles (GCM's).
+const MAX_TAG_LEN: usize = 16;
+/// aws-lc's AES-CTR wants this much room after the plaintext.
+const CTR_SLACK: usize = 15;
+/// Bytes a buffer needs beyond the payload: header, tag, cipher slack.
+pub const OVERHEAD: usize = RTP_HEADER_LEN + MAX_TAG_LEN + CTR_SLACK;
+
+/// RFC 3711 §4.3.1 key derivation labels (SRTP; SRTCP stays with str0m).
+const LABEL_ENCRYPTION: u8 = 0x00;
+const LABEL_AUTH: u8 = 0x01;
+const LABEL_SALT: u8 = 0x02;
+
+/// The DTLS-SRTP export of one session: both directions' master keys and
+/// salts, `client key | server key | client salt | server salt`.
+#[derive(Clone)]
+pub(crate) struct ExportedKeys {
+    material: Vec<u8>,
+    profile: SrtpProfile,
+    /// We were the DTLS client: our keys are the left-hand ones.
+    client: bool,
+}
+
+impl std::fmt::Debug for ExportedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("ExportedKeys")
+            .field("profile", &self.profile)
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a session's DTLS instance leaves its keys, once, when the handshake
+/// completes.
+pub(crate) type KeySlot = Arc<OnceLock<ExportedKeys>>;
+
+thread_local! {
+    /// The slot for the DTLS instance the next `Rtc` build creates. str0m
+    /// creates it synchronously inside `RtcConfig::build`, on this thread.
+    static NEXT_SLOT: RefCell<Option<KeySlot>> = const { RefCell::new(None) };
+}
+
+/// Builds an `Rtc` whose DTLS keys land in the returned slot. `None` if the
+/// build did not create a DTLS instance through our provider.
+pub(crate) fn build_capturing<T>(build: impl FnOnce() -> T) -> (T, Option<KeySlot>) {
+    let slot = KeySlot::default();
+    NEXT_SLOT.with(|next| *next.borrow_mut() = Some(Arc::clone(&slot)));
+    let built = build();
+    let unclaimed = NEXT_SLOT.with(|next| next.borrow_mut().take());
+    (built, unclaimed.is_none().then_some(slot))
+}
+
+/// `base` with its DTLS provider wrapped so that keys are captured.
+pub(crate) fn capturing_provider(base: CryptoProvider) -> CryptoProvider {
+    static CAPTURING: OnceLock<CapturingDtls> = OnceLock::new();
+    let inner = base.dtls_provider;
+    let dtls: &'static CapturingDtls = CAPTURING.get_or_init(|| CapturingDtls { inner });
+    CryptoProvider {
+        dtls_provider: dtls,
+        ..base
+    }
+}
+
+#[derive(Debug)]
+struct CapturingDtls {
+    inner: &'static dyn DtlsProvider,
+}
+
+impl DtlsProvider for CapturingDtls {
+    fn generate_certificate(&self) -> Option<DtlsCert> {
+        self.inner.generate_certificate()
+    }
+
+    fn new_dtls(
+        &self,
+        cert: &DtlsCert,
+        now: Instant,
+        dtls_version: DtlsVersion,
+        mtu: Option<usize>,
+    ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
+        let inner = self.inner.new_dtls(cert, now, dtls_version, mtu)?;
+        let slot = NEXT_SLOT.with(|next| next.borrow_mut().take());
+        Ok(Box::new(CapturingInstance { inner, slot }))
+    }
+}
+
+#[derive(Debug)]
+struct CapturingInstance {
+    inner: Box<dyn DtlsInstance>,
+    /// `None` for an `Rtc` built outside [`build_capturing`].
+    slot: Option<KeySlot>,
+}
+
+impl DtlsInstance for CapturingInstance {
+    fn set_active(&mut self, active: bool) {
+        self.inner.set_active(active);
+    }
+
+    fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
+        self.inner.handle_packet(packet)
+    }
+
+    fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        let client = self.inner.is_active();
+        let out = self.inner.poll_output(buf);
+        if let (DtlsOutput::KeyingMaterial(material, profile), Some(slot)) = (&out, &self.slot) {
+            let _ = slot.set(ExportedKeys {
+                material: material.to_vec(),
+                profile: *profile,
+                client,
+            });
+        }
+        out
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
+        self.inner.handle_timeout(now)
+    }
+
+    fn send_application_data(&mut self, data: &[u8]) -> Result<usize, DtlsImplError> {
+        self.inner.send_application_data(data)
+    }
+
+    fn is_active(&self) -> bool {
+        self.inner.is_active()
+    }
+
+    fn protocol_version(&self) -> Option<ProtocolVersion> {
+        self.inner.protocol_version()
+    }
+
+    fn is_closing(&self) -> bool {
+        self.inner.is_closing()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn close(&mut self) -> Result<(), DtlsImplError> {
+        self.inner.close()
+    }
+}
+
+/// Why a sender could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SrtpError {
+    #[error("SRTP profile {0:?} is not supported")]
+    UnsupportedProfile(SrtpProfile),
+    #[error("DTLS-SRTP keying material has {got} bytes, {profile:?} needs {want}")]
+    KeyingMaterialLength {
+        profile: SrtpProfile,
+        got: usize,
+        want: usize,
+    },
+    #[error("the output buffer is too small for the packet")]
+    BufferTooSmall,
+    #[error("the cipher failed")]
+    Cipher,
+}
+
+/// Our outgoing master key and salt, picked from the export.
+fn outgoing_master<const K: usize, const S: usize>(
+    keys: &ExportedKeys,
+) -> Result<([u8; K], [u8; S]), SrtpError> {
+    let want = 2 * (K + S);
+    if keys.material.len() != want {
+        return Err(SrtpError::KeyingMaterialLength {
+            profile: keys.profile,
+            got: keys.material.len(),
+            want,
+        });
+    }
+    let (key_at, salt_at) = if keys.client {
+        (0, 2 * K)
+    } else {
+        (K, 2 * K + S)
+    };
+    let mut key = [0; K];
+    let mut salt = [0; S];
+    key.copy_from_slice(&keys.material[key_at..key_at + K]);
+    salt.copy_from_slice(&keys.material[salt_at..salt_at + S]);
+    Ok((key, salt))
+}
+
+/// The AES-CM PRF of RFC 3711 §4.3.3 with key derivation rate 0: the
+/// keystream of AES-CTR keyed by the master key, from the IV
+/// `(master_salt XOR label << 48) << 16`. GCM's 96-bit salt is the leading
+/// bytes of the same 112-bit field (RFC 7714 §11).
+fn derive(
+    provider: &dyn SrtpProvider,
+    master_key: &[u8],
+    master_salt: &[u8],
+    label: u8,
+    out: &mut [u8],
+) {
+    let mut block = [0u8; 16];
+    block[..master_salt.len()].copy_from_slice(master_salt);
+    block[7] ^= label;
+    // The ECB round may pad its output to two blocks.
+    let mut keystream = [0u8; 32];
+    for (counter, chunk) in out.chunks_mut(16).enumerate() {
+        block[14..].copy_from_slice(&(counter as u16).to_be_bytes());
+        match master_key.len() {
+            32 => provider.srtp_aes_256_ecb_round(master_key, &block, &mut keystream),
+            _ => provider.srtp_aes_128_ecb_round(master_key, &block, &mut keystream),
+        }
+        chunk.copy_from_slice(&keystream[..chunk.len()]);
+    }
+}
+
+/// The session cipher of one outgoing SRTP stream.
+enum Cipher {
+    Gcm128 {
+        cipher: Box<dyn AeadAes128GcmCipher>,
+        salt: [u8; AeadAes128Gcm::SALT_LEN],
+    },
+    Gcm256 {
+        cipher: Box<dyn AeadAes256GcmCipher>,
+        salt: [u8; AeadAes256Gcm::SALT_LEN],
+    },
+    CmSha1 {
+        cipher: Box<dyn Aes128CmSha1_80Cipher>,
+        salt: [u8; Aes128CmSha1_80::SALT_LEN],
+        auth_key: [u8; Aes128CmSha1_80::HMAC_KEY_LEN],
+        hmac: &'static dyn Sha1HmacProvider,
+    },
+}
+
+impl Cipher {
+    fn new(crypto: &CryptoProvider, keys: &ExportedKeys) -> Result<Self, SrtpError> {
+        let srtp = crypto.srtp_provider;
+        Ok(match keys.profile {
+            SrtpProfile::AEAD_AES_128_GCM => {
+                let (master, master_salt) = outgoing_master::<16, 12>(keys)?;
+                let (mut key, mut salt) = ([0; 16], [0; 12]);
+                derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
+                derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
+                Cipher::Gcm128 {
+                    cipher: srtp.aead_aes_128_gcm().create_cipher(key, true),
+                    salt,
+                }
+            }
+            SrtpProfile::AEAD_AES_256_GCM => {
+                let (master, master_salt) = outgoing_master::<32, 12>(keys)?;
+                let (mut key, mut salt) = ([0; 32], [0; 12]);
+                derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
+                derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
+                Cipher::Gcm256 {
+                    cipher: srtp.aead_aes_256_gcm().create_cipher(key, true),
+                    salt,
+                }
+            }
+            SrtpProfile::AES128_CM_SHA1_80 => {
+                let (master, master_salt) = outgoing_master::<16, 14>(keys)?;
+                let (mut key, mut salt, mut auth_key) = ([0; 16], [0; 14], [0; 20]);
+                derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
+                derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
+                derive(srtp, &master, &master_salt, LABEL_AUTH, &mut auth_key);
+                Cipher::CmSha1 {
+                    cipher: srtp.aes_128_cm_sha1_80().create_cipher(key, true),
+                    salt,
+                    auth_key,
+                    hmac: crypto.sha1_hmac_provider,
+                }
+            }
+            other => return Err(SrtpError::UnsupportedProfile(other)),
+        })
+    }
+
+    fn tag_len(&self) -> usize {
+        match self {
+            Cipher::Gcm128 { .. } => AeadAes128Gcm::TAG_LEN,
+            Cipher::Gcm256 { .. } => AeadAes256Gcm::TAG_LEN,
+            Cipher::CmSha1 { .. } => Aes128CmSha1_80::HMAC_TAG_LEN,
+        }
+    }
+
+    /// Protects `payload` after the header already in `out[..12]`; returns
+    /// the datagram's length.
+    fn protect(
+        &mut self,
+        ssrc: u32,
+        index: u64,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, SrtpError> {
+        let body = RTP_HEADER_LEN + payload.len();
+        let len = body + self.tag_len();
+        if out.len() < body + MAX_TAG_LEN + CTR_SLACK {
+            return Err(SrtpError::BufferTooSmall);
+        }
+        let (header, rest) = out.split_at_mut(RTP_HEADER_LEN);
+        let roc = (index >> 16) as u32;
+        let seq = index as u16;
+        match self {
+            Cipher::Gcm128 { cipher, salt } => {
+                let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, roc, seq);
+                cipher.encrypt(&iv, header, payload, rest)
+            }
+            Cipher::Gcm256 { cipher, salt } => {
+                let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, roc, seq);
+                cipher.encrypt(&iv, header, payload, rest)
+            }
+            Cipher::CmSha1 {
+                cipher,
+                salt,
+                auth_key,
+                hmac,
+            } => {
+                let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, index);
+                cipher
+                    .encrypt(&iv, payload, &mut rest[..payload.len() + CTR_SLACK])
+                    .map(|()| {
+                        let sign = |key: &[u8], parts: &[&[u8]]| hmac.sha1_hmac(key, parts);
+                        Aes128CmSha1_80::rtp_hmac(sign, auth_key, out, index, body);
+                    })
+            }
+        }
+        .map_err(|_| SrtpError::Cipher)?;
+        Ok(len)
+    }
+}
+
+/// One outgoing audio stream of a session: RTP numbering and SRTP state.
+pub(crate) struct SrtpSender {
+    cipher: Cipher,
+    ssrc: u32,
+    pt: u8,
+    /// SRTP packet index of the next packet: ROC << 16 | sequence number.
+    index: u64,
+    /// RTP time right after the last packet sent; a jump means a new talkspurt.
+    expected_rtp_time: Option<u32>,
+}
+
+impl SrtpSender {
+    pub fn new(
+        crypto: &CryptoProvider,
+        keys: &ExportedKeys,
+        ssrc: u32,
+        pt: u8,
+        first_seq: u16,
+    ) -> Result<Self, SrtpError> {
+        Ok(Self {
+            cipher: Cipher::new(crypto, keys)?,
+            ssrc,
+            pt,
+            index: u64::from(first_seq),
+            expected_rtp_time: None,
+        })
+    }
+
+    /// Writes one SRTP packet carrying `payload` (covering `samples` at
+    /// 48 kHz from `rtp_time`) into `out`; returns its length. The marker
+    /// bit flags the first packet of a talkspurt (RFC 3551 §4.1), which
+    /// tells the receiver's jitter buffer it may adapt.
+    pub fn write(
+        &mut self,
+        rtp_time: u32,
+        samples: u32,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, SrtpError> {
+        if out.len() < payload.len() + OVERHEAD {
+            return Err(SrtpError::BufferTooSmall);
+        }
+        let marker = self.expected_rtp_time != Some(rtp_time);
+        out[0] = 0x80;
+        out[1] = (u8::from(marker) << 7) | (self.pt & 0x7f);
+        out[2..4].copy_from_slice(&(self.index as u16).to_be_bytes());
+        out[4..8].copy_from_slice(&rtp_time.to_be_bytes());
+        out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        let len = self.cipher.protect(self.ssrc, self.index, payload, out)?;
+        self.index += 1;
+        self.expected_rtp_time = Some(rtp_time.wrapping_add(samples));
+        Ok(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider() -> CryptoProvider {
+        str0m::crypto::from_feature_flags()
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// RFC 3711 Appendix B.3: the key derivation test vectors.
+    #[test]
+    fn key_derivation_matches_rfc3711_b3() {
+        let p = provider();
+        let master = hex("E1F97A0D3E018BE0D64FA32C06DE4139");
+        let salt = hex("0EC675AD498AFEEBB6960B3AABE6");
+        let mut key = [0u8; 16];
+        derive(p.srtp_provider, &master, &salt, LABEL_ENCRYPTION, &mut key);
+        assert_eq!(key.to_vec(), hex("C61E7A93744F39EE10734AFE3FF7A087"));
+        let mut session_salt = [0u8; 14];
+        derive(
+            p.srtp_provider,
+            &master,
+            &salt,
+            LABEL_SALT,
+            &mut session_salt,
+        );
+        assert_eq!(session_salt.to_vec(), hex("30CBBC08863D8C85D49DB34A9AE1"));
+        let mut auth = [0u8; 20];
+        derive(p.srtp_provider, &master, &salt, LABEL_AUTH, &mut auth);
+        assert_eq!(
+            auth.to_vec(),
+            hex("CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4")
+        );
+    }
+
+    fn exported(profile: SrtpProfile, key_len: usize, salt_len: usize) -> ExportedKeys {
+        ExportedKeys {
+            material: (0..2 * (key_len + salt_len)).map(|i| i as u8).collect(),
+            profile,
+            client: false,
+        }
+    }
+
+    #[test]
+    fn the_server_uses_the_right_hand_keys_and_the_client_the_left() {
+        let mut keys = exported(SrtpProfile::AES128_CM_SHA1_80, 16, 14);
+        let (key, salt) = outgoing_master::<16, 14>(&keys).unwrap();
+        assert_eq!((key[0], salt[0]), (16, 46));
+        keys.client = true;
+        let (key, salt) = outgoing_master::<16, 14>(&keys).unwrap();
+        assert_eq!((key[0], salt[0]), (0, 32));
+        keys.material.pop();
+        assert!(matches!(
+            outgoing_master::<16, 14>(&keys),
+            Err(SrtpError::KeyingMaterialLength { got: 59, .. })
+        ));
+    }
+
+    /// Decrypts what `write` made with the provider's own decrypting
+    /// ciphers, keyed the same way: header intact, payload restored, tag valid.
+    #[test]
+    fn every_profile_round_trips_and_numbers_packets() {
+        let p = provider();
+        let payload: Vec<u8> = (0..97).map(|i| (i * 7) as u8).collect();
+        for (profile, key_len, salt_len) in [
+            (SrtpProfile::AEAD_AES_128_GCM, 16, 12),
+            (SrtpProfile::AEAD_AES_256_GCM, 32, 12),
+            (SrtpProfile::AES128_CM_SHA1_80, 16, 14),
+        ] {
+            let keys = exported(profile, key_len, salt_len);
+            let mut sender = SrtpSender::new(&p, &keys, 0x1234_5678, 111, 0xfffe).unwrap();
+            let mut out = [0u8; 1500];
+            for (n, rtp_time) in [(0u64, 960u32), (1, 1920), (2, 9600)] {
+                let len = sender.write(rtp_time, 960, &payload, &mut out).unwrap();
+                let index = 0xfffe + n;
+                assert_eq!(&out[2..4], &(index as u16).to_be_bytes(), "{profile:?}");
+                assert_eq!(&out[4..8], &rtp_time.to_be_bytes());
+                assert_eq!(&out[8..12], &0x1234_5678u32.to_be_bytes());
+                let marker = out[1] >> 7;
+                assert_eq!(marker, u8::from(n != 1), "talkspurt starts are marked");
+                assert_eq!(out[1] & 0x7f, 111);
+                let plain = unprotect(&p, &keys, &out[..len], index);
+                assert_eq!(plain, payload, "{profile:?} packet {n}");
+            }
+        }
+    }
+
+    /// An independent reading of RFC 3711/7714's receive side, from the
+    /// provider's primitives.
+    fn unprotect(p: &CryptoProvider, keys: &ExportedKeys, packet: &[u8], index: u64) -> Vec<u8> {
+        let srtp = p.srtp_provider;
+        let (header, rest) = packet.split_at(RTP_HEADER_LEN);
+        let ssrc = u32::from_be_bytes(header[8..12].try_into().unwrap());
+        let (roc, seq) = ((index >> 16) as u32, index as u16);
+        match keys.profile {
+            SrtpProfile::AES128_CM_SHA1_80 => {
+                let (master, master_salt) = outgoing_master::<16, 14>(keys).unwrap();
+                let (mut key, mut salt, mut auth) = ([0; 16], [0; 14], [0; 20]);
+                derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
+                derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
+                derive(srtp, &master, &master_salt, LABEL_AUTH, &mut auth);
+                let (body, tag) = packet.split_at(packet.len() - 10);
+                let sign = |k: &[u8], parts: &[&[u8]]| p.sha1_hmac_provider.sha1_hmac(k, parts);
+                assert!(Aes128CmSha1_80::rtp_verify(sign, &auth, body, index, tag));
+                let mut cipher = srtp.aes_128_cm_sha1_80().create_cipher(key, false);
+                let iv = Aes128CmSha1_80::rtp_iv(salt, ssrc, index);
+                let enc = &body[RTP_HEADER_LEN..];
+                let mut plain = vec![0; enc.len() + CTR_SLACK];
+                cipher.decrypt(&iv, enc, &mut plain).unwrap();
+                plain.truncate(enc.len());
+                plain
+            }
+            SrtpProfile::AEAD_AES_128_GCM => {
+                let (master, master_salt) = outgoing_master::<16, 12>(keys).unwrap();
+                let (mut key, mut salt) = ([0; 16], [0; 12]);
+                derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
+                derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
+                let mut cipher = srtp.aead_aes_128_gcm().create_cipher(key, false);
+                let iv = AeadAes128Gcm::rtp_iv(salt, ssrc, roc, seq);
+                let mut plain = vec![0; rest.len()];
+                let n = cipher.decrypt(&iv, &[header], rest, &mut plain).unwrap();
+                plain.truncate(n);
+                plain
+            }
+            SrtpProfile::AEAD_AES_256_GCM => {
+                let (master, master_salt) = outgoing_master::<32, 12>(keys).unwrap();
+                let (mut key, mut salt) = ([0; 32], [0; 12]);
+                derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
+                derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
+                let mut cipher = srtp.aead_aes_256_gcm().create_cipher(key, false);
+                let iv = AeadAes256Gcm::rtp_iv(salt, ssrc, roc, seq);
+                let mut plain = vec![0; rest.len()];
+                let n = cipher.decrypt(&iv, &[header], rest, &mut plain).unwrap();
+                plain.truncate(n);
+                plain
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_small_buffer_is_an_error_not_a_panic() {
+        let p = provider();
+        let keys = exported(SrtpProfile::AEAD_AES_128_GCM, 16, 12);
+        let mut sender = SrtpSender::new(&p, &keys, 1, 111, 0).unwrap();
+        let mut out = [0u8; 40];
+        assert_eq!(
+            sender.write(0, 960, &[0u8; 100], &mut out),
+            Err(SrtpError::BufferTooSmall)
+        );
+    }
+}
