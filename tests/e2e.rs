@@ -575,6 +575,10 @@ fn rally_twenty_listeners_hear_the_tone() {
             "4",
             "--concurrency",
             "5",
+            // Our own SRTP protects what listeners hear: each profile the
+            // server can negotiate is decrypted by libsrtp here.
+            "--srtp-profiles",
+            "aes256gcm,aes128gcm,aes128cm",
         ],
         Duration::from_secs(150),
     );
@@ -593,6 +597,22 @@ fn rally_twenty_listeners_hear_the_tone() {
     for (i, l) in listeners.iter().enumerate() {
         assert_tone(&sc, l, &format!("listener {i}"), 440.0, 5.0);
     }
+    let mut profiles: Vec<&str> = listeners
+        .iter()
+        .filter_map(|l| l.get("srtp_profile")?.as_str())
+        .collect();
+    profiles.sort_unstable();
+    profiles.dedup();
+    assert_eq!(
+        profiles,
+        [
+            "SRTP_AEAD_AES_128_GCM",
+            "SRTP_AEAD_AES_256_GCM",
+            "SRTP_AES128_CM_SHA1_80"
+        ],
+        "rally: SRTP profiles negotiated by the listeners{}",
+        sc.context()
+    );
     let late = sc.field("/late_listener");
     assert_tone(&sc, late, "late listener", 440.0, 5.0);
     let ttfp = sc.f64_at(late, "ttfp_after_answer_s", "late listener");

@@ -52,6 +52,8 @@ from aiortc import (RTCConfiguration, RTCPeerConnection, RTCRtpSender,
                     RTCSessionDescription, MediaStreamTrack)
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcicetransport import RTCIceGatherer
+from aiortc.rtcdtlstransport import (SRTP_AEAD_AES_128_GCM, SRTP_AEAD_AES_256_GCM,
+                                     SRTP_AES128_CM_SHA1_80)
 from av import AudioFrame
 
 LOG = logging.getLogger("sabha_e2e")
@@ -440,8 +442,9 @@ class Peer:
     """One aiortc RTCPeerConnection in one role:
     'publish' (sendonly tone), 'listen' (recvonly), 'join' (sendrecv tone)."""
 
-    def __init__(self, name, mode, freqs=None, amplitude=0.3, keep_s=12.0):
+    def __init__(self, name, mode, freqs=None, amplitude=0.3, keep_s=12.0, srtp_profile=None):
         self.name, self.mode = name, mode
+        self.srtp_profile = srtp_profile
         self.pc = make_pc()
         self.keep_s = keep_s
         self.frames = deque()
@@ -465,6 +468,10 @@ class Peer:
         else:
             tr = self.pc.addTransceiver("audio", direction="recvonly")
         self.transceiver = tr
+        if srtp_profile:
+            # Offer only this DTLS-SRTP profile, so each profile the server
+            # protects with is checked by libsrtp (aiortc prefers AES-256-GCM).
+            tr.sender.transport._srtp_profiles = [SRTP_PROFILES_BY_NAME[srtp_profile]]
         self._count_packets(tr.receiver)
 
         @self.pc.on("connectionstatechange")
@@ -597,9 +604,15 @@ class Peer:
     def rel(self, t):
         return None if t is None or self.t_post is None else round(t - self.t_post, 3)
 
+    def negotiated_srtp_profile(self):
+        ssl = getattr(self.transceiver.sender.transport, "_ssl", None)
+        selected = ssl.get_selected_srtp_profile() if ssl is not None else None
+        return selected.decode() if selected else None
+
     def summary(self):
         return {
             "name": self.name,
+            "srtp_profile": self.negotiated_srtp_profile(),
             "state": self.pc.connectionState,
             "packets": self.packets,
             "decoded_s": round(self.decoded_samples / RATE, 2),
@@ -710,6 +723,13 @@ def verdict(run, p, res, window_s, who, what_failed):
 # ---------------------------------------------------------------------------
 # Scenario: rally
 # ---------------------------------------------------------------------------
+SRTP_PROFILES_BY_NAME = {
+    "aes256gcm": SRTP_AEAD_AES_256_GCM,
+    "aes128gcm": SRTP_AEAD_AES_128_GCM,
+    "aes128cm": SRTP_AES128_CM_SHA1_80,
+}
+
+
 async def scenario_rally(run):
     a = run.args
     room = await run.api.create_room(f"e2e-rally-{os.getpid()}", "rally")
@@ -725,7 +745,10 @@ async def scenario_rally(run):
     run.report["publisher_candidates"] = answer_candidates(pub.answer_sdp)
     run.report["answer_ice_lite"] = "a=ice-lite" in pub.answer_sdp
 
-    listeners = [run.peer(f"listener-{i}", "listen", keep_s=a.window + 3) for i in range(a.listeners)]
+    profiles = [p for p in a.srtp_profiles.split(",") if p] if a.srtp_profiles else [None]
+    listeners = [run.peer(f"listener-{i}", "listen", keep_s=a.window + 3,
+                          srtp_profile=profiles[i % len(profiles)])
+                 for i in range(a.listeners)]
     t_open = time.monotonic()
     results = await open_bounded(
         [lambda p=p: p.connect(run.api, f"/v1/rooms/{rid}/whep", listener_tok) for p in listeners],
@@ -750,6 +773,11 @@ async def scenario_rally(run):
     run.report["publisher"] = pub.summary()
     t_check = time.monotonic()
     rows = [check_listener(run, p, a.freq, a.window, "listener", t_check) for p in listeners]
+    for p, row in zip(listeners, rows):
+        wanted = p.srtp_profile and SRTP_PROFILES_BY_NAME[p.srtp_profile].openssl_profile.decode()
+        if wanted and row["srtp_profile"] != wanted:
+            row["ok"] = False
+            run.fail(f"listener {p.name}: negotiated {row['srtp_profile']}, asked for {wanted}")
     late_row = check_listener(run, late, a.freq, a.window, "late listener", t_check)
     ttfp = late_row.get("ttfp_after_answer_s")
     late_row["audio_within_s"] = a.late_max_s
@@ -1584,6 +1612,9 @@ def build_parser():
     p = sub.add_parser("rally", help="1 publisher, N listeners + 1 late listener")
     common(p, timeout=120.0)
     p.add_argument("--listeners", type=int, default=20)
+    p.add_argument("--srtp-profiles", default="",
+                   help="comma list of aes256gcm,aes128gcm,aes128cm cycled over the listeners "
+                        "(default: aiortc's preference)")
     p.add_argument("--freq", type=float, default=440.0)
     p.add_argument("--seconds", type=float, default=4.0, help="hold time after the late listener joins")
     p.add_argument("--concurrency", type=int, default=5, help="listeners being opened at once")
