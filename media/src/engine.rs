@@ -34,7 +34,9 @@ use str0m::{
     Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Input, Output as RtcOutput, Rtc,
 };
 
-use crate::room::{Profile, Room, RoomConfig, RoomStats};
+use crate::opus::FRAME_SAMPLES;
+use crate::red;
+use crate::room::{Delivery, Profile, Room, RoomConfig, RoomStats};
 use crate::sdp::{OfferError, check_offer};
 use crate::session::{CloseReason, Session};
 use crate::srtp;
@@ -166,6 +168,34 @@ struct Outgoing {
     rtp_time: u32,
 }
 
+/// An encoded payload of this tick, shared by everyone it goes to.
+struct SharedPayload {
+    payload: Arc<[u8]>,
+    /// Its duration in 48 kHz samples.
+    samples: u32,
+    /// The frame before it, for RED listeners.
+    previous: Option<Arc<[u8]>>,
+}
+
+impl SharedPayload {
+    fn of(delivery: Delivery<'_>) -> Self {
+        Self {
+            payload: Arc::clone(delivery.payload),
+            samples: delivery.samples(),
+            previous: delivery.previous.map(Arc::clone),
+        }
+    }
+}
+
+/// The RED payload last built: every RED listener of one program packet
+/// (with the same Opus payload type) is sent the same bytes.
+struct RedScratch {
+    /// (fan-out payload index, Opus payload type) it was built for.
+    built_for: Option<(u32, u8)>,
+    len: usize,
+    buf: Box<[u8; DATAGRAM_MAX]>,
+}
+
 pub struct Engine {
     config: EngineConfig,
     crypto: Arc<CryptoProvider>,
@@ -181,8 +211,9 @@ pub struct Engine {
     /// room allocates nothing here.
     fanout: VecDeque<Outgoing>,
     /// The encoded payloads `fanout` refers to (shared, one per distinct
-    /// mix) and each one's duration in samples; cleared once it drains.
-    fanout_payloads: Vec<(Arc<[u8]>, u32)>,
+    /// mix); cleared once it drains.
+    fanout_payloads: Vec<SharedPayload>,
+    red: RedScratch,
     events: VecDeque<Event>,
     next_tick: Instant,
     next_sweep: Instant,
@@ -232,6 +263,11 @@ impl Engine {
             ready: VecDeque::new(),
             fanout: VecDeque::new(),
             fanout_payloads: Vec::new(),
+            red: RedScratch {
+                built_for: None,
+                len: 0,
+                buf: Box::new([0; DATAGRAM_MAX]),
+            },
             events: VecDeque::new(),
             next_tick: now + TICK,
             next_sweep: now + SWEEP_EVERY,
@@ -260,7 +296,9 @@ impl Engine {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
-            .enable_opus(true, false)
+            // RED only for listeners: a talker's RED would need unwrapping
+            // on the way in (not built yet).
+            .enable_opus(true, kind == SessionKind::Listen)
             .set_dtls_cert(self.dtls_cert.clone())
             .set_crypto_provider(Arc::clone(&self.crypto))
             .set_local_ice_credentials(creds.clone())
@@ -478,8 +516,26 @@ impl Engine {
             let Some(s) = self.sessions.get_mut(&o.session) else {
                 continue;
             };
-            let (payload, samples) = &self.fanout_payloads[o.payload as usize];
-            match s.write_audio(&self.crypto, o.rtp_time, *samples, payload, buf) {
+            let Some((opus_pt, red_pt)) = s.payload_types() else {
+                continue;
+            };
+            let shared = &self.fanout_payloads[o.payload as usize];
+            let mut pt = opus_pt;
+            let mut payload: &[u8] = &shared.payload;
+            if let (Some(red_pt), Some(previous)) = (red_pt, &shared.previous) {
+                let red = &mut self.red;
+                if red.built_for != Some((o.payload, opus_pt)) {
+                    let offset = FRAME_SAMPLES as u32;
+                    let encoded = red::encode(opus_pt, previous, offset, payload, &mut red.buf[..]);
+                    red.len = encoded.unwrap_or(0);
+                    red.built_for = Some((o.payload, opus_pt));
+                }
+                if red.len > 0 {
+                    pt = red_pt;
+                    payload = &red.buf[..red.len];
+                }
+            }
+            match s.write_audio(&self.crypto, pt, o.rtp_time, shared.samples, payload, buf) {
                 Ok(Some((destination, len))) => {
                     self.stats.datagrams_out += 1;
                     self.stats.audio_packets_out += 1;
@@ -498,6 +554,7 @@ impl Engine {
             }
         }
         self.fanout_payloads.clear();
+        self.red.built_for = None;
         None
     }
 
@@ -614,9 +671,8 @@ impl Engine {
                 }
                 // Deliveries of one payload come together: compare with the last.
                 let last = self.fanout_payloads.last();
-                if !last.is_some_and(|(p, _)| Arc::ptr_eq(p, delivery.payload)) {
-                    let shared = Arc::clone(delivery.payload);
-                    self.fanout_payloads.push((shared, delivery.samples()));
+                if !last.is_some_and(|p| Arc::ptr_eq(&p.payload, delivery.payload)) {
+                    self.fanout_payloads.push(SharedPayload::of(delivery));
                 }
                 self.fanout.push_back(Outgoing {
                     session: id,

@@ -20,6 +20,7 @@
 //! - [`opus`]: encode/decode 20 ms mono frames (pure-Rust libopus port).
 //! - [`jitter`]: per-talker reorder/loss buffer, one decision per tick.
 //! - [`mixer`]: program mix and mix-minus arithmetic.
+//! - [`red`]: RFC 2198 redundancy (the previous frame) for listeners.
 //! - [`room`]: a room's stage and listeners; the 20 ms tick that decodes,
 //!   mixes and encodes once per distinct mix. Knows nothing of WebRTC.
 //! - [`sdp`]: offer checks with errors a client can act on.
@@ -34,6 +35,7 @@ pub mod engine;
 pub mod jitter;
 pub mod mixer;
 pub mod opus;
+pub mod red;
 pub mod room;
 pub mod sdp;
 mod session;

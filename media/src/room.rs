@@ -115,6 +115,9 @@ pub struct Delivery<'a> {
     pub payload: &'a Arc<[u8]>,
     /// RTP timestamp (48 kHz) of the payload's first sample.
     pub rtp_time: u32,
+    /// The program packet of the tick before, exactly one frame earlier:
+    /// RFC 2198 redundancy for listeners who take it. Program only.
+    pub previous: Option<&'a Arc<[u8]>>,
 }
 
 impl<'a> Delivery<'a> {
@@ -164,6 +167,8 @@ pub struct Room {
     bus: MixBus,
     program_encoder: OpusEncoder,
     program: Option<Arc<[u8]>>,
+    /// The last tick's program, kept one tick for redundancy (RED).
+    previous_program: Option<Arc<[u8]>>,
     /// (talker index, level, was in the mix): reused every tick.
     candidates: Vec<(usize, f32, bool)>,
     scratch: Box<Frame>,
@@ -197,6 +202,7 @@ impl Room {
             bus: MixBus::default(),
             program_encoder: OpusEncoder::new(config.encoder)?,
             program: None,
+            previous_program: None,
             candidates: Vec::new(),
             scratch: Box::new([0; FRAME_SAMPLES]),
             packet: Box::new([0; MAX_PACKET]),
@@ -350,7 +356,7 @@ impl Room {
         };
         let idle = self.idle_ticks > self.config.idle_after_ticks;
         self.encode_minus_mixes(idle);
-        self.program = None;
+        self.previous_program = self.program.take();
         if !idle && self.program_has_audience() {
             self.bus.program(&mut self.scratch);
             self.program = encode(
@@ -397,10 +403,12 @@ impl Room {
     /// Who receives what this tick. Members not listed receive nothing (DTX).
     pub fn deliveries(&self) -> impl Iterator<Item = (SessionId, Delivery<'_>)> + '_ {
         let rtp_time = self.rtp_time();
+        let previous = self.previous_program.as_ref();
         let program = self.program.as_ref().map(|payload| Delivery {
             mix: Mix::Program,
             payload,
             rtp_time,
+            previous,
         });
         let talkers = self.talkers.iter().filter_map(move |t| {
             let minus = t.minus.as_ref()?;
@@ -411,6 +419,7 @@ impl Room {
                         mix: Mix::MixMinus,
                         payload,
                         rtp_time,
+                        previous: None,
                     },
                 )),
                 (None, Some(p)) if minus.hangover == 0 => Some((t.id, p)),
@@ -427,6 +436,7 @@ impl Room {
                 mix: Mix::LowProgram,
                 payload,
                 rtp_time: low.rtp_time,
+                previous: None,
             })
         });
         let low_listeners = self

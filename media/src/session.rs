@@ -45,6 +45,8 @@ pub(crate) struct AudioLine {
     pub mid: Mid,
     /// Opus payload type, as numbered by the client.
     pub pt: Pt,
+    /// RFC 2198 RED's payload type, when both sides negotiated it.
+    pub red: Option<Pt>,
 }
 
 pub(crate) struct Session {
@@ -113,17 +115,17 @@ impl Session {
             return;
         };
         let remote = media.remote_pts();
-        let pt = self
+        let offered = |pt: &Pt| remote.is_empty() || remote.contains(pt);
+        let opus = self
             .rtc
             .codec_config()
             .params()
             .iter()
-            .find(|p| {
-                p.spec().codec == Codec::Opus && (remote.is_empty() || remote.contains(&p.pt()))
-            })
-            .map(|p| p.pt());
-        if let (Some(pt), None) = (pt, self.audio) {
-            self.audio = Some(AudioLine { mid, pt });
+            .find(|p| p.spec().codec == Codec::Opus && offered(&p.pt()))
+            // str0m keeps RED on the Opus parameters only when both sides had it.
+            .map(|p| (p.pt(), p.red()));
+        if let (Some((pt, red)), None) = (opus, self.audio) {
+            self.audio = Some(AudioLine { mid, pt, red });
         }
     }
 
@@ -132,12 +134,19 @@ impl Session {
         self.connected && self.closing.is_none() && self.audio.is_some()
     }
 
-    /// Writes one SRTP packet carrying `payload` into `out`, with no
-    /// allocation once the sender exists; returns where it goes and its
-    /// length. `Ok(None)` when this peer cannot take audio (yet).
+    /// The Opus and (if negotiated) RED payload types of our audio.
+    pub fn payload_types(&self) -> Option<(u8, Option<u8>)> {
+        self.audio.map(|a| (*a.pt, a.red.map(|red| *red)))
+    }
+
+    /// Writes one SRTP packet carrying `payload` (of payload type `pt`)
+    /// into `out`, with no allocation once the sender exists; returns where
+    /// it goes and its length. `Ok(None)` when this peer cannot take audio
+    /// (yet).
     pub fn write_audio(
         &mut self,
         crypto: &CryptoProvider,
+        pt: u8,
         rtp_time: u32,
         samples: u32,
         payload: &[u8],
@@ -152,7 +161,7 @@ impl Session {
         let Some(sender) = self.sender.as_mut() else {
             return Ok(None);
         };
-        let len = sender.write(rtp_time, samples, payload, out)?;
+        let len = sender.write(pt, rtp_time, samples, payload, out)?;
         Ok(Some((destination, len)))
     }
 
@@ -167,7 +176,7 @@ impl Session {
             return Ok(None);
         };
         let ssrc = *tx.ssrc();
-        SrtpSender::new(crypto, keys, ssrc, *line.pt, self.first_seq).map(Some)
+        SrtpSender::new(crypto, keys, ssrc, self.first_seq).map(Some)
     }
 
     pub fn is_talker(&self) -> bool {

@@ -363,7 +363,6 @@ impl Cipher {
 pub(crate) struct SrtpSender {
     cipher: Cipher,
     ssrc: u32,
-    pt: u8,
     /// SRTP packet index of the next packet: ROC << 16 | sequence number.
     index: u64,
     /// RTP time right after the last packet sent; a jump means a new talkspurt.
@@ -375,24 +374,24 @@ impl SrtpSender {
         crypto: &CryptoProvider,
         keys: &ExportedKeys,
         ssrc: u32,
-        pt: u8,
         first_seq: u16,
     ) -> Result<Self, SrtpError> {
         Ok(Self {
             cipher: Cipher::new(crypto, keys)?,
             ssrc,
-            pt,
             index: u64::from(first_seq),
             expected_rtp_time: None,
         })
     }
 
-    /// Writes one SRTP packet carrying `payload` (covering `samples` at
-    /// 48 kHz from `rtp_time`) into `out`; returns its length. The marker
+    /// Writes one SRTP packet carrying `payload` of payload type `pt`
+    /// (covering `samples` at 48 kHz from `rtp_time`) into `out`; returns
+    /// its length. The marker
     /// bit flags the first packet of a talkspurt (RFC 3551 §4.1), which
     /// tells the receiver's jitter buffer it may adapt.
     pub fn write(
         &mut self,
+        pt: u8,
         rtp_time: u32,
         samples: u32,
         payload: &[u8],
@@ -403,7 +402,7 @@ impl SrtpSender {
         }
         let marker = self.expected_rtp_time != Some(rtp_time);
         out[0] = 0x80;
-        out[1] = (u8::from(marker) << 7) | (self.pt & 0x7f);
+        out[1] = (u8::from(marker) << 7) | (pt & 0x7f);
         out[2..4].copy_from_slice(&(self.index as u16).to_be_bytes());
         out[4..8].copy_from_slice(&rtp_time.to_be_bytes());
         out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
@@ -490,10 +489,12 @@ mod tests {
             (SrtpProfile::AES128_CM_SHA1_80, 16, 14),
         ] {
             let keys = exported(profile, key_len, salt_len);
-            let mut sender = SrtpSender::new(&p, &keys, 0x1234_5678, 111, 0xfffe).unwrap();
+            let mut sender = SrtpSender::new(&p, &keys, 0x1234_5678, 0xfffe).unwrap();
             let mut out = [0u8; 1500];
             for (n, rtp_time) in [(0u64, 960u32), (1, 1920), (2, 9600)] {
-                let len = sender.write(rtp_time, 960, &payload, &mut out).unwrap();
+                let len = sender
+                    .write(111, rtp_time, 960, &payload, &mut out)
+                    .unwrap();
                 let index = 0xfffe + n;
                 assert_eq!(&out[2..4], &(index as u16).to_be_bytes(), "{profile:?}");
                 assert_eq!(&out[4..8], &rtp_time.to_be_bytes());
@@ -564,10 +565,10 @@ mod tests {
     fn a_small_buffer_is_an_error_not_a_panic() {
         let p = provider();
         let keys = exported(SrtpProfile::AEAD_AES_128_GCM, 16, 12);
-        let mut sender = SrtpSender::new(&p, &keys, 1, 111, 0).unwrap();
+        let mut sender = SrtpSender::new(&p, &keys, 1, 0).unwrap();
         let mut out = [0u8; 40];
         assert_eq!(
-            sender.write(0, 960, &[0u8; 100], &mut out),
+            sender.write(111, 0, 960, &[0u8; 100], &mut out),
             Err(SrtpError::BufferTooSmall)
         );
     }

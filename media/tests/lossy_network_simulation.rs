@@ -68,6 +68,57 @@ fn a_listener_on_a_lossy_link_hears_continuous_audio() {
     assert_heard_continuously(&sim, listener, 523.0);
 }
 
+/// RFC 2198 RED for a listener who offers it: each packet repeats the frame
+/// before, so on a 30 %-loss link the frames that reach the decoder rise
+/// from about 70 % towards 91 % (1 − 0.3²). A listener without RED, on the
+/// same kind of link, is the control; a bridge talker offering RED gets
+/// plain Opus (RED is not unwrapped on the way in).
+#[test]
+fn red_listeners_recover_lost_frames_from_the_next_packet() {
+    let mut sim = Sim::new(23);
+    sim.join_with_tone("rally", SessionKind::Publish, 440.0);
+    let with_red = sim.join_offering_red("rally", SessionKind::Listen);
+    let plain = sim.join("rally", SessionKind::Listen);
+    let talker = sim.join_offering_red("bridge", SessionKind::Join);
+    assert!(
+        sim.answers[with_red].contains("red/48000/2"),
+        "{}",
+        sim.answers[with_red]
+    );
+    assert!(!sim.answers[plain].contains("red/48000"));
+    assert!(
+        !sim.answers[talker].contains("red/48000"),
+        "{}",
+        sim.answers[talker]
+    );
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.clients[with_red].connected && sim.clients[plain].connected);
+    for c in [with_red, plain] {
+        sim.clients[c].loss = 0.30;
+    }
+    let before = [with_red, plain].map(|c| sim.clients[c].frames_arrived.len());
+    sim.run_for(Duration::from_secs(5));
+    // 5 s is 250 frames.
+    let [red_share, plain_share] = [0, 1].map(|i| {
+        let c = [with_red, plain][i];
+        (sim.clients[c].frames_arrived.len() - before[i]) as f64 / 250.0
+    });
+    // Measured: 85 % and 69 % (str0m's depayloader, the client here, drops
+    // some recovered frames that come after their successor).
+    assert!(
+        red_share >= 0.80 && red_share - plain_share >= 0.10,
+        "{:.0} % of frames arrived with RED, {:.0} % without",
+        red_share * 100.0,
+        plain_share * 100.0
+    );
+    assert_heard_continuously(&sim, with_red, 440.0);
+    println!(
+        "30 % loss: {:.0} % of frames with RED, {:.0} % without",
+        red_share * 100.0,
+        plain_share * 100.0
+    );
+}
+
 #[test]
 fn the_gap_measure_sees_a_real_gap() {
     let mut pcm = vec![8000i16; SAMPLE_RATE as usize];

@@ -9,7 +9,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,10 @@ pub struct Client {
     /// Samples in the last packet decoded.
     packet_samples: usize,
     pub frames_received: usize,
+    /// Distinct RTP times of every frame that arrived, in time for playout
+    /// or not (a RED-recovered frame comes after the packet that carried it,
+    /// which a browser's jitter buffer still plays).
+    pub frames_arrived: BTreeSet<u64>,
     /// Bytes of every datagram delivered to this client (SRTP, RTCP, STUN, DTLS).
     pub bytes_received: u64,
     /// Virtual time of the first decoded frame.
@@ -123,6 +127,7 @@ impl Client {
             Event::MediaData(data) => {
                 let mut out: Frame = [0; FRAME_SAMPLES];
                 let time = data.time.numer();
+                self.frames_arrived.insert(time);
                 let origin = *self.timeline_origin.get_or_insert(time);
                 let at = time.saturating_sub(origin) as usize;
                 if at < self.heard.len() {
@@ -243,12 +248,24 @@ impl Sim {
 
     /// Adds a client with a listening profile.
     pub fn join_with_profile(&mut self, room: &str, kind: SessionKind, profile: Profile) -> usize {
+        self.join_as(room, kind, profile, false)
+    }
+
+    /// Adds a client that offers RFC 2198 RED next to Opus, as Chrome does.
+    pub fn join_offering_red(&mut self, room: &str, kind: SessionKind) -> usize {
+        self.join_as(room, kind, Profile::Standard, true)
+    }
+
+    fn join_as(&mut self, room: &str, kind: SessionKind, profile: Profile, red: bool) -> usize {
         let index = self.clients.len();
         let addr = SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (index / 60_000) as u8, 1)),
             10_000 + (index % 60_000) as u16,
         );
-        let mut rtc = Rtc::builder().set_rtp_mode(false).build(self.now);
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(false)
+            .enable_opus(true, red)
+            .build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
         let direction = match kind {
             SessionKind::Publish => Direction::SendOnly,
@@ -283,6 +300,7 @@ impl Sim {
             timeline_origin: None,
             packet_samples: FRAME_SAMPLES,
             frames_received: 0,
+            frames_arrived: BTreeSet::new(),
             bytes_received: 0,
             first_frame_at: None,
             deadline: self.now,

@@ -1,0 +1,100 @@
+//! `cargo bench -p sabha-media --bench fanout`: what the engine spends per
+//! audio packet it forwards, as a table.
+//!
+//! A rally runs in the deterministic simulation (one publisher, N str0m
+//! listeners on a virtual network) and a stopwatch runs around every call
+//! into the engine only, so the simulated clients' own work (DTLS, SRTP
+//! decrypt, Opus decode) is not counted. Two numbers per row:
+//! - **build + SRTP**: the `poll_output` calls that hand out an audio packet
+//!   (RTP header, encryption, tag), divided by those packets;
+//! - **engine total**: every engine call (ticks with the mix and encode,
+//!   str0m's RTCP and STUN handling, timers) divided by the audio packets —
+//!   the media core's CPU per delivered listener-packet, before the
+//!   `sendmmsg` the driver adds.
+
+// A benchmark is a stopwatch: it reads the clock the media core never does.
+#![allow(clippy::disallowed_methods)]
+
+#[path = "../tests/sim/mod.rs"]
+mod sim;
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use sabha_media::{Output, SessionKind};
+
+thread_local! {
+    static ENTERED: Cell<Option<Instant>> = const { Cell::new(None) };
+    static ENGINE_NS: Cell<u128> = const { Cell::new(0) };
+    static AUDIO_NS: Cell<u128> = const { Cell::new(0) };
+    static AUDIO_PACKETS: Cell<u64> = const { Cell::new(0) };
+    static LAST_CALL_NS: Cell<u128> = const { Cell::new(0) };
+}
+
+/// RTP, not RTCP (RFC 5761 §4).
+fn is_rtp(datagram: &[u8]) -> bool {
+    matches!(datagram, [0x80..=0xbf, pt, ..] if !(192..=223).contains(pt))
+}
+
+fn enter() {
+    ENTERED.set(Some(Instant::now()));
+}
+
+fn exit() {
+    if let Some(t) = ENTERED.take() {
+        let ns = t.elapsed().as_nanos();
+        LAST_CALL_NS.set(ns);
+        ENGINE_NS.set(ENGINE_NS.get() + ns);
+    }
+}
+
+fn polled(out: &Output, datagram: &[u8]) {
+    if matches!(out, Output::Transmit(_)) && is_rtp(datagram) {
+        AUDIO_PACKETS.set(AUDIO_PACKETS.get() + 1);
+        AUDIO_NS.set(AUDIO_NS.get() + LAST_CALL_NS.get());
+    }
+}
+
+struct Row {
+    listeners: usize,
+    packets: u64,
+    build_us: f64,
+    total_us: f64,
+}
+
+fn rally(listeners: usize, seconds: u64) -> Row {
+    let mut sim = sim::Sim::new(3);
+    sim.join_with_tone("rally", SessionKind::Publish, 440.0);
+    for _ in 0..listeners {
+        sim.join("rally", SessionKind::Listen);
+    }
+    // Connect everyone first: DTLS handshakes are not the steady state.
+    sim.run_for(Duration::from_secs(2));
+    ENGINE_NS.set(0);
+    AUDIO_NS.set(0);
+    AUDIO_PACKETS.set(0);
+    sim.engine_enter = enter;
+    sim.engine_exit = exit;
+    sim.engine_polled = polled;
+    sim.run_for(Duration::from_secs(seconds));
+    let packets = AUDIO_PACKETS.get().max(1);
+    Row {
+        listeners,
+        packets: AUDIO_PACKETS.get(),
+        build_us: AUDIO_NS.get() as f64 / 1e3 / packets as f64,
+        total_us: ENGINE_NS.get() as f64 / 1e3 / packets as f64,
+    }
+}
+
+fn main() {
+    println!("Fan-out: media-core CPU per forwarded audio packet (one publisher, N listeners)");
+    println!("| listeners | audio packets | build + SRTP µs/packet | engine total µs/packet |");
+    println!("|---:|---:|---:|---:|");
+    for (listeners, seconds) in [(100, 4), (1_000, 2)] {
+        let r = rally(listeners, seconds);
+        println!(
+            "| {} | {} | {:.2} | {:.2} |",
+            r.listeners, r.packets, r.build_us, r.total_us
+        );
+    }
+}
