@@ -42,8 +42,10 @@ pub struct MediaSettings {
 const MAX_SESSIONS: usize = 20_000;
 /// Datagrams read per wake-up before outputs are drained again.
 const RECV_BATCH: usize = 64;
-/// Media events buffered for slow subscribers before they lag.
-const EVENT_BUFFER: usize = 1024;
+/// Media events buffered for slow subscribers before they lag: more than a
+/// node has sessions, so a room's end (every session closing at once) fits
+/// while attendance writes them (about 5 MB).
+const EVENT_BUFFER: usize = 2 * MAX_SESSIONS;
 
 enum Command {
     Open {
@@ -284,7 +286,11 @@ impl Driver {
                     session: public.id.clone(),
                 }
             }
-            Event::Closed { id, reason } => {
+            Event::Closed {
+                id,
+                reason,
+                traffic,
+            } => {
                 tracing::debug!(session = id.0, reason = reason.as_str(), "closed");
                 let Some(public) = self.engine_ids.remove(&id) else {
                     return;
@@ -294,6 +300,12 @@ impl Driver {
                     room: public.room,
                     session: public.id,
                     reason: reason.as_str().to_owned(),
+                    traffic: sabha_signaling::Traffic {
+                        packets_in: traffic.packets_in,
+                        bytes_in: traffic.bytes_in,
+                        packets_out: traffic.packets_out,
+                        bytes_out: traffic.bytes_out,
+                    },
                 }
             }
             Event::Speaking { room, speakers } => {

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use metrics_exporter_prometheus::PrometheusBuilder;
+use sabha_signaling::timestamp::unix_now;
 use sabha_signaling::{AppState, Auth, router};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -135,6 +136,8 @@ enum ServeError {
     Secret(#[from] secrets::SecretError),
     #[error(transparent)]
     Store(#[from] store::OpenError),
+    #[error("cannot close the sessions of the last run: {0}")]
+    Attendance(#[from] sabha_signaling::StoreError),
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error("cannot start the media driver on {addr}: {source}")]
@@ -170,7 +173,15 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
     tracing::info!(key = ?origin, "operator key loaded");
 
-    let rooms = Arc::new(SqliteStore::open(&dir.join("sabha.db")).await?);
+    let store = Arc::new(SqliteStore::open(&dir.join("sabha.db")).await?);
+    let interrupted = store.close_interrupted_sessions(unix_now()).await?;
+    if interrupted > 0 {
+        tracing::info!(
+            sessions = interrupted,
+            "closed sessions left open by the last run (server_restart)"
+        );
+    }
+    spawn_heartbeat(store.clone());
     let prometheus = PrometheusBuilder::new().install_recorder()?;
     let upkeep = prometheus.clone();
     tokio::spawn(async move {
@@ -194,7 +205,8 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
 
     let state = AppState {
         media,
-        rooms: rooms.clone(),
+        rooms: store.clone(),
+        attendance: store.clone(),
         auth: Auth::new(&jwt_secret, operator_key),
         metrics: Arc::new(move || prometheus.render()),
         cors: config.cors,
@@ -212,9 +224,28 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(ServeError::Http)?;
-    rooms.close().await;
+    // Sessions still open end now, as far as the record goes: the next
+    // start closes them at this heartbeat.
+    if let Err(e) = store.heartbeat(unix_now()).await {
+        tracing::warn!(error = %e, "last heartbeat not recorded");
+    }
+    store.close().await;
     tracing::info!("sabha stopped");
     Ok(())
+}
+
+/// Records every [`store::HEARTBEAT_EVERY`] that the server is alive, so
+/// that after a crash open sessions are closed at the last sign of life.
+fn spawn_heartbeat(store: Arc<SqliteStore>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(store::HEARTBEAT_EVERY);
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.heartbeat(unix_now()).await {
+                tracing::warn!(error = %e, "heartbeat not recorded");
+            }
+        }
+    });
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, docker stop). In-flight

@@ -1,4 +1,5 @@
-//! Rooms in SQLite, behind the [`RoomStore`] trait of `sabha-signaling`.
+//! Rooms and attendance in SQLite, behind the [`RoomStore`] and
+//! `AttendanceStore` traits of `sabha-signaling`.
 //!
 //! The SQL is deliberately plain — `$n` placeholders, `TEXT` columns, no
 //! `RETURNING`, no SQLite pragmas in queries — so a PostgreSQL store is this
@@ -18,6 +19,10 @@ use sabha_signaling::{ListenProfile, NewRoom, Room, RoomKind, RoomStore, StoreEr
 use sqlx::SqlitePool;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+
+mod attendance;
+
+pub use attendance::HEARTBEAT_EVERY;
 
 /// The schema, embedded from `migrations/` at build time.
 static MIGRATOR: Migrator = sqlx::migrate!();
@@ -135,7 +140,7 @@ impl RoomStore for SqliteStore {
     }
 }
 
-fn store_error(error: sqlx::Error) -> StoreError {
+pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
     StoreError(error.to_string())
 }
 

@@ -626,6 +626,59 @@ fn rally_twenty_listeners_hear_the_tone() {
         listeners.len(),
         sc.elapsed.as_secs_f64()
     );
+    let room = sc.field("/room/id").as_str().expect("room id").to_owned();
+    assert_attendance_of_the_rally(&server, &room, listeners.len() + 1);
+}
+
+/// After the rally every session was DELETEd by its client: attendance has
+/// them all (the publisher and every listener), each `left`, and with the
+/// traffic it really had (listeners got ~4 s of 50 packets/s).
+fn assert_attendance_of_the_rally(server: &Server, room: &str, listeners: usize) {
+    let url = format!("{}/v1/rooms/{room}/attendance", server.base());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let report = loop {
+        let report: Value = ureq::get(&url)
+            .header("Authorization", &format!("Bearer {OPERATOR_KEY}"))
+            .call()
+            .and_then(|mut r| r.body_mut().read_json())
+            .expect("attendance JSON");
+        // Leaves are written as the media side reports the closes.
+        if report["totals"]["open"] == 0 || Instant::now() > deadline {
+            break report;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let sessions = report["sessions"].as_array().expect("sessions");
+    assert_eq!(sessions.len(), listeners + 1, "attendance: {report}");
+    let (mut publishers, mut heard) = (0, 0);
+    for s in sessions {
+        assert_eq!(s["leave_reason"], "left", "attendance row {s}");
+        let packets_out = s["packets_out"].as_u64().unwrap_or(0);
+        let packets_in = s["packets_in"].as_u64().unwrap_or(0);
+        match s["kind"].as_str() {
+            Some("publish") => {
+                publishers += 1;
+                assert!(
+                    packets_in > 150,
+                    "the publisher sent {packets_in} datagrams: {s}"
+                );
+            }
+            Some("listen") => {
+                if packets_out > 150 && s["bytes_out"].as_u64().unwrap_or(0) > 10_000 {
+                    heard += 1;
+                }
+            }
+            other => panic!("unexpected session kind {other:?}: {s}"),
+        }
+        assert!(
+            s["seconds"].as_u64().is_some() && s["left_at"].is_string(),
+            "{s}"
+        );
+    }
+    assert_eq!(publishers, 1, "attendance: {report}");
+    // The late listener joined a few seconds before the end: count it too,
+    // it still got more than 3 s of audio.
+    assert_eq!(heard, listeners, "listeners with real traffic: {report}");
 }
 
 #[test]

@@ -38,7 +38,7 @@ use crate::opus::FRAME_SAMPLES;
 use crate::red;
 use crate::room::{Delivery, Profile, Room, RoomConfig, RoomStats};
 use crate::sdp::{OfferError, check_offer};
-use crate::session::{CloseReason, Session};
+use crate::session::{CloseReason, Session, Traffic};
 use crate::srtp;
 use crate::{RoomIdx, SessionId, SessionKind};
 
@@ -104,6 +104,8 @@ pub enum Event {
     Closed {
         id: SessionId,
         reason: CloseReason,
+        /// Everything the session sent and received.
+        traffic: Traffic,
     },
     /// Who speaks in `room` now, with RFC 6464 levels (0 loudest). Emitted
     /// at most every [`SPEAKING_EVERY_TICKS`] ticks, only when it changed.
@@ -403,6 +405,7 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
+        s.traffic.received(bytes.len());
         let input = Input::Receive(
             now,
             Receive {
@@ -479,6 +482,7 @@ impl Engine {
                     }
                     self.stats.datagrams_out += 1;
                     self.stats.bytes_out += len as u64;
+                    s.traffic.sent(len);
                     return Output::Transmit(Transmit {
                         source: t.source,
                         destination: t.destination,
@@ -537,6 +541,7 @@ impl Engine {
             }
             match s.write_audio(&self.crypto, pt, o.rtp_time, shared.samples, payload, buf) {
                 Ok(Some((destination, len))) => {
+                    s.traffic.sent(len);
                     self.stats.datagrams_out += 1;
                     self.stats.audio_packets_out += 1;
                     self.stats.bytes_out += len as u64;
@@ -741,7 +746,11 @@ impl Engine {
             }
         }
         let reason = s.closing.unwrap_or(CloseReason::Failed);
-        self.events.push_back(Event::Closed { id, reason });
+        self.events.push_back(Event::Closed {
+            id,
+            reason,
+            traffic: s.traffic,
+        });
         tracing::debug!(session = id.0, reason = reason.as_str(), "session closed");
     }
 

@@ -47,7 +47,7 @@ pub use engine::{
     SPEAKING_EVERY_TICKS, TICK, Transmit,
 };
 pub use room::{Profile, RoomConfig};
-pub use session::CloseReason;
+pub use session::{CloseReason, Traffic};
 
 /// Identifies a session inside one engine. Not exposed to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -39,6 +39,29 @@ impl CloseReason {
     }
 }
 
+/// What one session sent and received, for attendance records.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    /// Datagrams from the peer (STUN, DTLS, RTP, RTCP).
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    /// Datagrams to the peer, audio included.
+    pub packets_out: u64,
+    pub bytes_out: u64,
+}
+
+impl Traffic {
+    pub fn received(&mut self, bytes: usize) {
+        self.packets_in += 1;
+        self.bytes_in += bytes as u64;
+    }
+
+    pub fn sent(&mut self, bytes: usize) {
+        self.packets_out += 1;
+        self.bytes_out += bytes as u64;
+    }
+}
+
 /// The negotiated audio m-line.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AudioLine {
@@ -77,6 +100,7 @@ pub(crate) struct Session {
     pub closing: Option<CloseReason>,
     /// Source addresses routed to this session.
     pub addrs: Vec<SocketAddr>,
+    pub traffic: Traffic,
 }
 
 impl Session {
@@ -106,6 +130,7 @@ impl Session {
             queued: false,
             closing: None,
             addrs: Vec::new(),
+            traffic: Traffic::default(),
         }
     }
 

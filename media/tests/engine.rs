@@ -8,7 +8,7 @@ use sabha_media::engine::{CONNECT_TIMEOUT, SWEEP_EVERY};
 use sabha_media::sdp::OfferError;
 use sabha_media::{
     CloseReason, Engine, EngineConfig, Event, OpenError, Opened, Output, Profile, RoomConfig,
-    SessionKind,
+    SessionKind, Traffic,
 };
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, Rtc};
@@ -139,7 +139,8 @@ fn closing_emits_closed_and_an_empty_room_goes_away() {
         drain(&mut engine),
         vec![Event::Closed {
             id: a,
-            reason: CloseReason::Left
+            reason: CloseReason::Left,
+            traffic: Traffic::default(),
         }]
     );
     assert!(!engine.close_session(a, CloseReason::Left), "already gone");
@@ -149,7 +150,8 @@ fn closing_emits_closed_and_an_empty_room_goes_away() {
         drain(&mut engine),
         vec![Event::Closed {
             id: b,
-            reason: CloseReason::RoomClosed
+            reason: CloseReason::RoomClosed,
+            traffic: Traffic::default(),
         }]
     );
     assert_eq!(engine.stats().rooms, 0);
@@ -169,7 +171,8 @@ fn a_session_that_never_connects_times_out() {
         drain(&mut engine),
         vec![Event::Closed {
             id,
-            reason: CloseReason::ConnectTimeout
+            reason: CloseReason::ConnectTimeout,
+            traffic: Traffic::default(),
         }]
     );
 }

@@ -14,6 +14,7 @@
 //! | `/v1/rooms/{id}/events`               | GET (WebSocket) | any room role         | configured |
 //! | `/v1/rooms/{id}/participants[/{pid}…]`| GET POST DELETE | host                  | configured |
 //! | `/v1/rooms/{id}/{mute-all,lock,unlock,end}` | POST      | host                  | configured |
+//! | `/v1/rooms/{id}/attendance[.csv]`     | GET             | host                  | configured |
 //! | `/healthz`, `/metrics`                | GET             | none                  | none       |
 
 use std::sync::Arc;
@@ -27,10 +28,10 @@ use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Auth;
-use crate::backend::{MediaControl, RoomStore};
+use crate::backend::{AttendanceStore, MediaControl, RoomStore};
 use crate::cors::CorsConfig;
 use crate::hub::{self, Hub};
-use crate::{participants, problem, rooms, sessions, socket};
+use crate::{attendance, participants, problem, rooms, sessions, socket};
 
 /// Largest accepted request body. SDP offers are a few KiB; room and token
 /// JSON far less. Anything bigger is a mistake or an attack: 413.
@@ -46,6 +47,8 @@ pub struct AppState {
     pub media: Arc<dyn MediaControl>,
     /// Where rooms live (SQLite in the binary).
     pub rooms: Arc<dyn RoomStore>,
+    /// Where sessions are recorded as they join and leave.
+    pub attendance: Arc<dyn AttendanceStore>,
     /// Token keys and the operator key.
     pub auth: Auth,
     /// Called on each `GET /metrics`.
@@ -96,6 +99,7 @@ impl FromRef<RouterState> for Auth {
 pub fn router(state: AppState) -> Router {
     let hub = Hub::default();
     hub::follow_media(&hub, state.media.subscribe());
+    attendance::follow_media(state.attendance.clone(), state.media.subscribe());
     let open = Router::new()
         .route("/v1/rooms/{id}/whep", post(sessions::whep))
         .route(
@@ -107,6 +111,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rooms", post(rooms::create).get(rooms::list))
         .route("/v1/rooms/{id}", get(rooms::get).delete(rooms::delete))
         .route("/v1/rooms/{id}/tokens", post(rooms::mint_token))
+        .route("/v1/rooms/{id}/attendance", get(attendance::json))
+        .route("/v1/rooms/{id}/attendance.csv", get(attendance::csv))
         .route("/v1/rooms/{id}/whip", post(sessions::whip))
         .route("/v1/rooms/{id}/join", post(sessions::join))
         .route("/v1/rooms/{id}/events", get(socket::events))

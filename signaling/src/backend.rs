@@ -1,8 +1,9 @@
-//! The two things the HTTP layer needs from the rest of the server, as traits.
+//! What the HTTP layer needs from the rest of the server, as traits.
 //!
 //! `sabha-signaling` never touches RTP, sockets or SQL: the binary implements
-//! [`MediaControl`] with its media driver (a channel into the media shard) and
-//! [`RoomStore`] with its database. Tests implement them in memory.
+//! [`MediaControl`] with its media driver (a channel into the media shard),
+//! and [`RoomStore`] and [`AttendanceStore`] with its database. Tests
+//! implement them in memory.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,18 @@ pub enum Role {
     Participant,
 }
 
+impl Role {
+    /// As serialized: `host`, `speaker`, `listener`, `participant`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Host => "host",
+            Role::Speaker => "speaker",
+            Role::Listener => "listener",
+            Role::Participant => "participant",
+        }
+    }
+}
+
 /// How a WebRTC session takes part in the room's audio. Serialized
 /// (`"publish"`, `"listen"`, `"join"`) as the `kind` of a roster entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +51,17 @@ pub enum SessionKind {
     Listen,
     /// `/join`: sends audio to the stage and receives mix-minus-self.
     Join,
+}
+
+impl SessionKind {
+    /// As serialized: `publish`, `listen`, `join`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Publish => "publish",
+            SessionKind::Listen => "listen",
+            SessionKind::Join => "join",
+        }
+    }
 }
 
 /// How a listener (WHEP) wants the program: `?profile=low` on the URL.
@@ -109,6 +133,7 @@ pub enum MediaEvent {
         room: String,
         session: String,
         reason: String,
+        traffic: Traffic,
     },
     /// Who is speaking now, loudest first; sent at most every 200 ms and only
     /// when the set or a level changed noticeably. Empty when nobody speaks.
@@ -156,6 +181,45 @@ pub struct NewRoom {
     pub profile: ListenProfile,
 }
 
+/// What one session sent and received over its life (datagrams of every
+/// kind: STUN, DTLS, RTP, RTCP).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+}
+
+/// One session's attendance: who, in which room, as what, from when to
+/// when, why it ended, and what it exchanged. Times are Unix seconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The public session id (`/v1/sessions/{session}`).
+    pub session: String,
+    pub room: String,
+    /// The token's name claim.
+    pub name: Option<String>,
+    pub role: Role,
+    pub kind: SessionKind,
+    pub joined_at: u64,
+    /// `None` while the session is open.
+    pub left_at: Option<u64>,
+    /// As in [`MediaEvent::Closed`], or `server_restart` for a session the
+    /// server was running when it stopped.
+    pub leave_reason: Option<String>,
+    pub traffic: Traffic,
+}
+
+/// How a session ended, for [`AttendanceStore::record_leave`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leave {
+    pub session: String,
+    pub left_at: u64,
+    pub reason: String,
+    pub traffic: Traffic,
+}
+
 /// A storage failure. Never caused by client input; maps to 503/500 at the edge.
 #[derive(Debug, thiserror::Error)]
 #[error("storage failed: {0}")]
@@ -168,4 +232,19 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn get_room(&self, id: &str) -> Result<Option<Room>, StoreError>;
     /// `Ok(false)` when no such room exists.
     async fn delete_room(&self, id: &str) -> Result<bool, StoreError>;
+}
+
+/// Where attendance is written as it happens: a join when its answer goes
+/// out, a leave when the media side reports the session closed. Each write
+/// is committed before it returns, so a crash loses nothing written.
+#[async_trait]
+pub trait AttendanceStore: Send + Sync + 'static {
+    /// A session opened (`left_at` and `leave_reason` are `None`).
+    async fn record_join(&self, record: SessionRecord) -> Result<(), StoreError>;
+    /// Sessions ended, written together (a room's end closes thousands at
+    /// once). Returns how many were recorded as open and are now closed;
+    /// unknown sessions and second leaves change nothing.
+    async fn record_leaves(&self, leaves: &[Leave]) -> Result<u64, StoreError>;
+    /// Every session of a room, in order of joining.
+    async fn attendance(&self, room: &str) -> Result<Vec<SessionRecord>, StoreError>;
 }

@@ -416,6 +416,7 @@ mod tests {
             room: "r".into(),
             session: "s1".into(),
             reason: "ice_timeout".into(),
+            traffic: Default::default(),
         });
         assert_eq!(
             rx.try_recv().unwrap().event,
@@ -447,6 +448,7 @@ mod tests {
                 room: "r".into(),
                 session: "s1".into(),
                 reason: "failed".into(),
+                traffic: Default::default(),
             })
             .unwrap();
         for _ in 0..100 {

@@ -29,6 +29,7 @@
 //! binary passes everything in through [`AppState`]).
 
 pub mod app;
+pub mod attendance;
 pub mod auth;
 pub mod backend;
 pub mod cors;
@@ -48,8 +49,9 @@ pub mod token;
 pub use app::{AppState, BODY_LIMIT, MetricsRender, RouterState, router};
 pub use auth::{Auth, OperatorKey};
 pub use backend::{
-    ListenProfile, MediaControl, MediaError, MediaEvent, NewRoom, OpenSession, OpenedSession, Role,
-    Room, RoomKind, RoomStore, SessionKind, SpeakerLevel, StoreError,
+    AttendanceStore, Leave, ListenProfile, MediaControl, MediaError, MediaEvent, NewRoom,
+    OpenSession, OpenedSession, Role, Room, RoomKind, RoomStore, SessionKind, SessionRecord,
+    SpeakerLevel, StoreError, Traffic,
 };
 pub use cors::{CorsConfig, CorsError};
 pub use events::{Command, Event, Message, Participant};

@@ -20,7 +20,11 @@ use crate::problem::ApiError;
 use crate::rooms::find;
 
 /// The room id, once the caller is known to be a host of it.
-async fn hosted(state: &AppState, grant: &Grant, room: &str) -> Result<String, ApiError> {
+pub(crate) async fn hosted(
+    state: &AppState,
+    grant: &Grant,
+    room: &str,
+) -> Result<String, ApiError> {
     grant.check_room(room)?;
     let room = find(state, room).await?.id;
     if grant.role != Role::Host {

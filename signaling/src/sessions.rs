@@ -29,13 +29,16 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::auth::Grant;
-use crate::backend::{ListenProfile, OpenSession, Role, RoomKind, SessionKind};
+use crate::backend::{
+    ListenProfile, OpenSession, Role, RoomKind, SessionKind, SessionRecord, Traffic,
+};
 use crate::events::Participant;
 use crate::extract::{APPLICATION_SDP, SdpBody};
 use crate::hub::{Hub, Refusal};
 use crate::ids::is_session_id;
 use crate::problem::ApiError;
 use crate::rooms::find;
+use crate::timestamp::unix_now;
 
 /// Which roles may open which kind of session.
 ///
@@ -149,6 +152,17 @@ async fn open(
         profile,
     };
     let opened = state.media.open_session(request).await?;
+    let record = SessionRecord {
+        session: opened.session.clone(),
+        room: room.id.clone(),
+        name: grant.name.clone(),
+        role: grant.role,
+        kind,
+        joined_at: unix_now(),
+        left_at: None,
+        leave_reason: None,
+        traffic: Traffic::default(),
+    };
     let participant = Participant {
         id: opened.session.clone(),
         name: grant.name,
@@ -159,7 +173,7 @@ async fn open(
         hand_raised: false,
         on_stage,
     };
-    register(&state, &hub, &room.id, participant).await?;
+    register(&state, &hub, &room.id, participant, record).await?;
     let location =
         HeaderValue::try_from(format!("/v1/sessions/{}", opened.session)).map_err(|_| {
             ApiError::Internal("the media driver returned an unusable session id".into())
@@ -174,18 +188,22 @@ async fn open(
     Ok((StatusCode::CREATED, headers, opened.answer).into_response())
 }
 
-/// Puts a just-opened session in the roster, muting it first if it starts
-/// off stage. If that fails, or the room was locked or ended meanwhile, the
-/// session is closed again: the client gets an error, not a session that
-/// nobody accounts for.
+/// Records a just-opened session's attendance and puts it in the roster,
+/// muting it first if it starts off stage. If any of that fails, or the
+/// room was locked or ended meanwhile, the session is closed again: the
+/// client gets an error, not a session that nobody accounts for.
 async fn register(
     state: &AppState,
     hub: &Hub,
     room: &str,
     participant: Participant,
+    record: SessionRecord,
 ) -> Result<(), ApiError> {
     let session = participant.id.clone();
-    let result = enter(state, hub, room, participant).await;
+    let result = match state.attendance.record_join(record).await {
+        Ok(()) => enter(state, hub, room, participant).await,
+        Err(e) => Err(e.into()),
+    };
     if result.is_err() {
         let _ = state.media.close_session(&session).await;
     }

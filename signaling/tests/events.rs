@@ -42,9 +42,11 @@ struct Server {
 async fn serve() -> Server {
     let media = Arc::new(FakeMedia::default());
     let auth = Auth::new(b"test secret, 32 bytes long......", OperatorKey::new(KEY));
+    let store = Arc::new(FakeStore::default());
     let state = AppState {
         media: media.clone(),
-        rooms: Arc::new(FakeStore::default()),
+        rooms: store.clone(),
+        attendance: store,
         auth: auth.clone(),
         metrics: Arc::new(String::new),
         cors: CorsConfig::default(),
@@ -404,6 +406,7 @@ async fn remove_lock_and_end() {
         room: room.id.clone(),
         session: host_session,
         reason: "room_closed".into(),
+        traffic: Default::default(),
     });
     host.send(json!({"type": "lock"})).await;
     host.expect("locked").await;
@@ -441,6 +444,7 @@ async fn media_events_reach_the_socket() {
         room: room.id.clone(),
         session: sid.clone(),
         reason: "ice_timeout".into(),
+        traffic: Default::default(),
     });
     let left = host.expect("left").await;
     assert_eq!(left["reason"], "ice_timeout");

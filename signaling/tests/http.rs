@@ -70,6 +70,7 @@ fn harness_with(cors: CorsConfig) -> Harness {
     let state = AppState {
         media: media.clone(),
         rooms: store.clone(),
+        attendance: store.clone(),
         auth: auth.clone(),
         metrics: Arc::new(|| "# TYPE sabha_sessions gauge\nsabha_sessions 0\n".to_owned()),
         cors,
@@ -862,5 +863,154 @@ async fn cors_whep_can_be_restricted() {
     assert_eq!(
         reply.header(header::ACCESS_CONTROL_ALLOW_ORIGIN),
         "https://site.example"
+    );
+}
+
+// ---- attendance ----
+
+#[tokio::test]
+async fn attendance_records_joins_and_leaves_as_json_and_csv() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let listener = h.token(&room.id, Role::Listener, 600);
+    let reply = h
+        .send(offer(
+            &format!("/v1/rooms/{}/whep", room.id),
+            Some(&listener),
+            OFFER,
+        ))
+        .await;
+    assert_eq!(reply.status, 201);
+    let session = reply
+        .header(header::LOCATION)
+        .trim_start_matches("/v1/sessions/")
+        .to_owned();
+    let url = format!("/v1/rooms/{}/attendance", room.id);
+
+    let open: serde_json::Value = h
+        .send(operator(Method::GET, &url).body(Body::empty()).unwrap())
+        .await
+        .json();
+    assert_eq!(open["room"], room.id.as_str());
+    assert_eq!(open["totals"]["sessions"], 1);
+    assert_eq!(open["totals"]["open"], 1);
+    let row = &open["sessions"][0];
+    assert_eq!(row["session"], session.as_str());
+    assert_eq!(
+        (
+            row["name"].as_str(),
+            row["role"].as_str(),
+            row["kind"].as_str()
+        ),
+        (Some("Asha"), Some("listener"), Some("listen"))
+    );
+    assert!(row["left_at"].is_null() && row["leave_reason"].is_null());
+    assert!(row["joined_at"].as_str().unwrap().ends_with('Z'));
+
+    // The media side reports the close (after a DELETE, a timeout, …).
+    h.media.emit(sabha_signaling::MediaEvent::Closed {
+        room: room.id.clone(),
+        session: session.clone(),
+        reason: "ice_timeout".into(),
+        traffic: sabha_signaling::Traffic {
+            packets_in: 10,
+            bytes_in: 1_000,
+            packets_out: 500,
+            bytes_out: 60_000,
+        },
+    });
+    let mut closed = serde_json::Value::Null;
+    for _ in 0..100 {
+        closed = h
+            .send(operator(Method::GET, &url).body(Body::empty()).unwrap())
+            .await
+            .json();
+        if closed["totals"]["open"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let row = &closed["sessions"][0];
+    assert_eq!(row["leave_reason"], "ice_timeout", "{closed}");
+    assert_eq!(
+        (row["packets_out"].as_u64(), row["bytes_out"].as_u64()),
+        (Some(500), Some(60_000))
+    );
+    assert!(row["left_at"].as_str().is_some());
+
+    let csv = h
+        .send(
+            operator(Method::GET, &format!("{url}.csv"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(csv.status, 200);
+    assert_eq!(csv.header(header::CONTENT_TYPE), "text/csv; charset=utf-8");
+    assert!(csv.header(header::CONTENT_DISPOSITION).contains(&room.id));
+    let text = String::from_utf8(csv.body.to_vec()).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "session,name,role,kind,joined_at,left_at,seconds,leave_reason,packets_in,bytes_in,packets_out,bytes_out"
+        )
+    );
+    let fields: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(fields[0], session);
+    assert_eq!(&fields[1..4], ["Asha", "listener", "listen"]);
+    assert_eq!(&fields[7..], ["ice_timeout", "10", "1000", "500", "60000"]);
+    assert_eq!(lines.next(), None);
+}
+
+#[tokio::test]
+async fn attendance_is_for_hosts_and_the_operator() {
+    let h = harness();
+    let room = h.room("bridge").await;
+    let other = h.room("bridge").await;
+    let url = format!("/v1/rooms/{}/attendance", room.id);
+    let get = |token: Option<&str>, uri: &str| {
+        let mut b = Request::get(uri);
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    h.send(get(None, &url)).await.problem(401);
+    let participant = h.token(&room.id, Role::Participant, 600);
+    h.send(get(Some(&participant), &url)).await.problem(403);
+    let other_host = h.token(&other.id, Role::Host, 600);
+    h.send(get(Some(&other_host), &url)).await.problem(403);
+    let host = h.token(&room.id, Role::Host, 600);
+    let reply = h.send(get(Some(&host), &format!("{url}.csv"))).await;
+    assert_eq!(reply.status, 200);
+    h.send(get(Some(KEY), "/v1/rooms/nosuchroom00/attendance"))
+        .await
+        .problem(404);
+}
+
+#[tokio::test]
+async fn a_join_that_cannot_be_recorded_is_refused_and_closed() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let listener = h.token(&room.id, Role::Listener, 600);
+    // Rooms can be read, attendance cannot be written.
+    h.store.attendance_broken.store(true, Ordering::SeqCst);
+    let reply = h
+        .send(offer(
+            &format!("/v1/rooms/{}/whep", room.id),
+            Some(&listener),
+            OFFER,
+        ))
+        .await;
+    reply.problem(500);
+    assert_eq!(
+        h.media.opened.lock().unwrap().len(),
+        1,
+        "the media side was asked"
+    );
+    assert!(
+        h.media.live.lock().unwrap().is_empty(),
+        "and the session closed again"
     );
 }

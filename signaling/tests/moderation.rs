@@ -31,10 +31,12 @@ struct Harness {
 
 async fn harness(kind: &str) -> Harness {
     let media = Arc::new(FakeMedia::default());
+    let store = Arc::new(FakeStore::default());
     let auth = Auth::new(b"test secret, 32 bytes long......", OperatorKey::new(KEY));
     let app = router(AppState {
         media: media.clone(),
-        rooms: Arc::new(FakeStore::default()),
+        rooms: store.clone(),
+        attendance: store,
         auth: auth.clone(),
         metrics: Arc::new(String::new),
         cors: CorsConfig::default(),

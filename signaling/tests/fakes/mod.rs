@@ -14,16 +14,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use sabha_signaling::{
-    MediaControl, MediaError, MediaEvent, NewRoom, OpenSession, OpenedSession, Room, RoomStore,
-    StoreError, ids,
+    AttendanceStore, Leave, MediaControl, MediaError, MediaEvent, NewRoom, OpenSession,
+    OpenedSession, Room, RoomStore, SessionRecord, StoreError, ids,
 };
 use tokio::sync::broadcast;
 
 #[derive(Default)]
 pub struct FakeStore {
     rooms: Mutex<Vec<Room>>,
+    pub sessions: Mutex<Vec<SessionRecord>>,
     /// When set, every call fails like a broken disk.
     pub broken: AtomicBool,
+    /// When set, only attendance writes fail.
+    pub attendance_broken: AtomicBool,
 }
 
 impl FakeStore {
@@ -72,6 +75,46 @@ impl RoomStore for FakeStore {
         let before = rooms.len();
         rooms.retain(|r| r.id != id);
         Ok(rooms.len() != before)
+    }
+}
+
+#[async_trait]
+impl AttendanceStore for FakeStore {
+    async fn record_join(&self, record: SessionRecord) -> Result<(), StoreError> {
+        self.check()?;
+        if self.attendance_broken.load(Ordering::SeqCst) {
+            return Err(StoreError("attendance table is read-only".into()));
+        }
+        self.sessions.lock().unwrap().push(record);
+        Ok(())
+    }
+
+    async fn record_leaves(&self, leaves: &[Leave]) -> Result<u64, StoreError> {
+        self.check()?;
+        let mut sessions = self.sessions.lock().unwrap();
+        let mut closed = 0;
+        for leave in leaves {
+            let open = sessions
+                .iter_mut()
+                .find(|s| s.session == leave.session && s.left_at.is_none());
+            if let Some(s) = open {
+                s.left_at = Some(leave.left_at);
+                s.leave_reason = Some(leave.reason.clone());
+                s.traffic = leave.traffic;
+                closed += 1;
+            }
+        }
+        Ok(closed)
+    }
+
+    async fn attendance(&self, room: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        self.check()?;
+        let sessions = self.sessions.lock().unwrap();
+        Ok(sessions
+            .iter()
+            .filter(|s| s.room == room)
+            .cloned()
+            .collect())
     }
 }
 
