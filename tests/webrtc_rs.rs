@@ -193,6 +193,7 @@ where
     Fut: Future<Output = Result<(), String>>,
 {
     let _media = lock_media();
+    init_client_log();
     let server = Server::start();
     let api = Api::new(server.base());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -214,6 +215,27 @@ where
         "webrtc-rs {name}: {failure}\n--- server log (tail) ---\n{}",
         server.log_tail(60)
     );
+}
+
+/// webrtc-rs logs through `log`: `RUST_LOG=rtc_ice=debug,rtc_dtls=debug`
+/// shows them (captured with the test's output), stamped with milliseconds
+/// since the first test started, to line up with the server log.
+fn init_client_log() {
+    use std::io::Write;
+    let t0 = Instant::now();
+    let _ = env_logger::builder()
+        .is_test(true)
+        .format(move |buf, r| {
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            writeln!(
+                buf,
+                "{ms:9.1} ms {} [{}] {}",
+                r.level(),
+                r.target(),
+                r.args()
+            )
+        })
+        .try_init();
 }
 
 /// The room's WHIP publisher, sending `hz`.
