@@ -1,8 +1,7 @@
 //! One webrtc-rs peer of the server: a `webrtc` 0.21 `PeerConnection` bound to
 //! one UDP socket on 127.0.0.1 (so its offer carries exactly one host
 //! candidate), Opus only, the default interceptors (NACK, RTCP reports, TWCC
-//! feedback), and
-//! the aws-lc-rs crypto provider.
+//! feedback) and the aws-lc-rs crypto provider.
 //!
 //! Signalling is non-trickle: the offer is POSTed once ICE gathering is
 //! complete. A talker (WHIP or `/join`) sends a sine as 20 ms Opus frames,
