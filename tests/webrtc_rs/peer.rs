@@ -98,7 +98,17 @@ impl Peer {
         token: &str,
         role: Role,
     ) -> Result<Peer, String> {
-        let err = |what: &str, e: &dyn std::fmt::Display| format!("{name}: {what}: {e}");
+        let peer = Self::open(api, name, path, token, role).await;
+        peer.map_err(|e| format!("{name}: {e}"))
+    }
+
+    async fn open(
+        api: &Api,
+        name: &str,
+        path: &str,
+        token: &str,
+        role: Role,
+    ) -> Result<Peer, String> {
         let heard = Arc::new(Mutex::new(Heard::default()));
         let (gathered_tx, mut gathered) = watch::channel(false);
         let (state_tx, mut state) = watch::channel(RTCPeerConnectionState::New);
@@ -107,70 +117,23 @@ impl Peer {
             state: state_tx,
             heard: heard.clone(),
         };
-        let pc = build_peer_connection(events)
-            .await
-            .map_err(|e| err("build", &e))?;
+        let pc = build_peer_connection(events).await.map_err(fail("build"))?;
+        let talker = add_media(&pc, role).await?;
+        let offer = gathered_offer(&pc, &mut gathered).await?;
 
-        let (direction, hz) = match role {
-            Role::Publish(hz) => (RTCRtpTransceiverDirection::Sendonly, Some(hz)),
-            Role::Listen => (RTCRtpTransceiverDirection::Recvonly, None),
-            Role::Join(hz) => (RTCRtpTransceiverDirection::Sendrecv, Some(hz)),
-        };
-        let init = RTCRtpTransceiverInit {
-            direction,
-            streams: vec![],
-            send_encodings: vec![],
-        };
-        let talker = match hz {
-            Some(hz) => {
-                let ssrc = rand::random::<u32>();
-                let track = Arc::new(tone_track(ssrc).map_err(|e| err("track", &e))?);
-                let transceiver = pc
-                    .add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init))
-                    .await
-                    .map_err(|e| err("add track", &e))?;
-                let sender = transceiver.sender().await.map_err(|e| err("sender", &e))?;
-                Some((track, ssrc, sender, hz))
-            }
-            None => {
-                pc.add_transceiver_from_kind(RtpCodecKind::Audio, Some(init))
-                    .await
-                    .map_err(|e| err("add transceiver", &e))?;
-                None
-            }
-        };
-
-        let offer = pc.create_offer(None).await.map_err(|e| err("offer", &e))?;
-        pc.set_local_description(offer)
-            .await
-            .map_err(|e| err("set local", &e))?;
-        timeout(GATHER_TIMEOUT, gathered.wait_for(|done| *done))
-            .await
-            .map_err(|_| format!("{name}: ICE gathering not complete in {GATHER_TIMEOUT:?}"))?
-            .map_err(|e| err("gathering", &e))?;
-        let offer = pc
-            .local_description()
-            .await
-            .ok_or_else(|| format!("{name}: no local description"))?;
-
-        let answer = api.offer(path, token, offer.sdp).await?;
+        let answer = api.offer(path, token, offer).await?;
         let answered_at = Instant::now();
-        check_answer(name, path, &answer)?;
-        let remote = RTCSessionDescription::answer(answer.body).map_err(|e| err("answer", &e))?;
+        check_answer(path, &answer)?;
+        let remote = RTCSessionDescription::answer(answer.body).map_err(fail("answer"))?;
         pc.set_remote_description(remote)
             .await
-            .map_err(|e| err("set remote", &e))?;
-        wait_connected(name, &mut state).await?;
+            .map_err(fail("set remote"))?;
+        wait_connected(&mut state).await?;
         let connected_at = Instant::now();
 
         let stop = Arc::new(AtomicBool::new(false));
         let tone = match talker {
-            Some((track, ssrc, sender, hz)) => {
-                let pt = negotiated_payload_type(sender)
-                    .await
-                    .map_err(|e| err("payload type", &e))?;
-                Some(tokio::spawn(send_tone(track, ssrc, pt, hz, stop.clone())))
-            }
+            Some(t) => Some(t.start(stop.clone()).await?),
             None => None,
         };
         Ok(Peer {
@@ -239,6 +202,81 @@ impl PeerConnectionEventHandler for Events {
     }
 }
 
+/// A talker's track, ready to send once connected.
+struct Talker {
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    sender: Option<Arc<dyn RtpSender>>,
+    hz: f64,
+}
+
+impl Talker {
+    /// Spawns the tone on the payload type the answer gave Opus.
+    async fn start(
+        self,
+        stop: Arc<AtomicBool>,
+    ) -> Result<JoinHandle<Result<usize, String>>, String> {
+        let pt = negotiated_payload_type(self.sender).await?;
+        let task = send_tone(self.track, self.ssrc, pt, self.hz, stop);
+        Ok(tokio::spawn(task))
+    }
+}
+
+/// `Display` errors of step `what`, as a `String`.
+fn fail<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+/// One audio transceiver in the role's direction; a talker's gets a tone track.
+async fn add_media(pc: &Arc<dyn PeerConnection>, role: Role) -> Result<Option<Talker>, String> {
+    let (direction, hz) = match role {
+        Role::Publish(hz) => (RTCRtpTransceiverDirection::Sendonly, Some(hz)),
+        Role::Listen => (RTCRtpTransceiverDirection::Recvonly, None),
+        Role::Join(hz) => (RTCRtpTransceiverDirection::Sendrecv, Some(hz)),
+    };
+    let init = Some(RTCRtpTransceiverInit {
+        direction,
+        streams: vec![],
+        send_encodings: vec![],
+    });
+    let Some(hz) = hz else {
+        pc.add_transceiver_from_kind(RtpCodecKind::Audio, init)
+            .await
+            .map_err(fail("add transceiver"))?;
+        return Ok(None);
+    };
+    let ssrc = rand::random::<u32>();
+    let track = Arc::new(tone_track(ssrc).map_err(fail("track"))?);
+    let transceiver = pc
+        .add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, init)
+        .await
+        .map_err(fail("add track"))?;
+    let sender = transceiver.sender().await.map_err(fail("sender"))?;
+    Ok(Some(Talker {
+        track,
+        ssrc,
+        sender,
+        hz,
+    }))
+}
+
+/// The offer's SDP once ICE gathering is complete (non-trickle).
+async fn gathered_offer(
+    pc: &Arc<dyn PeerConnection>,
+    gathered: &mut watch::Receiver<bool>,
+) -> Result<String, String> {
+    let offer = pc.create_offer(None).await.map_err(fail("offer"))?;
+    pc.set_local_description(offer)
+        .await
+        .map_err(fail("set local"))?;
+    timeout(GATHER_TIMEOUT, gathered.wait_for(|done| *done))
+        .await
+        .map_err(|_| format!("ICE gathering not complete in {GATHER_TIMEOUT:?}"))?
+        .map_err(fail("gathering"))?;
+    let offer = pc.local_description().await.ok_or("no local description")?;
+    Ok(offer.sdp)
+}
+
 fn opus_codec() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: MIME_TYPE_OPUS.to_owned(),
@@ -294,10 +332,10 @@ fn tone_track(ssrc: u32) -> webrtc::error::Result<TrackLocalStaticSample> {
 }
 
 /// The answer must be `201`, `application/sdp`, with `Location: /v1/sessions/{id}`.
-fn check_answer(name: &str, path: &str, a: &crate::api::Answer) -> Result<(), String> {
+fn check_answer(path: &str, a: &crate::api::Answer) -> Result<(), String> {
     if a.status != 201 {
         return Err(format!(
-            "{name}: POST {path} answered {} (want 201): {}",
+            "POST {path} answered {} (want 201): {}",
             a.status, a.body
         ));
     }
@@ -306,19 +344,16 @@ fn check_answer(name: &str, path: &str, a: &crate::api::Answer) -> Result<(), St
         .to_ascii_lowercase()
         .starts_with("application/sdp")
     {
-        return Err(format!("{name}: answer Content-Type {:?}", a.content_type));
+        return Err(format!("answer Content-Type {:?}", a.content_type));
     }
     let id = a.location.strip_prefix("/v1/sessions/").unwrap_or("");
     if id.is_empty() || id.contains('/') {
-        return Err(format!("{name}: answer Location {:?}", a.location));
+        return Err(format!("answer Location {:?}", a.location));
     }
     Ok(())
 }
 
-async fn wait_connected(
-    name: &str,
-    state: &mut watch::Receiver<RTCPeerConnectionState>,
-) -> Result<(), String> {
+async fn wait_connected(state: &mut watch::Receiver<RTCPeerConnectionState>) -> Result<(), String> {
     use RTCPeerConnectionState::{Closed, Connected, Failed};
     let settled = timeout(
         CONNECT_TIMEOUT,
@@ -328,10 +363,10 @@ async fn wait_connected(
     .map(|r| r.map(|s| *s));
     match settled {
         Ok(Ok(Connected)) => Ok(()),
-        Ok(Ok(s)) => Err(format!("{name}: peer connection {s} instead of connected")),
-        Ok(Err(e)) => Err(format!("{name}: state channel: {e}")),
+        Ok(Ok(s)) => Err(format!("peer connection {s} instead of connected")),
+        Ok(Err(e)) => Err(format!("state channel: {e}")),
         Err(_) => Err(format!(
-            "{name}: not connected within {CONNECT_TIMEOUT:?} (state {})",
+            "not connected within {CONNECT_TIMEOUT:?} (state {})",
             *state.borrow()
         )),
     }
