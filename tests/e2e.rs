@@ -15,33 +15,25 @@
 //! Only one scenario runs at a time (a process-wide mutex): each moves real
 //! audio for up to ~20 peers and the machine has two cores.
 
+mod common;
+
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const OPERATOR_KEY: &str = "sabha-e2e-operator-key-4f1c9a0d7b2e";
-const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
+use common::{OPERATOR_KEY, Server, drain, lock_media, repo_root, tail, wait_deadline};
+
 const VENV_SETUP_TIMEOUT: Duration = Duration::from_secs(900);
 
-static MEDIA_LOCK: Mutex<()> = Mutex::new(());
 static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-static SERVER_SEQ: AtomicU32 = AtomicU32::new(0);
 
 // ---------------------------------------------------------------------------
 // Paths and the Python environment
 // ---------------------------------------------------------------------------
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
@@ -197,182 +189,6 @@ fn python() -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------
-// Child process helpers
-// ---------------------------------------------------------------------------
-
-fn drain<R: Read + Send + 'static>(r: Option<R>) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut s = Vec::new();
-        if let Some(mut r) = r {
-            let _ = r.read_to_end(&mut s);
-        }
-        String::from_utf8_lossy(&s).into_owned()
-    })
-}
-
-/// Wait for `child` until `limit`; kill it past that and return None.
-fn wait_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) => return Some(s),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-}
-
-fn tail(s: &str, lines: usize) -> String {
-    let v: Vec<&str> = s.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
-}
-
-// ---------------------------------------------------------------------------
-// The server under test
-// ---------------------------------------------------------------------------
-
-struct Server {
-    child: Child,
-    http: SocketAddr,
-    media: SocketAddr,
-    dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start() -> Server {
-        let mut last_err = String::new();
-        for _attempt in 0..3 {
-            match Server::try_start() {
-                Ok(s) => return s,
-                Err(e) => {
-                    eprintln!("e2e: server start failed, retrying: {e}");
-                    last_err = e;
-                }
-            }
-        }
-        panic!("could not start `sabha serve`: {last_err}");
-    }
-
-    fn try_start() -> Result<Server, String> {
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sabha-e2e-{}-{}-{stamp}",
-            std::process::id(),
-            SERVER_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let data = dir.join("data");
-        fs::create_dir_all(&data).map_err(|e| format!("create {}: {e}", data.display()))?;
-        let log = dir.join("server.log");
-        let log_file = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
-        let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
-
-        // Port 0 picks free ports; they are held until just before the spawn.
-        let tcp = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let udp = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let http = tcp.local_addr().map_err(|e| e.to_string())?;
-        let media = udp.local_addr().map_err(|e| e.to_string())?;
-        drop(tcp);
-        drop(udp);
-
-        let child = Command::new(env!("CARGO_BIN_EXE_sabha"))
-            .arg("serve")
-            .arg("--http")
-            .arg(http.to_string())
-            .arg("--media")
-            .arg(media.to_string())
-            .arg("--data-dir")
-            .arg(&data)
-            .env("SABHA_OPERATOR_KEY", OPERATOR_KEY)
-            .env(
-                "SABHA_LOG",
-                std::env::var("SABHA_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log_file))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", env!("CARGO_BIN_EXE_sabha")))?;
-        let mut server = Server {
-            child,
-            http,
-            media,
-            dir,
-            log,
-        };
-
-        let deadline = Instant::now() + SERVER_START_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!(
-                    "`sabha serve` exited with {status} before /healthz answered; log:\n{}",
-                    server.log_tail(40)
-                ));
-            }
-            if healthz(http) {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "GET http://{http}/healthz not 200 within {SERVER_START_TIMEOUT:?}; log:\n{}",
-                    server.log_tail(40)
-                ));
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.http)
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        tail(&fs::read_to_string(&self.log).unwrap_or_default(), lines)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!("e2e: server log kept at {}", self.log.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn healthz(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 64];
-    let mut got = Vec::new();
-    while got.len() < 12 {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&got);
-    head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")
-}
-
-// ---------------------------------------------------------------------------
 // Running a scenario
 // ---------------------------------------------------------------------------
 
@@ -411,12 +227,6 @@ impl Scenario {
             )
         })
     }
-}
-
-fn lock_media() -> MutexGuard<'static, ()> {
-    MEDIA_LOCK
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Run one driver subcommand; `server` None = no server (selftest).
