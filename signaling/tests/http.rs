@@ -145,6 +145,11 @@ impl Harness {
         self.auth.tokens().mint(&claims).unwrap()
     }
 
+    async fn whep(&self, room: &str, token: &str) -> Reply {
+        self.send(offer(&format!("/v1/rooms/{room}/whep"), Some(token), OFFER))
+            .await
+    }
+
     fn last_opened(&self) -> (SessionKind, Role, Option<String>, String) {
         let opened = self.media.opened.lock().unwrap();
         let last = opened.last().expect("a session was opened");
@@ -873,13 +878,7 @@ async fn attendance_records_joins_and_leaves_as_json_and_csv() {
     let h = harness();
     let room = h.room("rally").await;
     let listener = h.token(&room.id, Role::Listener, 600);
-    let reply = h
-        .send(offer(
-            &format!("/v1/rooms/{}/whep", room.id),
-            Some(&listener),
-            OFFER,
-        ))
-        .await;
+    let reply = h.whep(&room.id, &listener).await;
     assert_eq!(reply.status, 201);
     let session = reply
         .header(header::LOCATION)
@@ -996,13 +995,7 @@ async fn a_join_that_cannot_be_recorded_is_refused_and_closed() {
     let listener = h.token(&room.id, Role::Listener, 600);
     // Rooms can be read, attendance cannot be written.
     h.store.attendance_broken.store(true, Ordering::SeqCst);
-    let reply = h
-        .send(offer(
-            &format!("/v1/rooms/{}/whep", room.id),
-            Some(&listener),
-            OFFER,
-        ))
-        .await;
+    let reply = h.whep(&room.id, &listener).await;
     reply.problem(500);
     assert_eq!(
         h.media.opened.lock().unwrap().len(),

@@ -1,6 +1,8 @@
-//! Shared by the end-to-end test binaries (`tests/e2e.rs`, `tests/webrtc_rs.rs`):
+//! Shared by the end-to-end test binaries (`tests/e2e.rs`, `tests/webrtc_rs.rs`,
+//! `tests/crash.rs`):
 //! start the real `sabha` binary on free loopback ports, wait for `/healthz`,
-//! and always kill it (a `Drop` guard).
+//! and always kill it (a `Drop` guard); `kill -9` and restart it on the same
+//! data directory.
 //!
 //! Each test binary compiles its own copy of this module and uses a subset of
 //! it, hence the `dead_code` allowance.
@@ -9,7 +11,7 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -109,35 +111,7 @@ impl Server {
         let data = dir.join("data");
         fs::create_dir_all(&data).map_err(|e| format!("create {}: {e}", data.display()))?;
         let log = dir.join("server.log");
-        let log_file = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
-        let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
-
-        // Port 0 picks free ports; they are held until just before the spawn.
-        let tcp = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let udp = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let http = tcp.local_addr().map_err(|e| e.to_string())?;
-        let media = udp.local_addr().map_err(|e| e.to_string())?;
-        drop(tcp);
-        drop(udp);
-
-        let child = Command::new(env!("CARGO_BIN_EXE_sabha"))
-            .arg("serve")
-            .arg("--http")
-            .arg(http.to_string())
-            .arg("--media")
-            .arg(media.to_string())
-            .arg("--data-dir")
-            .arg(&data)
-            .env("SABHA_OPERATOR_KEY", OPERATOR_KEY)
-            .env(
-                "SABHA_LOG",
-                std::env::var("SABHA_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log_file))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", env!("CARGO_BIN_EXE_sabha")))?;
+        let (child, http, media) = spawn(&data, &log)?;
         let mut server = Server {
             child,
             http,
@@ -145,22 +119,41 @@ impl Server {
             dir,
             log,
         };
+        server.wait_healthy()?;
+        Ok(server)
+    }
 
+    /// `kill -9` the server, then start it again on the same data directory
+    /// (new ports; the log goes on in the same file).
+    pub fn kill_and_restart(&mut self) {
+        self.child.kill().expect("SIGKILL the server");
+        let status = self.child.wait().expect("reap the server");
+        assert!(!status.success(), "the server was killed: {status}");
+        let (child, http, media) =
+            spawn(&self.dir.join("data"), &self.log).unwrap_or_else(|e| panic!("restart: {e}"));
+        (self.child, self.http, self.media) = (child, http, media);
+        if let Err(e) = self.wait_healthy() {
+            panic!("restart: {e}");
+        }
+    }
+
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + SERVER_START_TIMEOUT;
         loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!(
                     "`sabha serve` exited with {status} before /healthz answered; log:\n{}",
-                    server.log_tail(40)
+                    self.log_tail(40)
                 ));
             }
-            if healthz(http) {
-                return Ok(server);
+            if healthz(self.http) {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "GET http://{http}/healthz not 200 within {SERVER_START_TIMEOUT:?}; log:\n{}",
-                    server.log_tail(40)
+                    "GET http://{}/healthz not 200 within {SERVER_START_TIMEOUT:?}; log:\n{}",
+                    self.http,
+                    self.log_tail(40)
                 ));
             }
             thread::sleep(Duration::from_millis(100));
@@ -174,6 +167,45 @@ impl Server {
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&fs::read_to_string(&self.log).unwrap_or_default(), lines)
     }
+}
+
+/// Starts `sabha serve` on free loopback ports with `data` as its data
+/// directory, appending its output to `log`.
+fn spawn(data: &Path, log: &Path) -> Result<(Child, SocketAddr, SocketAddr), String> {
+    let log_file = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("open {}: {e}", log.display()))?;
+    let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
+
+    // Port 0 picks free ports; they are held until just before the spawn.
+    let tcp = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let udp = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let http = tcp.local_addr().map_err(|e| e.to_string())?;
+    let media = udp.local_addr().map_err(|e| e.to_string())?;
+    drop(tcp);
+    drop(udp);
+
+    let child = Command::new(env!("CARGO_BIN_EXE_sabha"))
+        .arg("serve")
+        .arg("--http")
+        .arg(http.to_string())
+        .arg("--media")
+        .arg(media.to_string())
+        .arg("--data-dir")
+        .arg(data)
+        .env("SABHA_OPERATOR_KEY", OPERATOR_KEY)
+        .env(
+            "SABHA_LOG",
+            std::env::var("SABHA_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log_file))
+        .stderr(Stdio::from(log_err))
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", env!("CARGO_BIN_EXE_sabha")))?;
+    Ok((child, http, media))
 }
 
 impl Drop for Server {

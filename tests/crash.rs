@@ -1,0 +1,106 @@
+//! Crash safety of what the server records: `kill -9` in the middle of a
+//! room, then a restart on the same data directory.
+//!
+//! Attendance rows are committed as sessions join, so everything written
+//! before the kill is there after it; the sessions the dead server was
+//! serving are closed by the next start with reason `server_restart`, at
+//! the last heartbeat (never before their own join). The offers come from
+//! str0m: the sessions need not connect to be recorded, so no WebRTC peer
+//! is needed here (the aiortc rally checks attendance with real traffic).
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use common::{OPERATOR_KEY, Server};
+use serde_json::{Value, json};
+use str0m::media::{Direction, MediaKind};
+use str0m::{Candidate, Rtc};
+
+fn offer(direction: Direction) -> String {
+    let mut rtc = Rtc::builder().build(Instant::now());
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+    rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+    let mut change = rtc.sdp_api();
+    change.add_media(MediaKind::Audio, direction, None, None, None);
+    let (offer, _pending) = change.apply().expect("offer");
+    offer.to_sdp_string()
+}
+
+fn post_json(server: &Server, path: &str, body: Value) -> Value {
+    ureq::post(&format!("{}{path}", server.base()))
+        .header("Authorization", &format!("Bearer {OPERATOR_KEY}"))
+        .send_json(body)
+        .and_then(|mut r| r.body_mut().read_json())
+        .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", server.log_tail(30)))
+}
+
+fn attendance(server: &Server, room: &str) -> Value {
+    ureq::get(&format!("{}/v1/rooms/{room}/attendance", server.base()))
+        .header("Authorization", &format!("Bearer {OPERATOR_KEY}"))
+        .call()
+        .and_then(|mut r| r.body_mut().read_json())
+        .unwrap_or_else(|e| panic!("GET attendance: {e}\n{}", server.log_tail(30)))
+}
+
+/// Opens a session with `token`; returns its id.
+fn open(server: &Server, room: &str, endpoint: &str, token: &str, direction: Direction) -> String {
+    let response = ureq::post(&format!("{}/v1/rooms/{room}/{endpoint}", server.base()))
+        .header("Authorization", &format!("Bearer {token}"))
+        .content_type("application/sdp")
+        .send(offer(direction))
+        .unwrap_or_else(|e| panic!("POST {endpoint}: {e}\n{}", server.log_tail(30)));
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().expect("ascii");
+    location.trim_start_matches("/v1/sessions/").to_owned()
+}
+
+#[test]
+fn attendance_survives_kill_9_and_the_restart_closes_open_sessions() {
+    let mut server = Server::start();
+    let room = post_json(
+        &server,
+        "/v1/rooms",
+        json!({"name": "Crash", "kind": "rally"}),
+    );
+    let room = room["id"].as_str().expect("room id").to_owned();
+    let token = |role: &str, name: &str| {
+        let body = json!({"role": role, "name": name});
+        post_json(&server, &format!("/v1/rooms/{room}/tokens"), body)["token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    };
+    let (speaker, listener) = (token("speaker", "Leader"), token("listener", "Booth 7"));
+    let published = open(&server, &room, "whip", &speaker, Direction::SendOnly);
+    let listening = open(&server, &room, "whep", &listener, Direction::RecvOnly);
+    let before = attendance(&server, &room);
+    assert_eq!(before["totals"]["open"], 2, "{before}");
+
+    server.kill_and_restart();
+
+    let after = attendance(&server, &room);
+    let sessions = after["sessions"].as_array().expect("sessions");
+    assert_eq!(sessions.len(), 2, "nothing committed was lost: {after}");
+    assert_eq!(after["totals"]["open"], 0, "{after}");
+    for (id, name, kind) in [
+        (&published, "Leader", "publish"),
+        (&listening, "Booth 7", "listen"),
+    ] {
+        let row = sessions
+            .iter()
+            .find(|s| s["session"] == id.as_str())
+            .unwrap_or_else(|| panic!("session {id} in {after}"));
+        assert_eq!(
+            (row["name"].as_str(), row["kind"].as_str()),
+            (Some(name), Some(kind))
+        );
+        assert_eq!(row["leave_reason"], "server_restart", "{row}");
+        let (joined, left) = (row["joined_at"].as_str(), row["left_at"].as_str());
+        assert!(left >= joined, "{row}");
+    }
+    // The restarted server takes new sessions and records them as usual.
+    open(&server, &room, "whep", &listener, Direction::RecvOnly);
+    assert_eq!(attendance(&server, &room)["totals"]["open"], 1);
+}
