@@ -27,7 +27,7 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{ClientArgs, RoomsCommand, TokenArgs};
 use crate::config::{ServeArgs, ServeConfig};
 use crate::secrets::KeyOrigin;
-use crate::store::SqliteStore;
+use crate::store::{DatabaseUrl, Store};
 
 /// How often histogram summaries are refreshed when no one scrapes.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -134,6 +134,8 @@ enum ServeError {
     #[error(transparent)]
     Secret(#[from] secrets::SecretError),
     #[error(transparent)]
+    DatabaseUrl(#[from] store::UrlError),
+    #[error(transparent)]
     Store(#[from] store::OpenError),
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
@@ -170,7 +172,8 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
     tracing::info!(key = ?origin, "operator key loaded");
 
-    let rooms = Arc::new(SqliteStore::open(&dir.join("sabha.db")).await?);
+    let database = DatabaseUrl::sqlite_file(&dir.join("sabha.db"))?;
+    let rooms = Arc::new(Store::open(&database).await?);
     let prometheus = PrometheusBuilder::new().install_recorder()?;
     let upkeep = prometheus.clone();
     tokio::spawn(async move {

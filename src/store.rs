@@ -1,32 +1,50 @@
-//! Rooms in SQLite, behind the [`RoomStore`] trait of `sabha-signaling`.
+//! Rooms in SQLite or PostgreSQL, behind the [`RoomStore`] trait of
+//! `sabha-signaling`.
 //!
-//! The SQL is deliberately plain — `$n` placeholders, `TEXT` columns, no
-//! `RETURNING`, no SQLite pragmas in queries — so a PostgreSQL store is this
-//! file with another pool type. Queries are checked at run time (no
-//! `query!` macros), so building needs no database; the unit tests below run
-//! every query against a real SQLite file instead.
+//! One pool type for both: sqlx's `Any` driver picks the backend from the
+//! URL ([`DatabaseUrl`]), so every query is written once. The SQL is kept
+//! portable for that — `$n` placeholders, `TEXT` and `BIGINT` columns,
+//! Rust `String`/`i64`/`bool` values, no backend-specific syntax in queries
+//! or migrations. Queries are checked at run time (no `query!` macros), so
+//! building needs no database; the unit tests below run every query against
+//! a real SQLite file and a real PostgreSQL database instead.
 //!
-//! The database runs in WAL mode: readers (room lookups on every WHIP/WHEP
-//! request) never wait for a writer.
+//! SQLite runs in WAL mode: readers (room lookups on every WHIP/WHEP
+//! request) never wait for a writer. Its pragmas are set on each new
+//! connection, and only there: nothing else here is SQLite-specific.
 
-use std::path::Path;
+mod database_url;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sabha_signaling::timestamp::{rfc3339, unix_now};
 use sabha_signaling::{ListenProfile, NewRoom, Room, RoomKind, RoomStore, StoreError, ids};
-use sqlx::SqlitePool;
+use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{AnyPool, Executor};
 
-/// The schema, embedded from `migrations/` at build time.
+pub use database_url::{Backend, DatabaseUrl, UrlError};
+
+/// The schema, embedded from `migrations/` at build time. The same files run
+/// on both backends.
 static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// Connections in the pool. SQLite serializes writers anyway; a few readers
-/// are plenty for room lookups.
-const MAX_CONNECTIONS: u32 = 4;
-/// How long a statement waits for a lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// are plenty for room lookups. PostgreSQL takes more, but each one costs
+/// the server a process.
+const fn max_connections(backend: Backend) -> u32 {
+    match backend {
+        Backend::Sqlite => 4,
+        Backend::Postgres => 8,
+    }
+}
+/// How long a request waits for a free connection before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Set on every new SQLite connection, in this order. `busy_timeout` (ms):
+/// how long a statement waits for a lock before failing. WAL is a property
+/// of the file, set by the first connection; later ones confirm it.
+const SQLITE_PRAGMAS: [&str; 2] = ["PRAGMA busy_timeout = 5000", "PRAGMA journal_mode = WAL"];
 /// Attempts at a fresh id when one collides (≈62-bit ids: never, in practice).
 const ID_ATTEMPTS: usize = 3;
 
@@ -38,26 +56,33 @@ pub enum OpenError {
     Migrate(#[from] MigrateError),
 }
 
-/// The room store of a single-node server.
+/// The room store: one connection pool, to SQLite or PostgreSQL.
 #[derive(Clone, Debug)]
-pub struct SqliteStore {
-    pool: SqlitePool,
+pub struct Store {
+    pool: AnyPool,
 }
 
 type RoomRow = (String, String, String, String, String);
 
-impl SqliteStore {
-    /// Opens (creating if missing) the database at `path` and migrates it.
-    pub async fn open(path: &Path) -> Result<Self, OpenError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
-            .await?;
+impl Store {
+    /// Connects to the database at `url` (creating a SQLite file if
+    /// missing) and migrates it.
+    pub async fn open(url: &DatabaseUrl) -> Result<Self, OpenError> {
+        sqlx::any::install_default_drivers();
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max_connections(url.backend()))
+            .acquire_timeout(ACQUIRE_TIMEOUT);
+        if url.backend() == Backend::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    for pragma in SQLITE_PRAGMAS {
+                        conn.execute(pragma).await?;
+                    }
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect_with(url.connect_options().clone()).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -83,7 +108,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl RoomStore for SqliteStore {
+impl RoomStore for Store {
     async fn create_room(&self, new: NewRoom) -> Result<Room, StoreError> {
         let mut room = Room {
             id: String::new(),
@@ -183,9 +208,10 @@ mod tests {
     use crate::secrets::tests::{TempDir, temp_dir};
 
     /// A store in a fresh directory; keep the guard alive as long as the store.
-    async fn store() -> (SqliteStore, TempDir) {
+    async fn store() -> (Store, TempDir) {
         let dir = temp_dir("store");
-        (SqliteStore::open(&dir.join("sabha.db")).await.unwrap(), dir)
+        let url = DatabaseUrl::sqlite_file(&dir.join("sabha.db")).unwrap();
+        (Store::open(&url).await.unwrap(), dir)
     }
 
     fn new_room(name: &str, kind: RoomKind) -> NewRoom {
@@ -230,14 +256,14 @@ mod tests {
     #[tokio::test]
     async fn rooms_survive_reopening() {
         let dir = temp_dir("reopen");
-        let path = dir.join("sabha.db");
-        let store = SqliteStore::open(&path).await.unwrap();
+        let url = DatabaseUrl::sqlite_file(&dir.join("sabha.db")).unwrap();
+        let store = Store::open(&url).await.unwrap();
         let room = store
             .create_room(new_room("Kept", RoomKind::Bridge))
             .await
             .unwrap();
         store.close().await;
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = Store::open(&url).await.unwrap();
         assert_eq!(store.get_room(&room.id).await.unwrap(), Some(room));
         store.close().await;
     }
