@@ -27,7 +27,7 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{ClientArgs, RoomsCommand, TokenArgs};
 use crate::config::{ServeArgs, ServeConfig};
 use crate::secrets::KeyOrigin;
-use crate::store::{DatabaseUrl, Store};
+use crate::store::Store;
 
 /// How often histogram summaries are refreshed when no one scrapes.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -133,10 +133,12 @@ enum ServeError {
     },
     #[error(transparent)]
     Secret(#[from] secrets::SecretError),
-    #[error(transparent)]
-    DatabaseUrl(#[from] store::UrlError),
-    #[error(transparent)]
-    Store(#[from] store::OpenError),
+    #[error("{database}: {source}")]
+    Store {
+        /// Backend and file or host only: never the URL's password.
+        database: String,
+        source: store::OpenError,
+    },
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error("cannot start the media driver on {addr}: {source}")]
@@ -172,8 +174,14 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
     tracing::info!(key = ?origin, "operator key loaded");
 
-    let database = DatabaseUrl::sqlite_file(&dir.join("sabha.db"))?;
-    let rooms = Arc::new(Store::open(&database).await?);
+    let store = Store::open(&config.database)
+        .await
+        .map_err(|source| ServeError::Store {
+            database: config.database.to_string(),
+            source,
+        })?;
+    let rooms = Arc::new(store);
+    tracing::info!(database = %config.database, "store opened");
     let prometheus = PrometheusBuilder::new().install_recorder()?;
     let upkeep = prometheus.clone();
     tokio::spawn(async move {

@@ -39,7 +39,9 @@ const fn max_connections(backend: Backend) -> u32 {
         Backend::Postgres => 8,
     }
 }
-/// How long a request waits for a free connection before failing.
+/// How long a request waits for a free connection before failing. At
+/// startup, also how long a database that refuses connections (still
+/// starting, say) gets to come up.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Set on every new SQLite connection, in this order. `busy_timeout` (ms):
 /// how long a statement waits for a lock before failing. WAL is a property
@@ -50,6 +52,11 @@ const ID_ATTEMPTS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    #[error(
+        "no connection to the database within {}s: is it running, and are the URL's \
+         host and port right?", ACQUIRE_TIMEOUT.as_secs()
+    )]
+    Unreachable,
     #[error("cannot open the database: {0}")]
     Connect(#[from] sqlx::Error),
     #[error("cannot migrate the database: {0}")]
@@ -82,7 +89,12 @@ impl Store {
                 })
             });
         }
-        let pool = options.connect_with(url.connect_options().clone()).await?;
+        let pool = match options.connect_with(url.connect_options().clone()).await {
+            Ok(pool) => pool,
+            // sqlx retries refused connections until the timeout, then says only this.
+            Err(sqlx::Error::PoolTimedOut) => return Err(OpenError::Unreachable),
+            Err(e) => return Err(e.into()),
+        };
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
