@@ -215,16 +215,24 @@ fn room_from_row((id, name, kind, profile, created_at): RoomRow) -> Result<Room,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::secrets::tests::{TempDir, temp_dir};
+pub(crate) mod test_db;
 
-    /// A store in a fresh directory; keep the guard alive as long as the store.
-    async fn store() -> (Store, TempDir) {
-        let dir = temp_dir("store");
-        let url = DatabaseUrl::sqlite_file(&dir.join("sabha.db")).unwrap();
-        (Store::open(&url).await.unwrap(), dir)
-    }
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::test_db::{TestDb, on_both_backends};
+    use super::*;
+
+    on_both_backends!(
+        create_get_list_delete,
+        rooms_survive_reopening,
+        names_are_stored_verbatim,
+        a_room_keeps_its_listening_profile,
+        a_duplicate_id_is_a_unique_violation,
+        the_schema_rejects_unknown_kinds_and_profiles,
+        unknown_kind_in_the_database_is_an_error_not_a_panic,
+    );
 
     fn new_room(name: &str, kind: RoomKind) -> NewRoom {
         NewRoom {
@@ -234,9 +242,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn create_get_list_delete() {
-        let (store, _dir) = store().await;
+    async fn create_get_list_delete(db: &TestDb) {
+        let store = db.open().await;
         let a = store
             .create_room(new_room("Rally", RoomKind::Rally))
             .await
@@ -265,36 +272,22 @@ mod tests {
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn rooms_survive_reopening() {
-        let dir = temp_dir("reopen");
-        let url = DatabaseUrl::sqlite_file(&dir.join("sabha.db")).unwrap();
-        let store = Store::open(&url).await.unwrap();
+    /// Reopening also re-runs the migrator on a migrated database.
+    async fn rooms_survive_reopening(db: &TestDb) {
+        let store = db.open().await;
         let room = store
             .create_room(new_room("Kept", RoomKind::Bridge))
             .await
             .unwrap();
         store.close().await;
-        let store = Store::open(&url).await.unwrap();
+        let store = db.open().await;
         assert_eq!(store.get_room(&room.id).await.unwrap(), Some(room));
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn database_is_in_wal_mode() {
-        let (store, _dir) = store().await;
-        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap();
-        assert_eq!(mode, "wal");
-        store.close().await;
-    }
-
-    #[tokio::test]
-    async fn names_are_stored_verbatim() {
-        let (store, _dir) = store().await;
-        let name = "'; DROP TABLE rooms; -- सभा 🎤";
+    async fn names_are_stored_verbatim(db: &TestDb) {
+        let store = db.open().await;
+        let name = "'; DROP TABLE rooms; -- सभा 🎤 \\ $1 %";
         let room = store
             .create_room(new_room(name, RoomKind::Rally))
             .await
@@ -303,9 +296,8 @@ mod tests {
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn a_room_keeps_its_listening_profile() {
-        let (store, _dir) = store().await;
+    async fn a_room_keeps_its_listening_profile(db: &TestDb) {
+        let store = db.open().await;
         let low = NewRoom {
             profile: ListenProfile::Low,
             ..new_room("3G rally", RoomKind::Rally)
@@ -323,24 +315,96 @@ mod tests {
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn unknown_kind_in_the_database_is_an_error_not_a_panic() {
-        let (store, _dir) = store().await;
-        // Bypass the CHECK constraint the way a future migration bug might.
-        let mut conn = store.pool.acquire().await.unwrap();
-        sqlx::query("PRAGMA ignore_check_constraints = ON")
-            .execute(&mut *conn)
+    /// What `create_room` retries on when a fresh id collides.
+    async fn a_duplicate_id_is_a_unique_violation(db: &TestDb) {
+        let store = db.open().await;
+        let room = store
+            .create_room(new_room("First", RoomKind::Rally))
             .await
             .unwrap();
-        sqlx::query(
+        match store.insert(&room).await {
+            Err(sqlx::Error::Database(e)) => assert!(e.is_unique_violation(), "{e}"),
+            other => panic!("a second insert of {} gave {other:?}", room.id),
+        }
+        store.close().await;
+    }
+
+    /// The migrations' CHECK constraints hold on every backend.
+    async fn the_schema_rejects_unknown_kinds_and_profiles(db: &TestDb) {
+        let store = db.open().await;
+        for (kind, profile) in [("party", "standard"), ("rally", "hifi")] {
+            let inserted = sqlx::query(
+                "INSERT INTO rooms (id, name, kind, profile, created_at) \
+                 VALUES ('oddroom00000', 'x', $1, $2, '2025-01-01T00:00:00Z')",
+            )
+            .bind(kind)
+            .bind(profile)
+            .execute(&store.pool)
+            .await;
+            match inserted {
+                Err(sqlx::Error::Database(e)) => {
+                    assert_eq!(e.kind(), sqlx::error::ErrorKind::CheckViolation, "{e}");
+                }
+                other => panic!("{kind}/{profile} gave {other:?}"),
+            }
+        }
+        store.close().await;
+    }
+
+    async fn unknown_kind_in_the_database_is_an_error_not_a_panic(db: &TestDb) {
+        let store = db.open().await;
+        // Bypass the CHECK constraint the way a future migration bug might.
+        let mut conn = db.connect().await;
+        let bypass = match db.url.backend() {
+            Backend::Sqlite => "PRAGMA ignore_check_constraints = ON",
+            // This test's own database: dropping the constraint harms no other.
+            Backend::Postgres => "ALTER TABLE rooms DROP CONSTRAINT rooms_kind_check",
+        };
+        conn.execute(bypass).await.unwrap();
+        conn.execute(
             "INSERT INTO rooms (id, name, kind, created_at) \
              VALUES ('oddroom00000', 'x', 'party', '2025-01-01T00:00:00Z')",
         )
-        .execute(&mut *conn)
         .await
         .unwrap();
-        drop(conn);
+        conn.close().await.unwrap();
         assert!(store.get_room("oddroom00000").await.is_err());
+        assert!(store.list_rooms().await.is_err());
         store.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_database_is_in_wal_mode() {
+        let db = TestDb::sqlite();
+        let store = db.open().await;
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        store.close().await;
+        db.finish().await;
+    }
+
+    /// The PostgreSQL tests really reach PostgreSQL, each in its own
+    /// database: the backend is not silently SQLite.
+    #[tokio::test]
+    async fn postgres_store_is_on_its_own_postgres_database() {
+        let db = TestDb::postgres().await;
+        let store = db.open().await;
+        let (version, database): (String, String) =
+            sqlx::query_as("SELECT version(), current_database()::text")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert!(version.starts_with("PostgreSQL "), "{version}");
+        assert!(database.starts_with("sabha_test_"), "{database}");
+        let (migrated,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(migrated, MIGRATOR.iter().count() as i64);
+        store.close().await;
+        db.finish().await;
     }
 }

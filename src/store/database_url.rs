@@ -109,6 +109,17 @@ impl DatabaseUrl {
         &self.options
     }
 
+    /// The same server with another database (each test creates its own).
+    #[cfg(test)]
+    pub(super) fn with_database(&self, name: &str) -> Self {
+        let mut options = self.options.clone();
+        options.database_url.set_path(name);
+        Self {
+            options,
+            ..self.clone()
+        }
+    }
+
     fn sqlite(mut url: Url) -> Result<Self, UrlError> {
         // Like the default file: create the database unless told otherwise.
         if !url.query_pairs().any(|(key, _)| key == "mode") {
