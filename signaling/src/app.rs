@@ -44,7 +44,7 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 pub struct AppState {
     /// Opens and closes WebRTC sessions (the media driver).
     pub media: Arc<dyn MediaControl>,
-    /// Where rooms live (SQLite in the binary).
+    /// Where rooms live (SQLite or PostgreSQL in the binary).
     pub rooms: Arc<dyn RoomStore>,
     /// Token keys and the operator key.
     pub auth: Auth,
