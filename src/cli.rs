@@ -1,4 +1,5 @@
-//! The operator's client commands: `sabha rooms …` and `sabha token …`.
+//! The operator's client commands: `sabha rooms …`, `sabha token …` and
+//! `sabha attendance …`.
 //!
 //! They talk to a running server over its HTTP API — the same requests a
 //! script or a web console would make — so they need no access to its
@@ -76,6 +77,15 @@ pub struct TokenArgs {
     /// Lifetime in seconds [server default: 86400]
     #[arg(long = "ttl-s", value_name = "SECONDS")]
     pub ttl_s: Option<u64>,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct AttendanceArgs {
+    /// Room id
+    pub room: String,
+    /// CSV (one row per session) instead of JSON
+    #[arg(long)]
+    pub csv: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +172,36 @@ pub fn token(args: &ClientArgs, token: &TokenArgs) -> Result<(), CliError> {
     }
 }
 
+/// Runs `sabha attendance ROOM [--csv]`: prints the room's attendance.
+pub fn attendance(args: &ClientArgs, attendance: &AttendanceArgs) -> Result<(), CliError> {
+    let client = Client::new(args)?;
+    let path = format!("/v1/rooms/{}/attendance", segment(&attendance.room));
+    if attendance.csv {
+        print!("{}", client.get_text(&format!("{path}.csv"))?);
+        Ok(())
+    } else {
+        print_json(&client.send("GET", &path, None)?)
+    }
+}
+
 impl Client {
+    /// A GET whose answer is text (CSV), or the problem.
+    fn get_text(&self, path: &str) -> Result<String, CliError> {
+        let url = format!("{}{path}", self.base);
+        let mut response = self
+            .agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {}", self.key))
+            .call()?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string()?;
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            Err(problem(status, &text))
+        }
+    }
+
     fn new(args: &ClientArgs) -> Result<Self, CliError> {
         let key = match &args.key {
             Some(key) => key.clone(),

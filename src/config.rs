@@ -15,12 +15,17 @@ use clap::builder::BoolishValueParser;
 use sabha_signaling::{CorsConfig, CorsError, OperatorKey};
 use serde::Deserialize;
 
+use crate::store::{DatabaseUrl, UrlError};
+
 /// HTTP API: loopback, the usual development port.
 pub const DEFAULT_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// Media UDP: loopback; 8443 is a port firewalls often already open.
 pub const DEFAULT_MEDIA: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443);
 /// Database, JWT secret and operator key live here.
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// The embedded SQLite database, in the data directory, unless `database`
+/// names another.
+pub const DEFAULT_DATABASE_FILE: &str = "sabha.db";
 /// `tracing` filter.
 pub const DEFAULT_LOG: &str = "info";
 
@@ -40,6 +45,16 @@ pub struct ServeArgs {
     /// Directory for sabha.db, jwt.secret and operator.key [default: ./data]
     #[arg(long, env = "SABHA_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite:PATH, or postgres://USER@HOST[:PORT]/DB to use
+    /// PostgreSQL; prefer the environment variable if it has a password
+    /// [default: the SQLite file <data dir>/sabha.db]
+    #[arg(
+        long,
+        env = "SABHA_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
     /// TOML config file (see deploy/sabha.toml)
     #[arg(long, env = "SABHA_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -77,6 +92,7 @@ struct FileConfig {
     media: Option<SocketAddr>,
     advertise: Option<IpAddr>,
     data_dir: Option<PathBuf>,
+    database: Option<String>,
     operator_key: Option<String>,
     cors_origins: Option<Vec<String>>,
     cors_whep_any_origin: Option<bool>,
@@ -90,6 +106,8 @@ pub struct ServeConfig {
     pub media: SocketAddr,
     pub advertise: Option<IpAddr>,
     pub data_dir: PathBuf,
+    /// Where the rooms are; its `Debug` and `Display` hide any password.
+    pub database: DatabaseUrl,
     /// `None`: read or create `<data dir>/operator.key`.
     pub operator_key: Option<OperatorKey>,
     pub cors: CorsConfig,
@@ -112,6 +130,8 @@ pub enum ConfigError {
     EmptyOperatorKey,
     #[error(transparent)]
     Cors(#[from] CorsError),
+    #[error(transparent)]
+    Database(#[from] UrlError),
 }
 
 impl ServeConfig {
@@ -135,14 +155,20 @@ impl ServeConfig {
             .cors_whep_any_origin
             .or(file.cors_whep_any_origin)
             .unwrap_or(true);
+        let data_dir: PathBuf = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let database = match args.database.or(file.database) {
+            Some(url) => DatabaseUrl::parse(&url)?,
+            None => DatabaseUrl::sqlite_file(&data_dir.join(DEFAULT_DATABASE_FILE))?,
+        };
         Ok(Self {
             http: args.http.or(file.http).unwrap_or(DEFAULT_HTTP),
             media: args.media.or(file.media).unwrap_or(DEFAULT_MEDIA),
             advertise: args.advertise.or(file.advertise),
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            data_dir,
+            database,
             operator_key,
             cors: CorsConfig::parse(&origins, whep_any_origin)?,
             log: args
@@ -170,10 +196,11 @@ fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
     use sabha_signaling::cors::Origins;
 
     use super::*;
+    use crate::store::Backend;
 
     #[derive(Parser)]
     struct Cli {
@@ -194,6 +221,11 @@ mod tests {
         assert_eq!(config.media, "127.0.0.1:8443".parse().unwrap());
         assert_eq!(config.advertise, None);
         assert_eq!(config.data_dir, PathBuf::from("./data"));
+        let default_db = std::path::absolute("./data/sabha.db").unwrap();
+        assert_eq!(
+            config.database.to_string(),
+            format!("sqlite file {}", default_db.display())
+        );
         assert!(config.operator_key.is_none());
         assert_eq!(config.cors, CorsConfig::default());
         assert_eq!(config.log, "info");
@@ -235,6 +267,68 @@ mod tests {
         let config = ServeConfig::resolve(args, FileConfig::default()).unwrap();
         assert!(matches!(config.cors.origins, Origins::List(ref l) if l.len() == 2));
         assert!(!config.cors.whep_any_origin);
+    }
+
+    /// `database`: flag (or SABHA_DATABASE_URL, which clap reads for the
+    /// flag) over file over the SQLite file in the data directory.
+    #[test]
+    fn database_url_precedence_and_default() {
+        let env = Cli::command()
+            .get_arguments()
+            .find(|arg| arg.get_id() == "database")
+            .and_then(|arg| arg.get_env().map(|e| e.to_owned()));
+        assert_eq!(
+            env.as_deref(),
+            Some(std::ffi::OsStr::new("SABHA_DATABASE_URL"))
+        );
+
+        let file = parse_file(
+            r#"
+            data_dir = "/var/lib/sabha"
+            database = "postgresql://sabha:secret@db.example/sabha"
+            "#,
+        )
+        .unwrap();
+        let config = ServeConfig::resolve(ServeArgs::default(), file).unwrap();
+        assert_eq!(config.database.backend(), Backend::Postgres);
+        assert_eq!(config.database.to_string(), "postgres on db.example");
+        assert!(!format!("{config:?}").contains("secret"));
+
+        let file = parse_file(r#"database = "postgres://db.example/sabha""#).unwrap();
+        let args = flags(&["--database", "sqlite:///srv/rooms.db"]);
+        let config = ServeConfig::resolve(args, file).unwrap();
+        assert_eq!(config.database.to_string(), "sqlite file /srv/rooms.db");
+
+        let args = flags(&["--data-dir", "/srv/sabha"]);
+        let config = ServeConfig::resolve(args, FileConfig::default()).unwrap();
+        assert_eq!(
+            config.database.to_string(),
+            "sqlite file /srv/sabha/sabha.db"
+        );
+    }
+
+    #[test]
+    fn unsupported_database_urls_are_errors() {
+        for url in [
+            "mysql://db.example/sabha",
+            "sabha.db",
+            "postgres://h:port/x",
+        ] {
+            let args = flags(&["--database", url]);
+            assert!(
+                matches!(
+                    ServeConfig::resolve(args, FileConfig::default()),
+                    Err(ConfigError::Database(_))
+                ),
+                "{url}"
+            );
+        }
+        let error = DatabaseUrl::parse("mysql://db.example/sabha").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("unsupported database URL scheme `mysql:`")
+        );
     }
 
     #[test]
@@ -284,7 +378,7 @@ mod tests {
             })
             .map(|line| format!("{line}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), 8, "{uncommented}");
+        assert_eq!(uncommented.lines().count(), 9, "{uncommented}");
         let file = parse_file(&uncommented).unwrap();
         assert_eq!(file.http, Some(DEFAULT_HTTP));
         assert_eq!(file.media, Some(DEFAULT_MEDIA));
@@ -292,5 +386,7 @@ mod tests {
         assert_eq!(file.log.as_deref(), Some(DEFAULT_LOG));
         assert_eq!(file.cors_origins, Some(vec![]));
         assert_eq!(file.cors_whep_any_origin, Some(true));
+        // An example, not the default (that depends on data_dir): it must parse.
+        DatabaseUrl::parse(&file.database.unwrap()).unwrap();
     }
 }

@@ -25,10 +25,10 @@ use sabha_signaling::{AppState, Auth, router};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{ClientArgs, RoomsCommand, TokenArgs};
+use crate::cli::{AttendanceArgs, ClientArgs, RoomsCommand, TokenArgs};
 use crate::config::{ServeArgs, ServeConfig};
 use crate::secrets::KeyOrigin;
-use crate::store::SqliteStore;
+use crate::store::Store;
 
 /// How often histogram summaries are refreshed when no one scrapes.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -58,6 +58,13 @@ enum Command {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// Print a room's attendance (JSON, or CSV with --csv)
+    Attendance {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        attendance: AttendanceArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +78,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_main(args),
         Command::Rooms { client, command } => client_exit(cli::rooms(&client, &command)),
         Command::Token { client, token } => client_exit(cli::token(&client, &token)),
+        Command::Attendance { client, attendance } => {
+            client_exit(cli::attendance(&client, &attendance))
+        }
     }
 }
 
@@ -134,8 +144,12 @@ enum ServeError {
     },
     #[error(transparent)]
     Secret(#[from] secrets::SecretError),
-    #[error(transparent)]
-    Store(#[from] store::OpenError),
+    #[error("{database}: {source}")]
+    Store {
+        /// Backend and file or host only: never the URL's password.
+        database: String,
+        source: store::OpenError,
+    },
     #[error("cannot close the sessions of the last run: {0}")]
     Attendance(#[from] sabha_signaling::StoreError),
     #[error("cannot install the metrics recorder: {0}")]
@@ -173,7 +187,14 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
     tracing::info!(key = ?origin, "operator key loaded");
 
-    let store = Arc::new(SqliteStore::open(&dir.join("sabha.db")).await?);
+    let store = Store::open(&config.database)
+        .await
+        .map_err(|source| ServeError::Store {
+            database: config.database.to_string(),
+            source,
+        })?;
+    let store = Arc::new(store);
+    tracing::info!(database = %config.database, "store opened");
     let interrupted = store.close_interrupted_sessions(unix_now()).await?;
     if interrupted > 0 {
         tracing::info!(
@@ -236,7 +257,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
 
 /// Records every [`store::HEARTBEAT_EVERY`] that the server is alive, so
 /// that after a crash open sessions are closed at the last sign of life.
-fn spawn_heartbeat(store: Arc<SqliteStore>) {
+fn spawn_heartbeat(store: Arc<Store>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(store::HEARTBEAT_EVERY);
         loop {

@@ -1,68 +1,103 @@
-//! Rooms and attendance in SQLite, behind the [`RoomStore`] and
-//! `AttendanceStore` traits of `sabha-signaling`.
+//! Rooms and attendance in SQLite or PostgreSQL, behind the [`RoomStore`]
+//! and `AttendanceStore` traits of `sabha-signaling`.
 //!
-//! The SQL is deliberately plain — `$n` placeholders, `TEXT` columns, no
-//! `RETURNING`, no SQLite pragmas in queries — so a PostgreSQL store is this
-//! file with another pool type. Queries are checked at run time (no
-//! `query!` macros), so building needs no database; the unit tests below run
-//! every query against a real SQLite file instead.
+//! One pool type for both: sqlx's `Any` driver picks the backend from the
+//! URL ([`DatabaseUrl`]), so every query is written once. The SQL is kept
+//! portable for that — `$n` placeholders, `TEXT` and `BIGINT` columns,
+//! Rust `String`/`i64`/`bool` values, no backend-specific syntax in queries
+//! or migrations. Queries are checked at run time (no `query!` macros), so
+//! building needs no database; the unit tests below run every query against
+//! a real SQLite file and a real PostgreSQL database instead.
 //!
-//! The database runs in WAL mode: readers (room lookups on every WHIP/WHEP
-//! request) never wait for a writer.
+//! SQLite runs in WAL mode: readers (room lookups on every WHIP/WHEP
+//! request) never wait for a writer. Its pragmas are set on each new
+//! connection, and only there: nothing else here is SQLite-specific.
 
-use std::path::Path;
+mod database_url;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sabha_signaling::timestamp::{rfc3339, unix_now};
 use sabha_signaling::{ListenProfile, NewRoom, Room, RoomKind, RoomStore, StoreError, ids};
-use sqlx::SqlitePool;
+use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{AnyPool, Executor};
 
 mod attendance;
 
 pub use attendance::HEARTBEAT_EVERY;
+pub use database_url::{Backend, DatabaseUrl, UrlError};
 
-/// The schema, embedded from `migrations/` at build time.
+/// The schema, embedded from `migrations/` at build time. The same files run
+/// on both backends.
 static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// Connections in the pool. SQLite serializes writers anyway; a few readers
-/// are plenty for room lookups.
-const MAX_CONNECTIONS: u32 = 4;
-/// How long a statement waits for a lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// are plenty for room lookups. PostgreSQL takes more, but each one costs
+/// the server a process.
+const fn max_connections(backend: Backend) -> u32 {
+    match backend {
+        Backend::Sqlite => 4,
+        Backend::Postgres => 8,
+    }
+}
+/// How long a request waits for a free connection before failing. At
+/// startup, also how long a database that refuses connections (still
+/// starting, say) gets to come up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Set on every new SQLite connection, in this order. `busy_timeout` (ms):
+/// how long a statement waits for a lock before failing. WAL is a property
+/// of the file, set by the first connection; later ones confirm it.
+const SQLITE_PRAGMAS: [&str; 2] = ["PRAGMA busy_timeout = 5000", "PRAGMA journal_mode = WAL"];
 /// Attempts at a fresh id when one collides (≈62-bit ids: never, in practice).
 const ID_ATTEMPTS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    #[error(
+        "no connection to the database within {}s: is it running, and are the URL's \
+         host and port right?", ACQUIRE_TIMEOUT.as_secs()
+    )]
+    Unreachable,
     #[error("cannot open the database: {0}")]
     Connect(#[from] sqlx::Error),
     #[error("cannot migrate the database: {0}")]
     Migrate(#[from] MigrateError),
 }
 
-/// The room store of a single-node server.
+/// The room store: one connection pool, to SQLite or PostgreSQL.
 #[derive(Clone, Debug)]
-pub struct SqliteStore {
-    pool: SqlitePool,
+pub struct Store {
+    pool: AnyPool,
 }
 
 type RoomRow = (String, String, String, String, String);
 
-impl SqliteStore {
-    /// Opens (creating if missing) the database at `path` and migrates it.
-    pub async fn open(path: &Path) -> Result<Self, OpenError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
-            .await?;
+impl Store {
+    /// Connects to the database at `url` (creating a SQLite file if
+    /// missing) and migrates it.
+    pub async fn open(url: &DatabaseUrl) -> Result<Self, OpenError> {
+        sqlx::any::install_default_drivers();
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max_connections(url.backend()))
+            .acquire_timeout(ACQUIRE_TIMEOUT);
+        if url.backend() == Backend::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    for pragma in SQLITE_PRAGMAS {
+                        conn.execute(pragma).await?;
+                    }
+                    Ok(())
+                })
+            });
+        }
+        let pool = match options.connect_with(url.connect_options().clone()).await {
+            Ok(pool) => pool,
+            // sqlx retries refused connections until the timeout, then says only this.
+            Err(sqlx::Error::PoolTimedOut) => return Err(OpenError::Unreachable),
+            Err(e) => return Err(e.into()),
+        };
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -88,7 +123,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl RoomStore for SqliteStore {
+impl RoomStore for Store {
     async fn create_room(&self, new: NewRoom) -> Result<Room, StoreError> {
         let mut room = Room {
             id: String::new(),
@@ -183,15 +218,24 @@ fn room_from_row((id, name, kind, profile, created_at): RoomRow) -> Result<Room,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::secrets::tests::{TempDir, temp_dir};
+pub(crate) mod test_db;
 
-    /// A store in a fresh directory; keep the guard alive as long as the store.
-    async fn store() -> (SqliteStore, TempDir) {
-        let dir = temp_dir("store");
-        (SqliteStore::open(&dir.join("sabha.db")).await.unwrap(), dir)
-    }
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::test_db::{TestDb, on_both_backends};
+    use super::*;
+
+    on_both_backends!(
+        create_get_list_delete,
+        rooms_survive_reopening,
+        names_are_stored_verbatim,
+        a_room_keeps_its_listening_profile,
+        a_duplicate_id_is_a_unique_violation,
+        the_schema_rejects_unknown_kinds_and_profiles,
+        unknown_kind_in_the_database_is_an_error_not_a_panic,
+    );
 
     fn new_room(name: &str, kind: RoomKind) -> NewRoom {
         NewRoom {
@@ -201,9 +245,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn create_get_list_delete() {
-        let (store, _dir) = store().await;
+    async fn create_get_list_delete(db: &TestDb) {
+        let store = db.open().await;
         let a = store
             .create_room(new_room("Rally", RoomKind::Rally))
             .await
@@ -232,36 +275,22 @@ mod tests {
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn rooms_survive_reopening() {
-        let dir = temp_dir("reopen");
-        let path = dir.join("sabha.db");
-        let store = SqliteStore::open(&path).await.unwrap();
+    /// Reopening also re-runs the migrator on a migrated database.
+    async fn rooms_survive_reopening(db: &TestDb) {
+        let store = db.open().await;
         let room = store
             .create_room(new_room("Kept", RoomKind::Bridge))
             .await
             .unwrap();
         store.close().await;
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = db.open().await;
         assert_eq!(store.get_room(&room.id).await.unwrap(), Some(room));
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn database_is_in_wal_mode() {
-        let (store, _dir) = store().await;
-        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap();
-        assert_eq!(mode, "wal");
-        store.close().await;
-    }
-
-    #[tokio::test]
-    async fn names_are_stored_verbatim() {
-        let (store, _dir) = store().await;
-        let name = "'; DROP TABLE rooms; -- सभा 🎤";
+    async fn names_are_stored_verbatim(db: &TestDb) {
+        let store = db.open().await;
+        let name = "'; DROP TABLE rooms; -- सभा 🎤 \\ $1 %";
         let room = store
             .create_room(new_room(name, RoomKind::Rally))
             .await
@@ -270,9 +299,8 @@ mod tests {
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn a_room_keeps_its_listening_profile() {
-        let (store, _dir) = store().await;
+    async fn a_room_keeps_its_listening_profile(db: &TestDb) {
+        let store = db.open().await;
         let low = NewRoom {
             profile: ListenProfile::Low,
             ..new_room("3G rally", RoomKind::Rally)
@@ -290,24 +318,96 @@ mod tests {
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn unknown_kind_in_the_database_is_an_error_not_a_panic() {
-        let (store, _dir) = store().await;
-        // Bypass the CHECK constraint the way a future migration bug might.
-        let mut conn = store.pool.acquire().await.unwrap();
-        sqlx::query("PRAGMA ignore_check_constraints = ON")
-            .execute(&mut *conn)
+    /// What `create_room` retries on when a fresh id collides.
+    async fn a_duplicate_id_is_a_unique_violation(db: &TestDb) {
+        let store = db.open().await;
+        let room = store
+            .create_room(new_room("First", RoomKind::Rally))
             .await
             .unwrap();
-        sqlx::query(
+        match store.insert(&room).await {
+            Err(sqlx::Error::Database(e)) => assert!(e.is_unique_violation(), "{e}"),
+            other => panic!("a second insert of {} gave {other:?}", room.id),
+        }
+        store.close().await;
+    }
+
+    /// The migrations' CHECK constraints hold on every backend.
+    async fn the_schema_rejects_unknown_kinds_and_profiles(db: &TestDb) {
+        let store = db.open().await;
+        for (kind, profile) in [("party", "standard"), ("rally", "hifi")] {
+            let inserted = sqlx::query(
+                "INSERT INTO rooms (id, name, kind, profile, created_at) \
+                 VALUES ('oddroom00000', 'x', $1, $2, '2025-01-01T00:00:00Z')",
+            )
+            .bind(kind)
+            .bind(profile)
+            .execute(&store.pool)
+            .await;
+            match inserted {
+                Err(sqlx::Error::Database(e)) => {
+                    assert_eq!(e.kind(), sqlx::error::ErrorKind::CheckViolation, "{e}");
+                }
+                other => panic!("{kind}/{profile} gave {other:?}"),
+            }
+        }
+        store.close().await;
+    }
+
+    async fn unknown_kind_in_the_database_is_an_error_not_a_panic(db: &TestDb) {
+        let store = db.open().await;
+        // Bypass the CHECK constraint the way a future migration bug might.
+        let mut conn = db.connect().await;
+        let bypass = match db.url.backend() {
+            Backend::Sqlite => "PRAGMA ignore_check_constraints = ON",
+            // This test's own database: dropping the constraint harms no other.
+            Backend::Postgres => "ALTER TABLE rooms DROP CONSTRAINT rooms_kind_check",
+        };
+        conn.execute(bypass).await.unwrap();
+        conn.execute(
             "INSERT INTO rooms (id, name, kind, created_at) \
              VALUES ('oddroom00000', 'x', 'party', '2025-01-01T00:00:00Z')",
         )
-        .execute(&mut *conn)
         .await
         .unwrap();
-        drop(conn);
+        conn.close().await.unwrap();
         assert!(store.get_room("oddroom00000").await.is_err());
+        assert!(store.list_rooms().await.is_err());
         store.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_database_is_in_wal_mode() {
+        let db = TestDb::sqlite();
+        let store = db.open().await;
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        store.close().await;
+        db.finish().await;
+    }
+
+    /// The PostgreSQL tests really reach PostgreSQL, each in its own
+    /// database: the backend is not silently SQLite.
+    #[tokio::test]
+    async fn postgres_store_is_on_its_own_postgres_database() {
+        let db = TestDb::postgres().await;
+        let store = db.open().await;
+        let (version, database): (String, String) =
+            sqlx::query_as("SELECT version(), current_database()::text")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert!(version.starts_with("PostgreSQL "), "{version}");
+        assert!(database.starts_with("sabha_test_"), "{database}");
+        let (migrated,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(migrated, MIGRATOR.iter().count() as i64);
+        store.close().await;
+        db.finish().await;
     }
 }

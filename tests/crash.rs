@@ -100,6 +100,28 @@ fn attendance_survives_kill_9_and_the_restart_closes_open_sessions() {
         let (joined, left) = (row["joined_at"].as_str(), row["left_at"].as_str());
         assert!(left >= joined, "{row}");
     }
+    // The CLI prints the same as CSV.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_sabha"))
+        .args(["attendance", &room, "--csv", "--server", &server.base()])
+        .args(["--key", OPERATOR_KEY])
+        .output()
+        .expect("run sabha attendance");
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let csv = String::from_utf8(cli.stdout).expect("UTF-8");
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|h| h.starts_with("session,name,role,kind,"))
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert!(rows.iter().all(|r| r.contains(",server_restart,")), "{csv}");
+
     // The restarted server takes new sessions and records them as usual.
     open(&server, &room, "whep", &listener, Direction::RecvOnly);
     assert_eq!(attendance(&server, &room)["totals"]["open"], 1);

@@ -45,7 +45,7 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 pub struct AppState {
     /// Opens and closes WebRTC sessions (the media driver).
     pub media: Arc<dyn MediaControl>,
-    /// Where rooms live (SQLite in the binary).
+    /// Where rooms live (SQLite or PostgreSQL in the binary).
     pub rooms: Arc<dyn RoomStore>,
     /// Where sessions are recorded as they join and leave.
     pub attendance: Arc<dyn AttendanceStore>,

@@ -3,9 +3,9 @@
 //! before the call returns), so a crash loses nothing already written.
 //!
 //! A session still open when the server stopped (crash, kill, power) is
-//! closed on the next start by [`SqliteStore::close_interrupted_sessions`],
+//! closed on the next start by [`Store::close_interrupted_sessions`],
 //! with reason `server_restart` and the time of the server's last heartbeat
-//! ([`SqliteStore::heartbeat`], every [`HEARTBEAT_EVERY`]) rather than the
+//! ([`Store::heartbeat`], every [`HEARTBEAT_EVERY`]) rather than the
 //! restart time, so a night-long outage does not count as listening.
 
 use std::time::Duration;
@@ -15,7 +15,7 @@ use sabha_signaling::{
     AttendanceStore, Leave, Role, SessionKind, SessionRecord, StoreError, Traffic,
 };
 
-use super::{SqliteStore, store_error};
+use super::{Store, store_error};
 
 /// How often the running server records that it is alive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
@@ -46,7 +46,7 @@ fn unsigned(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-impl SqliteStore {
+impl Store {
     /// Records that the server is alive now (Unix seconds).
     pub async fn heartbeat(&self, now: u64) -> Result<(), StoreError> {
         sqlx::query(
@@ -85,7 +85,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl AttendanceStore for SqliteStore {
+impl AttendanceStore for Store {
     async fn record_join(&self, r: SessionRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO attendance (session_id, room_id, name, role, kind, joined_at) \
@@ -188,7 +188,13 @@ fn record(row: Row) -> Result<SessionRecord, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secrets::tests::temp_dir;
+    use crate::store::test_db::{TestDb, on_both_backends};
+
+    on_both_backends!(
+        joins_and_leaves_are_recorded_per_room_in_order,
+        a_restart_closes_open_sessions_at_the_last_heartbeat,
+        without_a_heartbeat_open_sessions_close_at_restart,
+    );
 
     fn joined(session: &str, room: &str, at: u64) -> SessionRecord {
         SessionRecord {
@@ -204,10 +210,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn joins_and_leaves_are_recorded_per_room_in_order() {
-        let dir = temp_dir("attendance");
-        let store = SqliteStore::open(&dir.join("sabha.db")).await.unwrap();
+    async fn joins_and_leaves_are_recorded_per_room_in_order(db: &TestDb) {
+        let store = db.open().await;
         store.record_join(joined("b", "r1", 200)).await.unwrap();
         store.record_join(joined("a", "r1", 100)).await.unwrap();
         store.record_join(joined("c", "r2", 150)).await.unwrap();
@@ -250,11 +254,8 @@ mod tests {
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn a_restart_closes_open_sessions_at_the_last_heartbeat() {
-        let dir = temp_dir("restart");
-        let path = dir.join("sabha.db");
-        let store = SqliteStore::open(&path).await.unwrap();
+    async fn a_restart_closes_open_sessions_at_the_last_heartbeat(db: &TestDb) {
+        let store = db.open().await;
         store
             .record_join(joined("early", "r", 1_000))
             .await
@@ -272,7 +273,7 @@ mod tests {
         store.heartbeat(1_060).await.unwrap();
         // The process dies here; the next one opens the same database.
         drop(store);
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = db.open().await;
         assert_eq!(store.close_interrupted_sessions(9_999).await.unwrap(), 2);
         let rows = store.attendance("r").await.unwrap();
         let by = |id: &str| rows.iter().find(|r| r.session == id).unwrap().clone();
@@ -287,10 +288,8 @@ mod tests {
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn without_a_heartbeat_open_sessions_close_at_restart() {
-        let dir = temp_dir("noheartbeat");
-        let store = SqliteStore::open(&dir.join("sabha.db")).await.unwrap();
+    async fn without_a_heartbeat_open_sessions_close_at_restart(db: &TestDb) {
+        let store = db.open().await;
         store.record_join(joined("a", "r", 100)).await.unwrap();
         assert_eq!(store.close_interrupted_sessions(500).await.unwrap(), 1);
         let rows = store.attendance("r").await.unwrap();
