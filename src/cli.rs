@@ -79,6 +79,14 @@ pub struct TokenArgs {
     pub ttl_s: Option<u64>,
 }
 
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum OrgCommand {
+    /// Import units from a CSV (id,kind,name,parent) or JSON file; prints the counts
+    Import { file: PathBuf },
+    /// Show one unit with its ancestors and children as JSON
+    Get { id: String },
+}
+
 #[derive(Clone, Debug, clap::Args)]
 pub struct AttendanceArgs {
     /// Room id
@@ -105,6 +113,11 @@ pub enum CliError {
         status: u16,
         title: String,
         detail: String,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("unexpected answer from the server ({status}): {body}")]
     Unexpected { status: u16, body: String },
@@ -169,6 +182,33 @@ pub fn token(args: &ClientArgs, token: &TokenArgs) -> Result<(), CliError> {
             status: 200,
             body: answer.to_string(),
         }),
+    }
+}
+
+/// Runs `sabha org …`.
+pub fn org(args: &ClientArgs, command: &OrgCommand) -> Result<(), CliError> {
+    let client = Client::new(args)?;
+    match command {
+        OrgCommand::Import { file } => {
+            let body = std::fs::read(file).map_err(|source| CliError::File {
+                path: file.clone(),
+                source,
+            })?;
+            let json = file
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+            let content_type = if json { "application/json" } else { "text/csv" };
+            let response = client
+                .agent
+                .put(&format!("{}/v1/org", client.base))
+                .header("Authorization", &format!("Bearer {}", client.key))
+                .content_type(content_type)
+                .send(&body[..])?;
+            print_json(&answer(response)?)
+        }
+        OrgCommand::Get { id } => {
+            print_json(&client.send("GET", &format!("/v1/org/{}", segment(id)), None)?)
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use sabha_signaling::{AppState, Auth, router};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{AttendanceArgs, ClientArgs, RoomsCommand, TokenArgs};
+use crate::cli::{AttendanceArgs, ClientArgs, OrgCommand, RoomsCommand, TokenArgs};
 use crate::config::{ServeArgs, ServeConfig};
 use crate::secrets::KeyOrigin;
 use crate::store::Store;
@@ -58,6 +58,13 @@ enum Command {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// Import or show the organisation's units on a running server
+    Org {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
     /// Print a room's attendance (JSON, or CSV with --csv)
     Attendance {
         #[command(flatten)]
@@ -78,6 +85,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_main(args),
         Command::Rooms { client, command } => client_exit(cli::rooms(&client, &command)),
         Command::Token { client, token } => client_exit(cli::token(&client, &token)),
+        Command::Org { client, command } => client_exit(cli::org(&client, &command)),
         Command::Attendance { client, attendance } => {
             client_exit(cli::attendance(&client, &attendance))
         }
@@ -228,6 +236,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         media,
         rooms: store.clone(),
         attendance: store.clone(),
+        org: store.clone(),
         auth: Auth::new(&jwt_secret, operator_key),
         metrics: Arc::new(move || prometheus.render()),
         cors: config.cors,

@@ -25,6 +25,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{AnyPool, Executor};
 
 mod attendance;
+mod org;
 
 pub use attendance::HEARTBEAT_EVERY;
 pub use database_url::{Backend, DatabaseUrl, UrlError};

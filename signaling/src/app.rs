@@ -15,6 +15,7 @@
 //! | `/v1/rooms/{id}/participants[/{pid}…]`| GET POST DELETE | host                  | configured |
 //! | `/v1/rooms/{id}/{mute-all,lock,unlock,end}` | POST      | host                  | configured |
 //! | `/v1/rooms/{id}/attendance[.csv]`     | GET             | host                  | configured |
+//! | `/v1/org`, `/v1/org/{id}`             | GET PUT         | operator              | configured |
 //! | `/healthz`, `/metrics`                | GET             | none                  | none       |
 
 use std::sync::Arc;
@@ -28,10 +29,10 @@ use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Auth;
-use crate::backend::{AttendanceStore, MediaControl, RoomStore};
+use crate::backend::{AttendanceStore, MediaControl, OrgStore, RoomStore};
 use crate::cors::CorsConfig;
 use crate::hub::{self, Hub};
-use crate::{attendance, participants, problem, rooms, sessions, socket};
+use crate::{attendance, org, participants, problem, rooms, sessions, socket};
 
 /// Largest accepted request body. SDP offers are a few KiB; room and token
 /// JSON far less. Anything bigger is a mistake or an attack: 413.
@@ -49,6 +50,8 @@ pub struct AppState {
     pub rooms: Arc<dyn RoomStore>,
     /// Where sessions are recorded as they join and leave.
     pub attendance: Arc<dyn AttendanceStore>,
+    /// The organisation's units.
+    pub org: Arc<dyn OrgStore>,
     /// Token keys and the operator key.
     pub auth: Auth,
     /// Called on each `GET /metrics`.
@@ -129,6 +132,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rooms/{id}/lock", post(participants::lock))
         .route("/v1/rooms/{id}/unlock", post(participants::unlock))
         .route("/v1/rooms/{id}/end", post(participants::end))
+        .route(
+            "/v1/org",
+            get(org::list)
+                .put(org::put)
+                .layer(DefaultBodyLimit::max(org::ORG_BODY_LIMIT)),
+        )
+        .route("/v1/org/{id}", get(org::get))
         .layer(state.cors.configured_layer());
     Router::new()
         .merge(open)

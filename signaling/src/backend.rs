@@ -2,8 +2,8 @@
 //!
 //! `sabha-signaling` never touches RTP, sockets or SQL: the binary implements
 //! [`MediaControl`] with its media driver (a channel into the media shard),
-//! and [`RoomStore`] and [`AttendanceStore`] with its database. Tests
-//! implement them in memory.
+//! and [`RoomStore`], [`AttendanceStore`] and [`OrgStore`] with its
+//! database. Tests implement them in memory.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -232,6 +232,30 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn get_room(&self, id: &str) -> Result<Option<Room>, StoreError>;
     /// `Ok(false)` when no such room exists.
     async fn delete_room(&self, id: &str) -> Result<bool, StoreError>;
+}
+
+/// One unit of the organisation's hierarchy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unit {
+    /// The organisation's own id: 1–64 of `A–Z a–z 0–9 . _ -`.
+    pub id: String,
+    /// The level, lowercase: `state`, `district`, `mandal`, `booth`, …
+    pub kind: String,
+    pub name: String,
+    /// `None` for a root.
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+/// The organisation's units. An import is checked whole by the caller and
+/// written in one transaction: readers see the tree before or after it.
+#[async_trait]
+pub trait OrgStore: Send + Sync + 'static {
+    /// Every unit, by id.
+    async fn units(&self) -> Result<Vec<Unit>, StoreError>;
+    /// Inserts or replaces `upsert` and deletes `remove`, atomically.
+    async fn apply_org(&self, upsert: &[Unit], remove: &[String]) -> Result<(), StoreError>;
 }
 
 /// Where attendance is written as it happens: a join when its answer goes

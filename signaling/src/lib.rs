@@ -1,13 +1,15 @@
-//! The HTTP API of Sabha: rooms, tokens, and WHIP/WHEP/join signaling.
+//! The HTTP API of Sabha: rooms, tokens, WHIP/WHEP/join signaling,
+//! attendance and the organisation.
 //!
-//! This crate turns HTTP requests into calls on two traits and maps their
+//! This crate turns HTTP requests into calls on a few traits and maps their
 //! answers back to HTTP. It never sees RTP, a socket of the media plane or
 //! SQL: the binary implements [`MediaControl`] (a channel into the media
-//! driver) and [`RoomStore`] (the database), and tests implement both in
-//! memory. That keeps every handler testable with `router(state).oneshot(..)`.
+//! driver) and [`RoomStore`], [`AttendanceStore`] and [`OrgStore`] (the
+//! database), and tests implement them in memory. That keeps every handler testable with `router(state).oneshot(..)`.
 //!
 //! A request goes through, in order:
-//! 1. the body limit (64 KiB, [`BODY_LIMIT`]) and CORS ([`cors`]);
+//! 1. the body limit (64 KiB, [`BODY_LIMIT`]; 16 MiB for an organisation
+//!    import) and CORS ([`cors`]);
 //! 2. the extractors: [`auth::Operator`] or [`auth::Grant`] (401), then the
 //!    body ([`extract::JsonBody`] / [`extract::SdpBody`]: 415, 413, 400, 422);
 //! 3. the handler ([`rooms`], [`sessions`]): room match and role (403), room
@@ -38,6 +40,7 @@ pub mod extract;
 pub mod hub;
 pub mod ids;
 pub mod moderation;
+pub mod org;
 pub mod participants;
 pub mod problem;
 pub mod rooms;
@@ -50,8 +53,8 @@ pub use app::{AppState, BODY_LIMIT, MetricsRender, RouterState, router};
 pub use auth::{Auth, OperatorKey};
 pub use backend::{
     AttendanceStore, Leave, ListenProfile, MediaControl, MediaError, MediaEvent, NewRoom,
-    OpenSession, OpenedSession, Role, Room, RoomKind, RoomStore, SessionKind, SessionRecord,
-    SpeakerLevel, StoreError, Traffic,
+    OpenSession, OpenedSession, OrgStore, Role, Room, RoomKind, RoomStore, SessionKind,
+    SessionRecord, SpeakerLevel, StoreError, Traffic, Unit,
 };
 pub use cors::{CorsConfig, CorsError};
 pub use events::{Command, Event, Message, Participant};

@@ -49,7 +49,11 @@ pub enum ApiError {
     /// empty name, TTL out of range).
     #[error("{0}")]
     Unprocessable(String),
-    #[error("the request body is larger than {limit} bytes", limit = crate::BODY_LIMIT)]
+    #[error(
+        "the request body is too large: at most {limit} bytes ({org} for PUT /v1/org)",
+        limit = crate::BODY_LIMIT,
+        org = crate::org::ORG_BODY_LIMIT
+    )]
     PayloadTooLarge,
     /// The method exists in HTTP but not on this resource; the `&str` is the
     /// `Allow` header.

@@ -47,6 +47,7 @@ async fn serve() -> Server {
         media: media.clone(),
         rooms: store.clone(),
         attendance: store,
+        org: Arc::new(fakes::FakeOrg::default()),
         auth: auth.clone(),
         metrics: Arc::new(String::new),
         cors: CorsConfig::default(),

@@ -71,6 +71,7 @@ fn harness_with(cors: CorsConfig) -> Harness {
         media: media.clone(),
         rooms: store.clone(),
         attendance: store.clone(),
+        org: Arc::new(fakes::FakeOrg::default()),
         auth: auth.clone(),
         metrics: Arc::new(|| "# TYPE sabha_sessions gauge\nsabha_sessions 0\n".to_owned()),
         cors,
@@ -1006,4 +1007,151 @@ async fn a_join_that_cannot_be_recorded_is_refused_and_closed() {
         h.media.live.lock().unwrap().is_empty(),
         "and the session closed again"
     );
+}
+
+// ---- organisation ----
+
+fn put_org(content_type: &str, body: String) -> Request<Body> {
+    operator(Method::PUT, "/v1/org")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+/// 12 districts, 286 mandals, 27,736 booths under one state: the size of
+/// the organisations this is for.
+fn generated_org_csv() -> String {
+    let mut csv = String::from("id,kind,name,parent\nMH,state,Maharashtra,\n");
+    for m in 0..286 {
+        if m < 12 {
+            csv.push_str(&format!("D{m},district,District {m},MH\n"));
+        }
+        csv.push_str(&format!("M{m},mandal,Mandal {m},D{}\n", m % 12));
+    }
+    for b in 0..27_736 {
+        csv.push_str(&format!(
+            "B{b},booth,\"Booth {b}, ward {}\",M{}\n",
+            b % 40,
+            b % 286
+        ));
+    }
+    csv
+}
+
+#[tokio::test]
+async fn an_organisation_imports_from_csv_and_reads_back_as_a_tree() {
+    let h = harness();
+    let reply = h
+        .send(put_org("text/csv; charset=utf-8", generated_org_csv()))
+        .await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let imported: serde_json::Value = reply.json();
+    assert_eq!(imported["upserted"], 1 + 12 + 286 + 27_736);
+    assert_eq!(imported["units"], 28_035);
+
+    let one: serde_json::Value = h
+        .send(
+            operator(Method::GET, "/v1/org/B1000")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(one["unit"]["name"], "Booth 1000, ward 0");
+    let path: Vec<&str> = one["ancestors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    // Booth 1000 is in mandal 1000 % 286 = 142, in district 142 % 12 = 10.
+    assert_eq!(path, ["MH", "D10", "M142"], "{one}");
+    let mandal: serde_json::Value = h
+        .send(
+            operator(Method::GET, "/v1/org?parent=D3")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(
+        mandal["units"].as_array().unwrap().len(),
+        24,
+        "286 mandals over 12 districts"
+    );
+
+    // JSON: rename a booth, move it, remove another; a bad tree changes nothing.
+    let body =
+        r#"{"units":[{"id":"B1","kind":"booth","name":"Renamed","parent":"M2"}],"remove":["B2"]}"#;
+    let reply = h.send(put_org("application/json", body.into())).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json::<serde_json::Value>()["units"], 28_034);
+    let bad = r#"{"units":[{"id":"B3","kind":"booth","name":"x","parent":"NOWHERE"}]}"#;
+    let problem = h
+        .send(put_org("application/json", bad.into()))
+        .await
+        .problem(422);
+    assert!(problem.detail.contains("NOWHERE"), "{}", problem.detail);
+    let keep = r#"{"remove":["MH"]}"#;
+    let problem = h
+        .send(put_org("application/json", keep.into()))
+        .await
+        .problem(422);
+    assert!(
+        problem.detail.contains("cannot be removed"),
+        "{}",
+        problem.detail
+    );
+    let b3: serde_json::Value = h
+        .send(
+            operator(Method::GET, "/v1/org/B3")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(
+        b3["unit"]["parent"], "M3",
+        "unchanged by the refused import"
+    );
+}
+
+#[tokio::test]
+async fn bad_organisation_requests_are_problem_json() {
+    let h = harness();
+    h.send(put_org("text/plain", "id,kind,name\n".into()))
+        .await
+        .problem(415);
+    h.send(put_org("text/csv", "id,name\nx,y\n".into()))
+        .await
+        .problem(400);
+    h.send(put_org("application/json", "{\"unit\":[]}".into()))
+        .await
+        .problem(422);
+    let anonymous = Request::put("/v1/org")
+        .header(header::CONTENT_TYPE, "text/csv")
+        .body(Body::from("id,kind,name,parent\n"))
+        .unwrap();
+    h.send(anonymous).await.problem(401);
+    h.send(
+        operator(Method::GET, "/v1/org/nope")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .problem(404);
+    let listed: serde_json::Value = h
+        .send(
+            operator(Method::GET, "/v1/org")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(listed["units"], serde_json::json!([]));
 }

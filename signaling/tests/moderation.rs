@@ -37,6 +37,7 @@ async fn harness(kind: &str) -> Harness {
         media: media.clone(),
         rooms: store.clone(),
         attendance: store,
+        org: Arc::new(fakes::FakeOrg::default()),
         auth: auth.clone(),
         metrics: Arc::new(String::new),
         cors: CorsConfig::default(),

@@ -118,6 +118,32 @@ impl AttendanceStore for FakeStore {
     }
 }
 
+/// The organisation in memory.
+#[derive(Default)]
+pub struct FakeOrg {
+    pub units: Mutex<Vec<sabha_signaling::Unit>>,
+}
+
+#[async_trait]
+impl sabha_signaling::OrgStore for FakeOrg {
+    async fn units(&self) -> Result<Vec<sabha_signaling::Unit>, StoreError> {
+        let mut units = self.units.lock().unwrap().clone();
+        units.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(units)
+    }
+
+    async fn apply_org(
+        &self,
+        upsert: &[sabha_signaling::Unit],
+        remove: &[String],
+    ) -> Result<(), StoreError> {
+        let mut units = self.units.lock().unwrap();
+        units.retain(|u| !remove.contains(&u.id) && !upsert.iter().any(|n| n.id == u.id));
+        units.extend_from_slice(upsert);
+        Ok(())
+    }
+}
+
 pub struct FakeMedia {
     next: AtomicU64,
     pub opened: Mutex<Vec<OpenSession>>,

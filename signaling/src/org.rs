@@ -1,0 +1,434 @@
+//! The organisation's hierarchy: units with the organisation's own ids,
+//! loaded by the operator and read back as a tree.
+//!
+//! `PUT /v1/org` takes CSV (`id,kind,name,parent`, for a spreadsheet
+//! export of tens of thousands of booths) or JSON (`{"units": […],
+//! "remove": […]}`). An import is an upsert: units not named stay, and
+//! removals are explicit (JSON `remove`). The whole resulting tree is
+//! checked before anything is written — every parent exists, nothing is its
+//! own ancestor, no removed unit keeps children — so a bad file changes
+//! nothing, and the store writes the rest in one transaction.
+//!
+//! `GET /v1/org` lists every unit (or, with `?parent=ID`, one unit's
+//! children); `GET /v1/org/{id}` gives a unit with its ancestors and
+//! children. All operator only.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::auth::Operator;
+use crate::backend::Unit;
+use crate::problem::ApiError;
+
+/// Largest `PUT /v1/org` body: about 200,000 booths of CSV.
+pub const ORG_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// Deepest tree accepted (state → … → booth is 5).
+pub const MAX_DEPTH: usize = 16;
+
+/// The JSON form of an import.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Import {
+    #[serde(default)]
+    pub units: Vec<Unit>,
+    /// Ids to delete (with all their children named too).
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct Imported {
+    pub upserted: usize,
+    pub removed: usize,
+    /// Units in the organisation afterwards.
+    pub units: usize,
+}
+
+/// What is wrong with an import: the first problem, naming the unit (and
+/// the CSV line when there is one).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OrgError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("unit {0:?}: the id must be 1–64 of A–Z a–z 0–9 . _ -")]
+    BadId(String),
+    #[error("unit {0:?}: the kind must be 1–32 of a–z and _")]
+    BadKind(String),
+    #[error("unit {0:?}: the name must be 1–200 characters")]
+    BadName(String),
+    #[error("unit {0:?} is named twice in the import")]
+    Duplicate(String),
+    #[error("unit {unit:?}: its parent {parent:?} is not in the organisation")]
+    UnknownParent { unit: String, parent: String },
+    #[error("unit {0:?} is its own ancestor, or the tree is deeper than {MAX_DEPTH}")]
+    Cycle(String),
+    #[error("unit {unit:?} cannot be removed: {child:?} is under it and stays")]
+    HasChildren { unit: String, child: String },
+    #[error("unit {0:?} is not in the organisation")]
+    UnknownRemoval(String),
+}
+
+impl From<OrgError> for ApiError {
+    fn from(e: OrgError) -> Self {
+        match e {
+            OrgError::Malformed(m) => ApiError::BadRequest(m),
+            other => ApiError::Unprocessable(other.to_string()),
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn valid_kind(kind: &str) -> bool {
+    (1..=32).contains(&kind.len()) && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
+/// Reads `id,kind,name,parent` CSV (a header line first; `parent` empty
+/// for a root). Fields are trimmed.
+pub fn parse_csv(body: &[u8]) -> Result<Vec<Unit>, OrgError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(body);
+    let headers = reader
+        .headers()
+        .map_err(|e| OrgError::Malformed(format!("CSV header: {e}")))?
+        .clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                OrgError::Malformed(format!(
+                    "the CSV header must have id,kind,name,parent; no {name}"
+                ))
+            })
+    };
+    let (id, kind, name) = (column("id")?, column("kind")?, column("name")?);
+    let parent = column("parent").ok();
+    let mut units = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| OrgError::Malformed(format!("CSV: {e}")))?;
+        let field = |i: usize| record.get(i).unwrap_or("").to_owned();
+        let parent = parent.map(field).filter(|p| !p.is_empty());
+        units.push(Unit {
+            id: field(id),
+            kind: field(kind),
+            name: field(name),
+            parent,
+        });
+    }
+    Ok(units)
+}
+
+/// Checks `import` against the `existing` units; returns the number of
+/// units after it. Nothing is written by this function.
+pub fn check(existing: &[Unit], import: &Import) -> Result<usize, OrgError> {
+    let mut seen = HashSet::with_capacity(import.units.len());
+    for u in &import.units {
+        if !valid_id(&u.id) {
+            return Err(OrgError::BadId(u.id.clone()));
+        }
+        if !valid_kind(&u.kind) {
+            return Err(OrgError::BadKind(u.id.clone()));
+        }
+        if u.name.trim().is_empty() || u.name.chars().count() > 200 {
+            return Err(OrgError::BadName(u.id.clone()));
+        }
+        if !seen.insert(u.id.as_str()) {
+            return Err(OrgError::Duplicate(u.id.clone()));
+        }
+    }
+    let mut parent_of: HashMap<&str, Option<&str>> = existing
+        .iter()
+        .map(|u| (u.id.as_str(), u.parent.as_deref()))
+        .collect();
+    for id in &import.remove {
+        if parent_of.remove(id.as_str()).is_none() && !seen.contains(id.as_str()) {
+            return Err(OrgError::UnknownRemoval(id.clone()));
+        }
+    }
+    for u in &import.units {
+        parent_of.insert(&u.id, u.parent.as_deref());
+    }
+    // Removing and re-adding the same id in one import keeps it.
+    let removed: HashSet<&str> = import
+        .remove
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !seen.contains(id))
+        .collect();
+    for (&unit, &parent) in &parent_of {
+        let Some(parent) = parent else { continue };
+        if !parent_of.contains_key(parent) {
+            return Err(if removed.contains(parent) {
+                OrgError::HasChildren {
+                    unit: parent.to_owned(),
+                    child: unit.to_owned(),
+                }
+            } else {
+                OrgError::UnknownParent {
+                    unit: unit.to_owned(),
+                    parent: parent.to_owned(),
+                }
+            });
+        }
+    }
+    // Every unit reaches a root within MAX_DEPTH steps (a cycle never does).
+    for u in &import.units {
+        let mut at = u.parent.as_deref();
+        let mut depth = 0;
+        while let Some(p) = at {
+            depth += 1;
+            if p == u.id || depth > MAX_DEPTH {
+                return Err(OrgError::Cycle(u.id.clone()));
+            }
+            at = parent_of.get(p).copied().flatten();
+        }
+    }
+    Ok(parent_of.len())
+}
+
+/// `PUT /v1/org` (`text/csv` or `application/json`)
+pub async fn put(
+    State(state): State<AppState>,
+    _: Operator,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Imported>, ApiError> {
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let import = match media_type.as_deref() {
+        Some("text/csv") => Import {
+            units: parse_csv(&body)?,
+            remove: Vec::new(),
+        },
+        Some("application/json") => serde_json::from_slice(&body)
+            .map_err(|e| ApiError::Unprocessable(format!("the import JSON: {e}")))?,
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "text/csv or application/json",
+            ));
+        }
+    };
+    let existing = state.org.units().await?;
+    let units = check(&existing, &import)?;
+    state.org.apply_org(&import.units, &import.remove).await?;
+    let removed = import.remove.len();
+    tracing::info!(
+        upserted = import.units.len(),
+        removed,
+        units,
+        "organisation imported"
+    );
+    Ok(Json(Imported {
+        upserted: import.units.len(),
+        removed,
+        units,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    parent: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UnitList {
+    pub units: Vec<Unit>,
+}
+
+/// `GET /v1/org[?parent=ID]`
+pub async fn list(
+    State(state): State<AppState>,
+    _: Operator,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<UnitList>, ApiError> {
+    let mut units = state.org.units().await?;
+    if let Some(parent) = q.parent {
+        units.retain(|u| u.parent.as_deref() == Some(parent.as_str()));
+    }
+    Ok(Json(UnitList { units }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct UnitView {
+    pub unit: Unit,
+    /// From the root down to the parent.
+    pub ancestors: Vec<Unit>,
+    pub children: Vec<Unit>,
+}
+
+/// `GET /v1/org/{id}`
+pub async fn get(
+    State(state): State<AppState>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> Result<Json<UnitView>, ApiError> {
+    let units = state.org.units().await?;
+    let by_id: HashMap<&str, &Unit> = units.iter().map(|u| (u.id.as_str(), u)).collect();
+    let unit = by_id
+        .get(id.as_str())
+        .copied()
+        .cloned()
+        .ok_or(ApiError::NotFound("unit"))?;
+    let mut ancestors = Vec::new();
+    let mut at = unit.parent.as_deref();
+    while let Some(p) = at.and_then(|p| by_id.get(p)) {
+        ancestors.push((*p).clone());
+        at = p.parent.as_deref();
+        if ancestors.len() > MAX_DEPTH {
+            break;
+        }
+    }
+    ancestors.reverse();
+    let children = units
+        .iter()
+        .filter(|u| u.parent.as_deref() == Some(id.as_str()))
+        .cloned()
+        .collect();
+    Ok(Json(UnitView {
+        unit,
+        ancestors,
+        children,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(id: &str, parent: Option<&str>) -> Unit {
+        Unit {
+            id: id.into(),
+            kind: "booth".into(),
+            name: format!("Unit {id}"),
+            parent: parent.map(Into::into),
+        }
+    }
+
+    fn import(units: Vec<Unit>, remove: &[&str]) -> Import {
+        Import {
+            units,
+            remove: remove.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn csv_in_any_column_order_with_empty_parents() {
+        let body =
+            b"name, parent ,id,kind\nMaharashtra,,MH,state\n\"Pune, city\",MH,MH-PUNE,district\n";
+        let units = parse_csv(body).unwrap();
+        assert_eq!(units.len(), 2);
+        assert_eq!(units[0].parent, None);
+        assert_eq!(
+            (
+                units[1].id.as_str(),
+                units[1].name.as_str(),
+                units[1].parent.as_deref()
+            ),
+            ("MH-PUNE", "Pune, city", Some("MH"))
+        );
+        assert!(matches!(
+            parse_csv(b"id,name\nx,y\n"),
+            Err(OrgError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_csv(b"id,kind,name\nx,booth\n"),
+            Err(OrgError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn parents_may_come_after_children_and_from_the_store() {
+        let existing = [unit("MH", None)];
+        let new = import(vec![unit("B1", Some("D1")), unit("D1", Some("MH"))], &[]);
+        assert_eq!(check(&existing, &new), Ok(3));
+    }
+
+    #[test]
+    fn every_bad_tree_is_refused_with_the_unit_named() {
+        let existing = [unit("MH", None), unit("D1", Some("MH"))];
+        let cases = [
+            (import(vec![unit("B1", Some("NOPE"))], &[]), "NOPE"),
+            (
+                import(vec![unit("A", Some("B")), unit("B", Some("A"))], &[]),
+                "is its own ancestor",
+            ),
+            (import(vec![unit("S", Some("S"))], &[]), "its own ancestor"),
+            (import(vec![], &["MH"]), "\"D1\" is under it"),
+            (import(vec![], &["GHOST"]), "not in the organisation"),
+            (import(vec![unit("X", None), unit("X", None)], &[]), "twice"),
+            (import(vec![unit("bad id", None)], &[]), "the id must be"),
+            (
+                import(
+                    vec![Unit {
+                        kind: "Booth".into(),
+                        ..unit("K", None)
+                    }],
+                    &[],
+                ),
+                "the kind must be",
+            ),
+            (
+                import(
+                    vec![Unit {
+                        name: " ".into(),
+                        ..unit("N", None)
+                    }],
+                    &[],
+                ),
+                "the name must be",
+            ),
+        ];
+        for (case, expected) in cases {
+            let error = check(&existing, &case).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error} (expected {expected})");
+        }
+    }
+
+    #[test]
+    fn removals_with_their_children_and_moves_are_fine() {
+        let existing = [
+            unit("MH", None),
+            unit("D1", Some("MH")),
+            unit("B1", Some("D1")),
+        ];
+        assert_eq!(check(&existing, &import(vec![], &["B1", "D1"])), Ok(1));
+        // B1 moves to a new district; D1 can then go.
+        let moved = import(
+            vec![unit("D2", Some("MH")), unit("B1", Some("D2"))],
+            &["D1"],
+        );
+        assert_eq!(check(&existing, &moved), Ok(3));
+    }
+
+    #[test]
+    fn a_tree_deeper_than_the_limit_is_refused() {
+        let chain: Vec<Unit> = (0..=MAX_DEPTH + 1)
+            .map(|i| {
+                unit(
+                    &format!("u{i}"),
+                    (i > 0).then(|| format!("u{}", i - 1)).as_deref(),
+                )
+            })
+            .collect();
+        assert!(matches!(
+            check(&[], &import(chain, &[])),
+            Err(OrgError::Cycle(_))
+        ));
+    }
+}
