@@ -146,6 +146,13 @@ impl Harness {
         self.auth.tokens().mint(&claims).unwrap()
     }
 
+    /// `GET uri` with the operator key; the JSON answer.
+    async fn get_json(&self, uri: &str) -> serde_json::Value {
+        self.send(operator(Method::GET, uri).body(Body::empty()).unwrap())
+            .await
+            .json()
+    }
+
     async fn whep(&self, room: &str, token: &str) -> Reply {
         self.send(offer(&format!("/v1/rooms/{room}/whep"), Some(token), OFFER))
             .await
@@ -887,10 +894,7 @@ async fn attendance_records_joins_and_leaves_as_json_and_csv() {
         .to_owned();
     let url = format!("/v1/rooms/{}/attendance", room.id);
 
-    let open: serde_json::Value = h
-        .send(operator(Method::GET, &url).body(Body::empty()).unwrap())
-        .await
-        .json();
+    let open: serde_json::Value = h.get_json(&url).await;
     assert_eq!(open["room"], room.id.as_str());
     assert_eq!(open["totals"]["sessions"], 1);
     assert_eq!(open["totals"]["open"], 1);
@@ -921,10 +925,7 @@ async fn attendance_records_joins_and_leaves_as_json_and_csv() {
     });
     let mut closed = serde_json::Value::Null;
     for _ in 0..100 {
-        closed = h
-            .send(operator(Method::GET, &url).body(Body::empty()).unwrap())
-            .await
-            .json();
+        closed = h.get_json(&url).await;
         if closed["totals"]["open"] == 0 {
             break;
         }
@@ -1054,14 +1055,7 @@ async fn an_organisation_imports_from_csv_and_reads_back_as_a_tree() {
     assert_eq!(imported["upserted"], 1 + 12 + 286 + 27_736);
     assert_eq!(imported["units"], 28_035);
 
-    let one: serde_json::Value = h
-        .send(
-            operator(Method::GET, "/v1/org/B1000")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .json();
+    let one: serde_json::Value = h.get_json("/v1/org/B1000").await;
     assert_eq!(one["unit"]["name"], "Booth 1000, ward 0");
     let path: Vec<&str> = one["ancestors"]
         .as_array()
@@ -1071,14 +1065,7 @@ async fn an_organisation_imports_from_csv_and_reads_back_as_a_tree() {
         .collect();
     // Booth 1000 is in mandal 1000 % 286 = 142, in district 142 % 12 = 10.
     assert_eq!(path, ["MH", "D10", "M142"], "{one}");
-    let mandal: serde_json::Value = h
-        .send(
-            operator(Method::GET, "/v1/org?parent=D3")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .json();
+    let mandal: serde_json::Value = h.get_json("/v1/org?parent=D3").await;
     assert_eq!(
         mandal["units"].as_array().unwrap().len(),
         24,
@@ -1107,14 +1094,7 @@ async fn an_organisation_imports_from_csv_and_reads_back_as_a_tree() {
         "{}",
         problem.detail
     );
-    let b3: serde_json::Value = h
-        .send(
-            operator(Method::GET, "/v1/org/B3")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .json();
+    let b3: serde_json::Value = h.get_json("/v1/org/B3").await;
     assert_eq!(
         b3["unit"]["parent"], "M3",
         "unchanged by the refused import"
@@ -1145,13 +1125,6 @@ async fn bad_organisation_requests_are_problem_json() {
     )
     .await
     .problem(404);
-    let listed: serde_json::Value = h
-        .send(
-            operator(Method::GET, "/v1/org")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .json();
+    let listed: serde_json::Value = h.get_json("/v1/org").await;
     assert_eq!(listed["units"], serde_json::json!([]));
 }
