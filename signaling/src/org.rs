@@ -95,8 +95,10 @@ fn valid_kind(kind: &str) -> bool {
 }
 
 /// Reads `id,kind,name,parent` CSV (a header line first; `parent` empty
-/// for a root). Fields are trimmed.
+/// for a root). Fields are trimmed; a leading UTF-8 byte-order mark (as
+/// spreadsheets write) is skipped.
 pub fn parse_csv(body: &[u8]) -> Result<Vec<Unit>, OrgError> {
+    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(body);
@@ -346,6 +348,8 @@ mod tests {
             parse_csv(b"id,name\nx,y\n"),
             Err(OrgError::Malformed(_))
         ));
+        let from_a_spreadsheet = b"\xef\xbb\xbfid,kind,name,parent\nMH,state,Maharashtra,\n";
+        assert_eq!(parse_csv(from_a_spreadsheet).unwrap()[0].id, "MH");
         assert!(matches!(
             parse_csv(b"id,kind,name\nx,booth\n"),
             Err(OrgError::Malformed(_))
