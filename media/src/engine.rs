@@ -247,7 +247,7 @@ fn speaking_news(entry: &mut RoomEntry) -> Option<Event> {
 
 impl Engine {
     pub fn new(config: EngineConfig, now: Instant) -> Result<Self, OpenError> {
-        let crypto = Arc::new(srtp::capturing_provider(str0m::crypto::from_feature_flags()));
+        let crypto = Arc::new(srtp::capturing_provider());
         let dtls_cert = crypto
             .dtls_provider
             .generate_certificate()

@@ -87,9 +87,12 @@ pub(crate) fn build_capturing<T>(build: impl FnOnce() -> T) -> (T, Option<KeySlo
     (built, unclaimed.is_none().then_some(slot))
 }
 
-/// `base` with its DTLS provider wrapped so that keys are captured.
-pub(crate) fn capturing_provider(base: CryptoProvider) -> CryptoProvider {
+/// The crypto provider of the build's features, with its DTLS provider
+/// wrapped so that keys are captured. (Providers are `&'static`, so the
+/// wrapper is one static around the one base provider there is.)
+pub(crate) fn capturing_provider() -> CryptoProvider {
     static CAPTURING: OnceLock<CapturingDtls> = OnceLock::new();
+    let base = str0m::crypto::from_feature_flags();
     let inner = base.dtls_provider;
     let dtls: &'static CapturingDtls = CAPTURING.get_or_init(|| CapturingDtls { inner });
     CryptoProvider {
@@ -314,7 +317,8 @@ impl Cipher {
     }
 
     /// Protects `payload` after the header already in `out[..12]`; returns
-    /// the datagram's length.
+    /// the datagram's length. `out` has room for [`OVERHEAD`] more bytes
+    /// than the payload ([`SrtpSender::write`] checks).
     fn protect(
         &mut self,
         ssrc: u32,
@@ -324,9 +328,6 @@ impl Cipher {
     ) -> Result<usize, SrtpError> {
         let body = RTP_HEADER_LEN + payload.len();
         let len = body + self.tag_len();
-        if out.len() < body + MAX_TAG_LEN + CTR_SLACK {
-            return Err(SrtpError::BufferTooSmall);
-        }
         let (header, rest) = out.split_at_mut(RTP_HEADER_LEN);
         let roc = (index >> 16) as u32;
         let seq = index as u16;

@@ -77,7 +77,7 @@ fn bytes_rejection(rejection: &BytesRejection) -> ApiError {
 
 /// Whether `Content-Type` is `expected`, ignoring parameters and case
 /// (`application/SDP; charset=utf-8` is `application/sdp`).
-fn has_media_type(headers: &HeaderMap, expected: &str) -> bool {
+pub(crate) fn has_media_type(headers: &HeaderMap, expected: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())

@@ -18,12 +18,13 @@ use std::collections::{HashMap, HashSet};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::auth::Operator;
 use crate::backend::Unit;
+use crate::extract::has_media_type;
 use crate::problem::ApiError;
 
 /// Largest `PUT /v1/org` body: about 200,000 booths of CSV.
@@ -208,23 +209,23 @@ pub async fn put(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Imported>, ApiError> {
-    let media_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    let import = match media_type.as_deref() {
-        Some("text/csv") => Import {
+    let import = if has_media_type(&headers, "text/csv") {
+        Import {
             units: parse_csv(&body)?,
             remove: Vec::new(),
-        },
-        Some("application/json") => serde_json::from_slice(&body)
-            .map_err(|e| ApiError::Unprocessable(format!("the import JSON: {e}")))?,
-        _ => {
-            return Err(ApiError::UnsupportedMediaType(
-                "text/csv or application/json",
-            ));
         }
+    } else if has_media_type(&headers, "application/json") {
+        // As `JsonBody`: bad syntax is 400, the wrong shape 422.
+        serde_json::from_slice(&body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::Unprocessable(format!("the import JSON: {e}"))
+            }
+            _ => ApiError::BadRequest(format!("the import JSON: {e}")),
+        })?
+    } else {
+        return Err(ApiError::UnsupportedMediaType(
+            "text/csv or application/json",
+        ));
     };
     let existing = state.org.units().await?;
     let units = check(&existing, &import)?;

@@ -1110,6 +1110,9 @@ async fn bad_organisation_requests_are_problem_json() {
     h.send(put_org("text/csv", "id,name\nx,y\n".into()))
         .await
         .problem(400);
+    h.send(put_org("application/json", "{not json".into()))
+        .await
+        .problem(400);
     h.send(put_org("application/json", "{\"unit\":[]}".into()))
         .await
         .problem(422);
