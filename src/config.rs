@@ -79,6 +79,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SABHA_CORS_WHEP_ANY_ORIGIN", value_name = "BOOL",
           value_parser = BoolishValueParser::new())]
     pub cors_whep_any_origin: Option<bool>,
+    /// IANA time zone of schedules that name none, and of times shown to
+    /// operators, e.g. Asia/Kolkata [default: UTC]
+    #[arg(long, env = "SABHA_TIME_ZONE", value_name = "ZONE")]
+    pub time_zone: Option<String>,
     /// Log filter, e.g. `info` or `sabha=debug,tower_http=debug` [default: info]
     #[arg(long, env = "SABHA_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -96,6 +100,7 @@ struct FileConfig {
     operator_key: Option<String>,
     cors_origins: Option<Vec<String>>,
     cors_whep_any_origin: Option<bool>,
+    time_zone: Option<String>,
     log: Option<String>,
 }
 
@@ -111,6 +116,8 @@ pub struct ServeConfig {
     /// `None`: read or create `<data dir>/operator.key`.
     pub operator_key: Option<OperatorKey>,
     pub cors: CorsConfig,
+    /// An IANA zone name that the bundled zone database knows.
+    pub time_zone: String,
     pub log: String,
 }
 
@@ -132,6 +139,8 @@ pub enum ConfigError {
     Cors(#[from] CorsError),
     #[error(transparent)]
     Database(#[from] UrlError),
+    #[error("unknown time zone {0:?}: use an IANA name such as Asia/Kolkata or UTC")]
+    TimeZone(String),
 }
 
 impl ServeConfig {
@@ -163,6 +172,13 @@ impl ServeConfig {
             Some(url) => DatabaseUrl::parse(&url)?,
             None => DatabaseUrl::sqlite_file(&data_dir.join(DEFAULT_DATABASE_FILE))?,
         };
+        let time_zone = args
+            .time_zone
+            .or(file.time_zone)
+            .unwrap_or_else(|| "UTC".to_owned());
+        if jiff::tz::TimeZone::get(&time_zone).is_err() {
+            return Err(ConfigError::TimeZone(time_zone));
+        }
         Ok(Self {
             http: args.http.or(file.http).unwrap_or(DEFAULT_HTTP),
             media: args.media.or(file.media).unwrap_or(DEFAULT_MEDIA),
@@ -171,6 +187,7 @@ impl ServeConfig {
             database,
             operator_key,
             cors: CorsConfig::parse(&origins, whep_any_origin)?,
+            time_zone,
             log: args
                 .log
                 .or(file.log)
@@ -228,7 +245,24 @@ mod tests {
         );
         assert!(config.operator_key.is_none());
         assert_eq!(config.cors, CorsConfig::default());
+        assert_eq!(config.time_zone, "UTC");
         assert_eq!(config.log, "info");
+    }
+
+    #[test]
+    fn time_zone_must_be_known() {
+        let config = ServeConfig::resolve(
+            flags(&["--time-zone", "Asia/Kolkata"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(config.time_zone, "Asia/Kolkata");
+        let error = ServeConfig::resolve(
+            flags(&["--time-zone", "Mars/Olympus"]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("Mars/Olympus"), "{error}");
     }
 
     #[test]
@@ -378,12 +412,13 @@ mod tests {
             })
             .map(|line| format!("{line}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), 9, "{uncommented}");
+        assert_eq!(uncommented.lines().count(), 10, "{uncommented}");
         let file = parse_file(&uncommented).unwrap();
         assert_eq!(file.http, Some(DEFAULT_HTTP));
         assert_eq!(file.media, Some(DEFAULT_MEDIA));
         assert_eq!(file.data_dir, Some(PathBuf::from(DEFAULT_DATA_DIR)));
         assert_eq!(file.log.as_deref(), Some(DEFAULT_LOG));
+        assert_eq!(file.time_zone.as_deref(), Some("UTC"));
         assert_eq!(file.cors_origins, Some(vec![]));
         assert_eq!(file.cors_whep_any_origin, Some(true));
         // An example, not the default (that depends on data_dir): it must parse.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use sabha_signaling::timestamp::unix_now;
-use sabha_signaling::{AppState, Auth, router};
+use sabha_signaling::{AppState, Auth, Settings, router};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -240,6 +240,9 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         auth: Auth::new(&jwt_secret, operator_key),
         metrics: Arc::new(move || prometheus.render()),
         cors: config.cors,
+        settings: Settings {
+            time_zone: config.time_zone.clone(),
+        },
     };
     let listener = TcpListener::bind(config.http)
         .await

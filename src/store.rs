@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sabha_signaling::timestamp::{rfc3339, unix_now};
-use sabha_signaling::{ListenProfile, NewRoom, Room, RoomKind, RoomStore, StoreError, ids};
+use sabha_signaling::{
+    ListenProfile, NewRoom, Room, RoomKind, RoomStatus, RoomStore, StoreError, ids,
+};
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{AnyPool, Executor};
@@ -73,7 +75,34 @@ pub struct Store {
     pool: AnyPool,
 }
 
-type RoomRow = (String, String, String, String, String);
+/// The columns of `rooms`, in `room_columns!` order.
+#[derive(sqlx::FromRow)]
+struct RoomRow {
+    id: String,
+    name: String,
+    kind: String,
+    profile: String,
+    created_at: String,
+    unit_id: Option<String>,
+    starts_at: Option<i64>,
+    ends_at: Option<i64>,
+    time_zone: String,
+    recurrence: Option<String>,
+    capacity: Option<i64>,
+    hosts: String,
+    lobby: i64,
+    code: Option<String>,
+    status: String,
+}
+
+/// The column list of `rooms`, as a macro so that queries stay `&'static
+/// str` (`concat!`), which sqlx requires of SQL text.
+macro_rules! room_columns {
+    () => {
+        "id, name, kind, profile, created_at, unit_id, starts_at, ends_at, \
+         time_zone, recurrence, capacity, hosts, lobby, code, status"
+    };
+}
 
 impl Store {
     /// Connects to the database at `url` (creating a SQLite file if
@@ -100,7 +129,9 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let store = Self { pool };
+        store.backfill_room_codes().await?;
+        Ok(store)
     }
 
     /// Waits for open connections to finish and closes them.
@@ -109,32 +140,85 @@ impl Store {
     }
 
     async fn insert(&self, room: &Room) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO rooms (id, name, kind, profile, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
+        sqlx::query(concat!(
+            "INSERT INTO rooms (",
+            room_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        ))
         .bind(&room.id)
         .bind(&room.name)
         .bind(kind_text(room.kind))
         .bind(profile_text(room.profile))
         .bind(&room.created_at)
+        .bind(&room.unit)
+        .bind(room.starts_at.map(|t| t.as_second()))
+        .bind(room.ends_at.map(|t| t.as_second()))
+        .bind(&room.time_zone)
+        .bind(&room.recurrence)
+        .bind(room.capacity.map(i64::from))
+        .bind(room.hosts.join("\n"))
+        .bind(i64::from(room.lobby))
+        .bind(&room.code)
+        .bind(room.status.as_str())
         .execute(&self.pool)
         .await
         .map(drop)
+    }
+
+    /// Gives rooms made before room codes existed a code of their own.
+    async fn backfill_room_codes(&self) -> Result<(), sqlx::Error> {
+        let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM rooms WHERE code IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        for (id,) in ids {
+            for attempt in 1..=ID_ATTEMPTS {
+                let done = sqlx::query("UPDATE rooms SET code = $1 WHERE id = $2")
+                    .bind(ids::room_code())
+                    .bind(&id)
+                    .execute(&self.pool)
+                    .await;
+                match done {
+                    Err(sqlx::Error::Database(e))
+                        if e.is_unique_violation() && attempt < ID_ATTEMPTS => {}
+                    other => {
+                        other?;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl RoomStore for Store {
     async fn create_room(&self, new: NewRoom) -> Result<Room, StoreError> {
+        let status = if new.starts_at.is_some() {
+            RoomStatus::Scheduled
+        } else {
+            RoomStatus::Open
+        };
         let mut room = Room {
             id: String::new(),
             name: new.name,
             kind: new.kind,
             profile: new.profile,
             created_at: rfc3339(unix_now()),
+            unit: new.unit,
+            starts_at: new.starts_at,
+            ends_at: new.ends_at,
+            time_zone: new.time_zone.unwrap_or_else(|| "UTC".to_owned()),
+            recurrence: new.recurrence,
+            capacity: new.capacity,
+            hosts: new.hosts,
+            lobby: new.lobby,
+            code: String::new(),
+            status,
         };
         for _ in 0..ID_ATTEMPTS {
             room.id = ids::room_id();
+            room.code = ids::room_code();
             match self.insert(&room).await {
                 Ok(()) => return Ok(room),
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
@@ -147,9 +231,11 @@ impl RoomStore for Store {
     }
 
     async fn list_rooms(&self) -> Result<Vec<Room>, StoreError> {
-        let rows: Vec<RoomRow> = sqlx::query_as(
-            "SELECT id, name, kind, profile, created_at FROM rooms ORDER BY created_at, id",
-        )
+        let rows: Vec<RoomRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            room_columns!(),
+            " FROM rooms ORDER BY created_at, id"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
@@ -157,12 +243,15 @@ impl RoomStore for Store {
     }
 
     async fn get_room(&self, id: &str) -> Result<Option<Room>, StoreError> {
-        let row: Option<RoomRow> =
-            sqlx::query_as("SELECT id, name, kind, profile, created_at FROM rooms WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_error)?;
+        let row: Option<RoomRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            room_columns!(),
+            " FROM rooms WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
         row.map(room_from_row).transpose()
     }
 
@@ -194,13 +283,14 @@ fn profile_text(profile: ListenProfile) -> &'static str {
     }
 }
 
-fn room_from_row((id, name, kind, profile, created_at): RoomRow) -> Result<Room, StoreError> {
-    let kind = match kind.as_str() {
+fn room_from_row(row: RoomRow) -> Result<Room, StoreError> {
+    let id = row.id;
+    let kind = match row.kind.as_str() {
         "rally" => RoomKind::Rally,
         "bridge" => RoomKind::Bridge,
         other => return Err(StoreError(format!("room {id} has unknown kind {other:?}"))),
     };
-    let profile = match profile.as_str() {
+    let profile = match row.profile.as_str() {
         "standard" => ListenProfile::Standard,
         "low" => ListenProfile::Low,
         other => {
@@ -209,12 +299,39 @@ fn room_from_row((id, name, kind, profile, created_at): RoomRow) -> Result<Room,
             )));
         }
     };
+    let status = RoomStatus::parse(&row.status)
+        .ok_or_else(|| StoreError(format!("room {id} has unknown status {:?}", row.status)))?;
+    let time = |t: Option<i64>| {
+        t.map(jiff::Timestamp::from_second)
+            .transpose()
+            .map_err(|e| StoreError(format!("room {id} has a time out of range: {e}")))
+    };
+    let capacity = row
+        .capacity
+        .map(u32::try_from)
+        .transpose()
+        .map_err(|_| StoreError(format!("room {id} has capacity {:?}", row.capacity)))?;
     Ok(Room {
+        starts_at: time(row.starts_at)?,
+        ends_at: time(row.ends_at)?,
         id,
-        name,
+        name: row.name,
         kind,
         profile,
-        created_at,
+        created_at: row.created_at,
+        unit: row.unit_id,
+        time_zone: row.time_zone,
+        recurrence: row.recurrence,
+        capacity,
+        hosts: row
+            .hosts
+            .split('\n')
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        lobby: row.lobby != 0,
+        code: row.code.unwrap_or_default(),
+        status,
     })
 }
 
@@ -233,17 +350,14 @@ mod tests {
         rooms_survive_reopening,
         names_are_stored_verbatim,
         a_room_keeps_its_listening_profile,
+        a_room_keeps_its_schedule_unit_hosts_and_code,
         a_duplicate_id_is_a_unique_violation,
         the_schema_rejects_unknown_kinds_and_profiles,
         unknown_kind_in_the_database_is_an_error_not_a_panic,
     );
 
     fn new_room(name: &str, kind: RoomKind) -> NewRoom {
-        NewRoom {
-            name: name.into(),
-            kind,
-            profile: ListenProfile::default(),
-        }
+        NewRoom::unscheduled(name, kind)
     }
 
     async fn create_get_list_delete(db: &TestDb) {
@@ -316,6 +430,39 @@ mod tests {
         let listed = store.list_rooms().await.unwrap();
         let profiles: Vec<_> = listed.iter().map(|r| (r.id.clone(), r.profile)).collect();
         assert!(profiles.contains(&(plain.id, ListenProfile::Standard)));
+        store.close().await;
+    }
+
+    async fn a_room_keeps_its_schedule_unit_hosts_and_code(db: &TestDb) {
+        let store = db.open().await;
+        let start: jiff::Timestamp = "2026-12-07T12:30:00Z".parse().unwrap();
+        let scheduled = NewRoom {
+            unit: Some("D07".into()),
+            starts_at: Some(start),
+            ends_at: Some(start + jiff::SignedDuration::from_hours(1)),
+            time_zone: Some("Asia/Kolkata".into()),
+            recurrence: Some("FREQ=WEEKLY;BYDAY=MO".into()),
+            capacity: Some(500),
+            hosts: vec!["m-1".into(), "Asha Rao".into()],
+            lobby: true,
+            ..new_room("Weekly rally", RoomKind::Rally)
+        };
+        let created = store.create_room(scheduled).await.unwrap();
+        assert_eq!(created.status, RoomStatus::Scheduled);
+        assert!(ids::is_room_code(&created.code), "{}", created.code);
+        let got = store.get_room(&created.id).await.unwrap().unwrap();
+        assert_eq!(got, created);
+        let plain = store
+            .create_room(new_room("Now", RoomKind::Bridge))
+            .await
+            .unwrap();
+        assert_eq!(plain.status, RoomStatus::Open);
+        assert_ne!(plain.code, created.code);
+        let plain = store.get_room(&plain.id).await.unwrap().unwrap();
+        assert_eq!(
+            (plain.hosts.len(), plain.lobby, plain.unit),
+            (0, false, None)
+        );
         store.close().await;
     }
 

@@ -59,6 +59,24 @@ pub struct AppState {
     /// Which browser origins may call which routes. Read once, when the
     /// router is built.
     pub cors: CorsConfig,
+    /// The operator-facing settings of the binary's configuration.
+    pub settings: Settings,
+}
+
+/// Settings the handlers read, from the binary's configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// IANA zone a room's schedule is in when its request names none, and
+    /// in which times are shown.
+    pub time_zone: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            time_zone: "UTC".to_owned(),
+        }
+    }
 }
 
 impl FromRef<AppState> for Auth {

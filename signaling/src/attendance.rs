@@ -98,6 +98,8 @@ fn lagged(missed: u64) {
 pub struct SessionRow {
     pub session: String,
     pub name: Option<String>,
+    pub member: Option<String>,
+    pub unit: Option<String>,
     pub role: Role,
     pub kind: SessionKind,
     pub joined_at: String,
@@ -129,6 +131,8 @@ fn row(record: SessionRecord, now: u64) -> SessionRow {
     SessionRow {
         session: record.session,
         name: record.name,
+        member: record.member,
+        unit: record.unit,
         role: record.role,
         kind: record.kind,
         joined_at: rfc3339(record.joined_at),
@@ -171,9 +175,11 @@ pub async fn json(
 }
 
 /// The CSV columns, in order (documented in docs/http-api.md).
-pub const CSV_COLUMNS: [&str; 12] = [
+pub const CSV_COLUMNS: [&str; 14] = [
     "session",
     "name",
+    "member",
+    "unit",
     "role",
     "kind",
     "joined_at",
@@ -226,6 +232,8 @@ fn to_csv(rows: &[SessionRow]) -> Result<String, csv::Error> {
         out.write_record([
             r.session.as_str(),
             &spreadsheet_safe(r.name.as_deref().unwrap_or("")),
+            &spreadsheet_safe(r.member.as_deref().unwrap_or("")),
+            &spreadsheet_safe(r.unit.as_deref().unwrap_or("")),
             r.role.as_str(),
             r.kind.as_str(),
             &r.joined_at,
@@ -261,6 +269,8 @@ mod tests {
             session: "s1".into(),
             room: "r".into(),
             name: Some(name.into()),
+            member: None,
+            unit: None,
             role: Role::Listener,
             kind: SessionKind::Listen,
             joined_at: 1_700_000_000,
@@ -286,8 +296,11 @@ mod tests {
 
     #[test]
     fn csv_has_the_documented_columns_and_quotes_what_needs_it() {
+        let mut member = record("Booth 12, Ward \"A\"", Some(1_700_000_030));
+        member.member = Some("m-17".into());
+        member.unit = Some("booth-0042".into());
         let rows = [
-            row(record("Booth 12, Ward \"A\"", Some(1_700_000_030)), 0),
+            row(member, 0),
             row(record("=HYPERLINK(\"x\")", None), 1_700_000_005),
         ];
         let text = to_csv(&rows).unwrap();
@@ -295,12 +308,12 @@ mod tests {
         assert_eq!(lines.next().unwrap(), CSV_COLUMNS.join(","));
         assert_eq!(
             lines.next().unwrap(),
-            "s1,\"Booth 12, Ward \"\"A\"\"\",listener,listen,2023-11-14T22:13:20Z,\
+            "s1,\"Booth 12, Ward \"\"A\"\"\",m-17,booth-0042,listener,listen,2023-11-14T22:13:20Z,\
              2023-11-14T22:13:50Z,30,left,1,2,3,4"
         );
         assert_eq!(
             lines.next().unwrap(),
-            "s1,\"'=HYPERLINK(\"\"x\"\")\",listener,listen,2023-11-14T22:13:20Z,,5,,1,2,3,4"
+            "s1,\"'=HYPERLINK(\"\"x\"\")\",,,listener,listen,2023-11-14T22:13:20Z,,5,,1,2,3,4"
         );
         assert_eq!(lines.next(), None);
     }

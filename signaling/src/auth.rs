@@ -142,6 +142,10 @@ pub struct Grant {
     pub role: Role,
     /// Display name from the token.
     pub name: Option<String>,
+    /// Member id from the token, if it was issued to a member.
+    pub member: Option<String>,
+    /// Unit from the token: where the holder belongs, for reach.
+    pub unit: Option<String>,
 }
 
 impl Grant {
@@ -150,6 +154,8 @@ impl Grant {
             room: None,
             role: Role::Host,
             name: None,
+            member: None,
+            unit: None,
         }
     }
 
@@ -170,6 +176,8 @@ impl From<Claims> for Grant {
             room: Some(claims.room),
             role: claims.role,
             name: claims.name,
+            member: claims.member,
+            unit: claims.unit,
         }
     }
 }
@@ -264,6 +272,8 @@ mod tests {
             room: room.into(),
             role,
             name: None,
+            member: None,
+            unit: None,
             exp,
             iat: NOW,
         };

@@ -158,6 +158,45 @@ pub trait MediaControl: Send + Sync + 'static {
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<MediaEvent>;
 }
 
+/// Where a room is in its life. Stored, so that it survives restarts.
+///
+/// A room without a schedule is `open` from creation until it is ended. A
+/// scheduled room is `scheduled` until its window opens, `open` during it,
+/// and `ended` after its last window (`scheduled` again between the windows
+/// of a recurring room). A window that passed entirely while the server was
+/// down is `missed` (for a recurring room, only that occurrence is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomStatus {
+    Scheduled,
+    Open,
+    Ended,
+    Missed,
+}
+
+impl RoomStatus {
+    /// As serialized and stored: `scheduled`, `open`, `ended`, `missed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomStatus::Scheduled => "scheduled",
+            RoomStatus::Open => "open",
+            RoomStatus::Ended => "ended",
+            RoomStatus::Missed => "missed",
+        }
+    }
+
+    /// The inverse of [`RoomStatus::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "scheduled" => RoomStatus::Scheduled,
+            "open" => RoomStatus::Open,
+            "ended" => RoomStatus::Ended,
+            "missed" => RoomStatus::Missed,
+            _ => return None,
+        })
+    }
+}
+
 /// A room as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Room {
@@ -168,6 +207,32 @@ pub struct Room {
     pub profile: ListenProfile,
     /// RFC 3339, UTC.
     pub created_at: String,
+    /// The organisation unit the room is for: its subtree is the audience,
+    /// and operators scoped to a unit see only rooms under it. `None`: the
+    /// whole organisation.
+    pub unit: Option<String>,
+    /// When the (first) window opens; `None` with `ends_at`: no schedule,
+    /// open from creation until ended.
+    pub starts_at: Option<jiff::Timestamp>,
+    /// When the (first) window closes.
+    pub ends_at: Option<jiff::Timestamp>,
+    /// IANA zone the schedule is written in: recurrences repeat at the same
+    /// wall-clock time there, and `*_local` times are shown in it.
+    pub time_zone: String,
+    /// RRULE subset (`FREQ=DAILY|WEEKLY`, `INTERVAL`, `BYDAY`, `COUNT`,
+    /// `UNTIL`), as given.
+    pub recurrence: Option<String>,
+    /// Most sessions at once; `None`: only the server's own limit.
+    pub capacity: Option<u32>,
+    /// Who hosts (member ids or names): one host cannot be booked into two
+    /// overlapping rooms.
+    pub hosts: Vec<String>,
+    /// Whether listeners who come before the start wait (hearing silence)
+    /// instead of being turned away with 425.
+    pub lobby: bool,
+    /// Numeric room code for `POST /v1/pin-join`, unique among rooms.
+    pub code: String,
+    pub status: RoomStatus,
 }
 
 /// What an operator sends to create a room.
@@ -179,6 +244,42 @@ pub struct NewRoom {
     /// Default `standard`.
     #[serde(default)]
     pub profile: ListenProfile,
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub starts_at: Option<jiff::Timestamp>,
+    #[serde(default)]
+    pub ends_at: Option<jiff::Timestamp>,
+    /// Default: the server's configured zone.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub recurrence: Option<String>,
+    #[serde(default)]
+    pub capacity: Option<u32>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub lobby: bool,
+}
+
+impl NewRoom {
+    /// A room with no schedule, unit, hosts or limits: open from creation.
+    pub fn unscheduled(name: impl Into<String>, kind: RoomKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            profile: ListenProfile::default(),
+            unit: None,
+            starts_at: None,
+            ends_at: None,
+            time_zone: None,
+            recurrence: None,
+            capacity: None,
+            hosts: Vec::new(),
+            lobby: false,
+        }
+    }
 }
 
 /// What one session sent and received over its life (datagrams of every
@@ -200,6 +301,12 @@ pub struct SessionRecord {
     pub room: String,
     /// The token's name claim.
     pub name: Option<String>,
+    /// The token's member claim: the organisation's member id, if the
+    /// token was issued to a member (invite, PIN).
+    pub member: Option<String>,
+    /// The token's unit claim: the unit the participant belongs to
+    /// (booth, mandal, …), for reach.
+    pub unit: Option<String>,
     pub role: Role,
     pub kind: SessionKind,
     pub joined_at: u64,
@@ -256,6 +363,9 @@ pub trait OrgStore: Send + Sync + 'static {
     async fn units(&self) -> Result<Vec<Unit>, StoreError>;
     /// Inserts or replaces `upsert` and deletes `remove`, atomically.
     async fn apply_org(&self, upsert: &[Unit], remove: &[String]) -> Result<(), StoreError>;
+    /// The unit `id` and its ancestors, nearest first, up to its root;
+    /// empty when there is no such unit.
+    async fn ancestry(&self, id: &str) -> Result<Vec<Unit>, StoreError>;
 }
 
 /// Where attendance is written as it happens: a join when its answer goes

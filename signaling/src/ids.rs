@@ -27,6 +27,23 @@ pub fn is_room_id(id: &str) -> bool {
     id.len() == ROOM_ID_LEN && id.bytes().all(|b| ALPHABET.contains(&b))
 }
 
+/// Digits in a room code: typed on a phone keypad, so short, but with
+/// 10⁸ codes a guess is hopeless under the PIN-join rate limits.
+pub const ROOM_CODE_LEN: usize = 8;
+
+/// A fresh random room code (digits only; may start with 0).
+pub fn room_code() -> String {
+    let mut rng = rand::rng();
+    (0..ROOM_CODE_LEN)
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect()
+}
+
+/// Whether `code` has the shape of a room code.
+pub fn is_room_code(code: &str) -> bool {
+    code.len() == ROOM_CODE_LEN && code.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Whether `id` could be a session id: short and URL-safe. The media driver
 /// owns the format; this only keeps junk away from it.
 pub fn is_session_id(id: &str) -> bool {
@@ -46,6 +63,16 @@ mod tests {
             let id = room_id();
             assert!(is_room_id(&id), "{id}");
         }
+    }
+
+    #[test]
+    fn room_codes_are_digits() {
+        for _ in 0..100 {
+            let code = room_code();
+            assert!(is_room_code(&code), "{code}");
+        }
+        assert!(!is_room_code("1234567"));
+        assert!(!is_room_code("1234567a"));
     }
 
     #[test]

@@ -49,11 +49,11 @@ pub mod socket;
 pub mod timestamp;
 pub mod token;
 
-pub use app::{AppState, BODY_LIMIT, MetricsRender, RouterState, router};
+pub use app::{AppState, BODY_LIMIT, MetricsRender, RouterState, Settings, router};
 pub use auth::{Auth, OperatorKey};
 pub use backend::{
     AttendanceStore, Leave, ListenProfile, MediaControl, MediaError, MediaEvent, NewRoom,
-    OpenSession, OpenedSession, OrgStore, Role, Room, RoomKind, RoomStore, SessionKind,
+    OpenSession, OpenedSession, OrgStore, Role, Room, RoomKind, RoomStatus, RoomStore, SessionKind,
     SessionRecord, SpeakerLevel, StoreError, Traffic, Unit,
 };
 pub use cors::{CorsConfig, CorsError};

@@ -267,6 +267,8 @@ impl Ctx<'_> {
             room: self.room.to_owned(),
             role: Role::Speaker,
             name,
+            member: None,
+            unit: None,
             exp: now + DEFAULT_TTL_S,
             iat: now,
         };

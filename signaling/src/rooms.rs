@@ -52,9 +52,9 @@ pub struct TokenResponse {
 pub async fn create(
     State(state): State<AppState>,
     _: Operator,
-    JsonBody(mut room): JsonBody<NewRoom>,
+    JsonBody(room): JsonBody<NewRoom>,
 ) -> Result<Response, ApiError> {
-    room.name = checked_name(&room.name, MAX_ROOM_NAME, "room name")?;
+    let room = checked_room(&state, room).await?;
     let room = state.rooms.create_room(room).await?;
     tracing::info!(room = %room.id, kind = ?room.kind, "room created");
     let location = HeaderValue::try_from(format!("/v1/rooms/{}", room.id))
@@ -119,6 +119,8 @@ pub async fn mint_token(
         room: room.id,
         role: request.role,
         name,
+        member: None,
+        unit: None,
         exp: now + ttl,
         iat: now,
     };
@@ -143,6 +145,61 @@ pub(crate) async fn find(state: &AppState, id: &str) -> Result<Room, ApiError> {
         .get_room(id)
         .await?
         .ok_or(ApiError::NotFound("room"))
+}
+
+/// Most hosts one room names.
+pub const MAX_HOSTS: usize = 50;
+
+/// `room` with its name trimmed and its zone filled in, or 422 naming what
+/// is wrong: a unit that does not exist, half a window or one that ends
+/// before it starts, an unknown zone, a zero capacity, a bad host.
+async fn checked_room(state: &AppState, mut room: NewRoom) -> Result<NewRoom, ApiError> {
+    room.name = checked_name(&room.name, MAX_ROOM_NAME, "room name")?;
+    if let Some(unit) = &room.unit
+        && state.org.ancestry(unit).await?.is_empty()
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "no unit {unit:?} in the organisation (PUT /v1/org first)"
+        )));
+    }
+    match (room.starts_at, room.ends_at) {
+        (None, None) => {}
+        (Some(start), Some(end)) if start < end => {}
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Unprocessable(
+                "ends_at must be after starts_at".into(),
+            ));
+        }
+        _ => {
+            return Err(ApiError::Unprocessable(
+                "a schedule needs both starts_at and ends_at".into(),
+            ));
+        }
+    }
+    let zone = room
+        .time_zone
+        .take()
+        .unwrap_or_else(|| state.settings.time_zone.clone());
+    if jiff::tz::TimeZone::get(&zone).is_err() {
+        return Err(ApiError::Unprocessable(format!(
+            "unknown time zone {zone:?}: use an IANA name such as Asia/Kolkata"
+        )));
+    }
+    room.time_zone = Some(zone);
+    if room.capacity == Some(0) {
+        return Err(ApiError::Unprocessable(
+            "capacity must be at least 1".into(),
+        ));
+    }
+    if room.hosts.len() > MAX_HOSTS {
+        return Err(ApiError::Unprocessable(format!(
+            "at most {MAX_HOSTS} hosts"
+        )));
+    }
+    for host in &mut room.hosts {
+        *host = checked_name(host, MAX_DISPLAY_NAME, "host")?;
+    }
+    Ok(room)
 }
 
 /// `name` trimmed; 422 when empty, too long or holding control characters.

@@ -156,6 +156,8 @@ async fn open(
         session: opened.session.clone(),
         room: room.id.clone(),
         name: grant.name.clone(),
+        member: grant.member.clone(),
+        unit: grant.unit.clone(),
         role: grant.role,
         kind,
         joined_at: unix_now(),

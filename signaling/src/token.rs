@@ -23,6 +23,12 @@ pub struct Claims {
     /// Display name, passed to the media side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The organisation's member id, for tokens issued to a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// The unit the holder belongs to (a booth, say), for reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// Expiry, Unix seconds. Required.
     pub exp: u64,
     /// Issue time, Unix seconds.
@@ -102,6 +108,8 @@ mod tests {
             room: room.into(),
             role: Role::Listener,
             name: Some("Asha".into()),
+            member: None,
+            unit: None,
             exp,
             iat: NOW,
         }
@@ -133,6 +141,8 @@ mod tests {
         let k = keys();
         let c = Claims {
             name: None,
+            member: None,
+            unit: None,
             ..claims("room1", NOW + 60)
         };
         let token = k.mint(&c).unwrap();

@@ -51,6 +51,7 @@ async fn serve() -> Server {
         auth: auth.clone(),
         metrics: Arc::new(String::new),
         cors: CorsConfig::default(),
+        settings: sabha_signaling::Settings::default(),
     };
     let app = router(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -163,6 +164,8 @@ impl Server {
             room: room.to_owned(),
             role,
             name: Some(name.to_owned()),
+            member: None,
+            unit: None,
             exp: now + 600,
             iat: now,
         };

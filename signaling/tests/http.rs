@@ -75,6 +75,7 @@ fn harness_with(cors: CorsConfig) -> Harness {
         auth: auth.clone(),
         metrics: Arc::new(|| "# TYPE sabha_sessions gauge\nsabha_sessions 0\n".to_owned()),
         cors,
+        settings: sabha_signaling::Settings::default(),
     };
     Harness {
         app: router(state),
@@ -140,6 +141,8 @@ impl Harness {
             room: room.to_owned(),
             role,
             name: Some("Asha".into()),
+            member: None,
+            unit: None,
             exp: now.saturating_add_signed(ttl),
             iat: now,
         };
@@ -954,13 +957,13 @@ async fn attendance_records_joins_and_leaves_as_json_and_csv() {
     assert_eq!(
         lines.next(),
         Some(
-            "session,name,role,kind,joined_at,left_at,seconds,leave_reason,packets_in,bytes_in,packets_out,bytes_out"
+            "session,name,member,unit,role,kind,joined_at,left_at,seconds,leave_reason,packets_in,bytes_in,packets_out,bytes_out"
         )
     );
     let fields: Vec<&str> = lines.next().unwrap().split(',').collect();
     assert_eq!(fields[0], session);
-    assert_eq!(&fields[1..4], ["Asha", "listener", "listen"]);
-    assert_eq!(&fields[7..], ["ice_timeout", "10", "1000", "500", "60000"]);
+    assert_eq!(&fields[1..6], ["Asha", "", "", "listener", "listen"]);
+    assert_eq!(&fields[9..], ["ice_timeout", "10", "1000", "500", "60000"]);
     assert_eq!(lines.next(), None);
 }
 

@@ -41,18 +41,13 @@ async fn harness(kind: &str) -> Harness {
         auth: auth.clone(),
         metrics: Arc::new(String::new),
         cors: CorsConfig::default(),
+        settings: sabha_signaling::Settings::default(),
     });
     let mut h = Harness {
         app,
         media,
         auth,
-        room: Room {
-            id: String::new(),
-            name: String::new(),
-            kind: sabha_signaling::RoomKind::Bridge,
-            profile: sabha_signaling::ListenProfile::Standard,
-            created_at: String::new(),
-        },
+        room: fakes::placeholder_room(),
         sid: String::new(),
     };
     let request = Request::post("/v1/rooms")
@@ -117,6 +112,8 @@ impl Harness {
             room: room.to_owned(),
             role,
             name: Some("Asha".into()),
+            member: None,
+            unit: None,
             exp: now + 600,
             iat: now,
         };

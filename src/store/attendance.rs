@@ -27,6 +27,8 @@ type Row = (
     String,
     String,
     Option<String>,
+    Option<String>,
+    Option<String>,
     String,
     String,
     i64,
@@ -88,12 +90,15 @@ impl Store {
 impl AttendanceStore for Store {
     async fn record_join(&self, r: SessionRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO attendance (session_id, room_id, name, role, kind, joined_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO attendance \
+             (session_id, room_id, name, member_id, unit_id, role, kind, joined_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&r.session)
         .bind(&r.room)
         .bind(&r.name)
+        .bind(&r.member)
+        .bind(&r.unit)
         .bind(r.role.as_str())
         .bind(r.kind.as_str())
         .bind(int(r.joined_at))
@@ -132,7 +137,7 @@ impl AttendanceStore for Store {
 
     async fn attendance(&self, room: &str) -> Result<Vec<SessionRecord>, StoreError> {
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT session_id, room_id, name, role, kind, joined_at, left_at, leave_reason, \
+            "SELECT session_id, room_id, name, member_id, unit_id, role, kind, joined_at, left_at, leave_reason, \
              packets_in, bytes_in, packets_out, bytes_out \
              FROM attendance WHERE room_id = $1 ORDER BY joined_at, session_id",
         )
@@ -145,7 +150,7 @@ impl AttendanceStore for Store {
 }
 
 fn record(row: Row) -> Result<SessionRecord, StoreError> {
-    let (session, room, name, role, kind, joined, left, reason, pi, bi, po, bo) = row;
+    let (session, room, name, member, unit, role, kind, joined, left, reason, pi, bi, po, bo) = row;
     let role = match role.as_str() {
         "host" => Role::Host,
         "speaker" => Role::Speaker,
@@ -171,6 +176,8 @@ fn record(row: Row) -> Result<SessionRecord, StoreError> {
         session,
         room,
         name,
+        member,
+        unit,
         role,
         kind,
         joined_at: unsigned(joined),
@@ -201,6 +208,8 @@ mod tests {
             session: session.into(),
             room: room.into(),
             name: Some(format!("booth {session}")),
+            member: Some(format!("m-{session}")),
+            unit: Some("booth-7".into()),
             role: Role::Listener,
             kind: SessionKind::Listen,
             joined_at: at,

@@ -51,6 +51,35 @@ impl OrgStore for Store {
         }
         tx.commit().await.map_err(store_error)
     }
+
+    async fn ancestry(&self, id: &str) -> Result<Vec<Unit>, StoreError> {
+        let mut chain: Vec<Unit> = Vec::new();
+        let mut next = Some(id.to_owned());
+        while let Some(id) = next.take() {
+            // An import never writes a cycle; this guards against a database
+            // edited by hand.
+            if chain.iter().any(|u| u.id == id) {
+                return Err(StoreError(format!("the unit tree has a cycle at {id}")));
+            }
+            let row: Option<(String, String, String, Option<String>)> =
+                sqlx::query_as("SELECT id, kind, name, parent_id FROM units WHERE id = $1")
+                    .bind(&id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+            let Some((id, kind, name, parent)) = row else {
+                break;
+            };
+            next.clone_from(&parent);
+            chain.push(Unit {
+                id,
+                kind,
+                name,
+                parent,
+            });
+        }
+        Ok(chain)
+    }
 }
 
 #[cfg(test)]
@@ -58,7 +87,25 @@ mod tests {
     use super::*;
     use crate::store::test_db::{TestDb, on_both_backends};
 
-    on_both_backends!(an_import_upserts_and_removes_atomically);
+    on_both_backends!(
+        an_import_upserts_and_removes_atomically,
+        ancestry_walks_up_to_the_root
+    );
+
+    async fn ancestry_walks_up_to_the_root(db: &TestDb) {
+        let store = db.open().await;
+        let units = [
+            unit("MH", "Maharashtra", None),
+            unit("D1", "Pune", Some("MH")),
+            unit("B1", "Booth 1", Some("D1")),
+        ];
+        store.apply_org(&units, &[]).await.unwrap();
+        let ids = |chain: Vec<Unit>| chain.into_iter().map(|u| u.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.ancestry("B1").await.unwrap()), ["B1", "D1", "MH"]);
+        assert_eq!(ids(store.ancestry("MH").await.unwrap()), ["MH"]);
+        assert!(store.ancestry("nope").await.unwrap().is_empty());
+        store.close().await;
+    }
 
     fn unit(id: &str, name: &str, parent: Option<&str>) -> Unit {
         Unit {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use async_trait::async_trait;
 use sabha_signaling::{
     AttendanceStore, Leave, MediaControl, MediaError, MediaEvent, NewRoom, OpenSession,
-    OpenedSession, Room, RoomStore, SessionRecord, StoreError, ids,
+    OpenedSession, Room, RoomStatus, RoomStore, SessionRecord, StoreError, ids,
 };
 use tokio::sync::broadcast;
 
@@ -38,16 +38,52 @@ impl FakeStore {
     }
 }
 
+/// A room value to overwrite once the real one is created.
+pub fn placeholder_room() -> Room {
+    Room {
+        id: String::new(),
+        name: String::new(),
+        kind: sabha_signaling::RoomKind::Bridge,
+        profile: sabha_signaling::ListenProfile::Standard,
+        created_at: String::new(),
+        unit: None,
+        starts_at: None,
+        ends_at: None,
+        time_zone: "UTC".into(),
+        recurrence: None,
+        capacity: None,
+        hosts: Vec::new(),
+        lobby: false,
+        code: String::new(),
+        status: RoomStatus::Open,
+    }
+}
+
 #[async_trait]
 impl RoomStore for FakeStore {
     async fn create_room(&self, room: NewRoom) -> Result<Room, StoreError> {
         self.check()?;
+        let status = if room.starts_at.is_some() {
+            RoomStatus::Scheduled
+        } else {
+            RoomStatus::Open
+        };
         let room = Room {
             id: ids::room_id(),
             name: room.name,
             kind: room.kind,
             profile: room.profile,
             created_at: "2025-01-01T00:00:00Z".into(),
+            unit: room.unit,
+            starts_at: room.starts_at,
+            ends_at: room.ends_at,
+            time_zone: room.time_zone.unwrap_or_else(|| "UTC".into()),
+            recurrence: room.recurrence,
+            capacity: room.capacity,
+            hosts: room.hosts,
+            lobby: room.lobby,
+            code: ids::room_code(),
+            status,
         };
         self.rooms.lock().unwrap().push(room.clone());
         Ok(room)
@@ -141,6 +177,20 @@ impl sabha_signaling::OrgStore for FakeOrg {
         units.retain(|u| !remove.contains(&u.id) && !upsert.iter().any(|n| n.id == u.id));
         units.extend_from_slice(upsert);
         Ok(())
+    }
+
+    async fn ancestry(&self, id: &str) -> Result<Vec<sabha_signaling::Unit>, StoreError> {
+        let units = self.units.lock().unwrap();
+        let mut chain: Vec<sabha_signaling::Unit> = Vec::new();
+        let mut next = Some(id.to_owned());
+        while let Some(id) = next.take() {
+            let Some(unit) = units.iter().find(|u| u.id == id) else {
+                break;
+            };
+            next.clone_from(&unit.parent);
+            chain.push(unit.clone());
+        }
+        Ok(chain)
     }
 }
 
