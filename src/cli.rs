@@ -1,5 +1,5 @@
-//! The operator's client commands: `sabha rooms …`, `sabha token …` and
-//! `sabha attendance …`.
+//! The operator's client commands: `sabha rooms …`, `sabha token …`,
+//! `sabha org …`, `sabha attendance …` and `sabha reach …`.
 //!
 //! They talk to a running server over its HTTP API — the same requests a
 //! script or a web console would make — so they need no access to its
@@ -92,6 +92,21 @@ pub struct AttendanceArgs {
     /// Room id
     pub room: String,
     /// CSV (one row per session) instead of JSON
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReachArgs {
+    /// Room id
+    pub room: String,
+    /// Minutes a listener must stay for the booth to count [server default: 5]
+    #[arg(long)]
+    pub min_minutes: Option<u64>,
+    /// Only units of this kind (district, mandal, …)
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// CSV (one row per unit) instead of JSON
     #[arg(long)]
     pub csv: bool,
 }
@@ -221,6 +236,33 @@ pub fn attendance(args: &ClientArgs, attendance: &AttendanceArgs) -> Result<(), 
         Ok(())
     } else {
         print_json(&client.send("GET", &path, None)?)
+    }
+}
+
+/// Runs `sabha reach ROOM [--min-minutes N] [--kind K] [--csv]`.
+pub fn reach(args: &ClientArgs, reach: &ReachArgs) -> Result<(), CliError> {
+    let client = Client::new(args)?;
+    let mut query = Vec::new();
+    if let Some(minutes) = reach.min_minutes {
+        query.push(format!("min_minutes={minutes}"));
+    }
+    if let Some(kind) = &reach.kind {
+        query.push(format!("kind={}", segment(kind)));
+    }
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
+    let room = segment(&reach.room);
+    if reach.csv {
+        print!(
+            "{}",
+            client.get_text(&format!("/v1/rooms/{room}/reach.csv{query}"))?
+        );
+        Ok(())
+    } else {
+        print_json(&client.send("GET", &format!("/v1/rooms/{room}/reach{query}"), None)?)
     }
 }
 

@@ -25,7 +25,7 @@ use sabha_signaling::{AppState, Auth, Settings, router};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{AttendanceArgs, ClientArgs, OrgCommand, RoomsCommand, TokenArgs};
+use crate::cli::{AttendanceArgs, ClientArgs, OrgCommand, ReachArgs, RoomsCommand, TokenArgs};
 use crate::config::{ServeArgs, ServeConfig};
 use crate::secrets::KeyOrigin;
 use crate::store::Store;
@@ -72,6 +72,13 @@ enum Command {
         #[command(flatten)]
         attendance: AttendanceArgs,
     },
+    /// Print which booths a room reached, per unit (JSON, or CSV with --csv)
+    Reach {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        reach: ReachArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +96,7 @@ fn main() -> ExitCode {
         Command::Attendance { client, attendance } => {
             client_exit(cli::attendance(&client, &attendance))
         }
+        Command::Reach { client, reach } => client_exit(cli::reach(&client, &reach)),
     }
 }
 

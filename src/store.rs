@@ -339,6 +339,9 @@ fn room_from_row(row: RoomRow) -> Result<Room, StoreError> {
 pub(crate) mod test_db;
 
 #[cfg(test)]
+mod reach_test;
+
+#[cfg(test)]
 mod tests {
     use sqlx::Connection;
 

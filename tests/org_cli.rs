@@ -1,6 +1,6 @@
 //! The operator's organisation commands through the real binary:
 //! `sabha org import FILE` (CSV or JSON) and `sabha org get ID` against a
-//! running `sabha serve`.
+//! running `sabha serve`, and `sabha reach ROOM` over the imported units.
 
 mod common;
 
@@ -52,6 +52,30 @@ fn org_import_and_get_through_the_cli() {
         .filter_map(|u| u["id"].as_str())
         .collect();
     assert_eq!(ancestors, ["MH", "D1"]);
+
+    // A room for the district: its reach covers the district's booth.
+    let room: Value = ureq::post(format!("{}/v1/rooms", server.base()))
+        .header("Authorization", &format!("Bearer {OPERATOR_KEY}"))
+        .send_json(serde_json::json!({"name": "Pune rally", "kind": "rally", "unit": "D1"}))
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let room = room["id"].as_str().unwrap().to_owned();
+    let reach = sabha(&server, &["reach", &room, "--csv", "--kind", "booth"]);
+    assert!(
+        reach.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reach.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&reach.stdout),
+        "unit,kind,name,parent,booths,booths_reached,listeners,listener_seconds\n\
+         B1,booth,\"Booth 1, Kothrud\",D1,1,0,0,0\n"
+    );
+    let reach = json(&sabha(&server, &["reach", &room, "--min-minutes", "10"]));
+    assert_eq!(reach["min_minutes"], 10);
+    assert_eq!(reach["totals"]["booths"], 1);
 
     // A JSON file removes; a bad one is refused with the server's reason.
     let removal = dir.join("remove.json");

@@ -15,6 +15,7 @@
 //! | `/v1/rooms/{id}/participants[/{pid}…]`| GET POST DELETE | host                  | configured |
 //! | `/v1/rooms/{id}/{mute-all,lock,unlock,end}` | POST      | host                  | configured |
 //! | `/v1/rooms/{id}/attendance[.csv]`     | GET             | host                  | configured |
+//! | `/v1/rooms/{id}/reach[.csv]`          | GET             | host                  | configured |
 //! | `/v1/org`, `/v1/org/{id}`             | GET PUT         | operator              | configured |
 //! | `/healthz`, `/metrics`                | GET             | none                  | none       |
 
@@ -32,7 +33,7 @@ use crate::auth::Auth;
 use crate::backend::{AttendanceStore, MediaControl, OrgStore, RoomStore};
 use crate::cors::CorsConfig;
 use crate::hub::{self, Hub};
-use crate::{attendance, org, participants, problem, rooms, sessions, socket};
+use crate::{attendance, org, participants, problem, reach, rooms, sessions, socket};
 
 /// Largest accepted request body. SDP offers are a few KiB; room and token
 /// JSON far less. Anything bigger is a mistake or an attack: 413.
@@ -134,6 +135,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rooms/{id}/tokens", post(rooms::mint_token))
         .route("/v1/rooms/{id}/attendance", get(attendance::json))
         .route("/v1/rooms/{id}/attendance.csv", get(attendance::csv))
+        .route("/v1/rooms/{id}/reach", get(reach::json))
+        .route("/v1/rooms/{id}/reach.csv", get(reach::csv))
         .route("/v1/rooms/{id}/whip", post(sessions::whip))
         .route("/v1/rooms/{id}/join", post(sessions::join))
         .route("/v1/rooms/{id}/events", get(socket::events))

@@ -252,7 +252,7 @@ fn to_csv(rows: &[SessionRow]) -> Result<String, csv::Error> {
 
 /// A name a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab,
 /// CR) is prefixed with `'` (OWASP's advice for CSV injection).
-fn spreadsheet_safe(name: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn spreadsheet_safe(name: &str) -> std::borrow::Cow<'_, str> {
     if name.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{name}").into()
     } else {

@@ -43,6 +43,7 @@ pub mod moderation;
 pub mod org;
 pub mod participants;
 pub mod problem;
+pub mod reach;
 pub mod rooms;
 pub mod sessions;
 pub mod socket;

@@ -1134,3 +1134,137 @@ async fn bad_organisation_requests_are_problem_json() {
     let listed: serde_json::Value = h.get_json("/v1/org").await;
     assert_eq!(listed["units"], serde_json::json!([]));
 }
+
+// ---- reach ----
+
+#[tokio::test]
+async fn reach_counts_the_booths_of_the_rooms_unit() {
+    let h = harness();
+    let org = r#"{"units":[
+        {"id":"S","kind":"state","name":"State"},
+        {"id":"D1","kind":"district","name":"One","parent":"S"},
+        {"id":"D2","kind":"district","name":"Two","parent":"S"},
+        {"id":"B1","kind":"booth","name":"Booth 1","parent":"D1"},
+        {"id":"B2","kind":"booth","name":"Booth 2","parent":"D1"},
+        {"id":"B3","kind":"booth","name":"Booth 3","parent":"D2"}]}"#;
+    let put = h
+        .send(json_request(operator(Method::PUT, "/v1/org"), org))
+        .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    let reply = h
+        .send(json_request(
+            operator(Method::POST, "/v1/rooms"),
+            r#"{"name":"District rally","kind":"rally","unit":"D1"}"#,
+        ))
+        .await;
+    assert_eq!(reply.status, 201);
+    let room: Room = reply.json();
+    assert_eq!(room.unit.as_deref(), Some("D1"));
+
+    // A booth worker's token names the booth; attendance places them there.
+    let now = unix_now();
+    let claims = Claims {
+        room: room.id.clone(),
+        role: Role::Listener,
+        name: Some("Ravi".into()),
+        member: Some("m-7".into()),
+        unit: Some("B2".into()),
+        exp: now + 600,
+        iat: now,
+    };
+    let token = h.auth.tokens().mint(&claims).unwrap();
+    assert_eq!(h.whep(&room.id, &token).await.status, 201);
+
+    let url = format!("/v1/rooms/{}/reach", room.id);
+    let reach = h.get_json(&format!("{url}?min_minutes=1")).await;
+    assert_eq!(reach["unit"], "D1");
+    assert_eq!(reach["min_minutes"], 1);
+    let ids: Vec<&str> = reach["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["D1", "B1", "B2"], "only the room's subtree");
+    assert_eq!(reach["totals"]["booths"], 2);
+    assert_eq!(reach["totals"]["listeners"], 1);
+    assert_eq!(reach["units"][2]["listeners"], 1);
+    // Joined just now: not yet a minute, so not reached.
+    assert_eq!(reach["totals"]["booths_reached"], 0);
+    let booths = h.get_json(&format!("{url}?kind=booth")).await;
+    assert_eq!(booths["units"].as_array().unwrap().len(), 2);
+
+    let attendance = h
+        .get_json(&format!("/v1/rooms/{}/attendance", room.id))
+        .await;
+    let row = &attendance["sessions"][0];
+    assert_eq!(
+        (row["member"].as_str(), row["unit"].as_str()),
+        (Some("m-7"), Some("B2"))
+    );
+
+    let csv = h
+        .send(
+            operator(Method::GET, &format!("{url}.csv"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(csv.status, 200);
+    let text = String::from_utf8(csv.body.to_vec()).unwrap();
+    assert_eq!(
+        text.lines().next(),
+        Some("unit,kind,name,parent,booths,booths_reached,listeners,listener_seconds")
+    );
+    assert_eq!(text.lines().count(), 4);
+
+    for (query, status) in [
+        ("?min_minutes=0", 422),
+        ("?min_minutes=x", 400),
+        ("?colour=red", 400),
+    ] {
+        let reply = h
+            .send(
+                operator(Method::GET, &format!("{url}{query}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, status, "{query}");
+        assert_eq!(reply.header(header::CONTENT_TYPE), PROBLEM_JSON);
+    }
+    let listener = h
+        .send(
+            Request::get(&url)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(listener.status, 403, "reach is for hosts and operators");
+}
+
+#[tokio::test]
+async fn a_room_for_an_unknown_unit_or_with_half_a_schedule_is_refused() {
+    let h = harness();
+    for body in [
+        r#"{"name":"R","kind":"rally","unit":"nowhere"}"#,
+        r#"{"name":"R","kind":"rally","starts_at":"2026-12-07T12:30:00Z"}"#,
+        r#"{"name":"R","kind":"rally","starts_at":"2026-12-07T12:30:00Z","ends_at":"2026-12-07T12:00:00Z"}"#,
+        r#"{"name":"R","kind":"rally","time_zone":"Mars/Olympus"}"#,
+        r#"{"name":"R","kind":"rally","capacity":0}"#,
+    ] {
+        let reply = h
+            .send(json_request(operator(Method::POST, "/v1/rooms"), body))
+            .await;
+        assert_eq!(reply.status, 422, "{body}");
+        assert_eq!(reply.header(header::CONTENT_TYPE), PROBLEM_JSON);
+    }
+    let reply = h
+        .send(json_request(
+            operator(Method::POST, "/v1/rooms"),
+            r#"{"name":"R","kind":"rally","starts_at":"yesterday","ends_at":"today"}"#,
+        ))
+        .await;
+    assert_eq!(reply.status, 422, "an unparseable time is a body error");
+}
