@@ -17,6 +17,7 @@
 //! | `/v1/rooms/{id}/attendance[.csv]`     | GET             | host                  | configured |
 //! | `/v1/rooms/{id}/reach[.csv]`          | GET             | host                  | configured |
 //! | `/v1/org`, `/v1/org/{id}`             | GET PUT         | operator              | configured |
+//! | `/v1/openapi.json`                    | GET             | none                  | configured |
 //! | `/healthz`, `/metrics`                | GET             | none                  | none       |
 
 use std::sync::Arc;
@@ -26,14 +27,15 @@ use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::header;
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Auth;
 use crate::backend::{AttendanceStore, MediaControl, OrgStore, RoomStore};
 use crate::cors::CorsConfig;
 use crate::hub::{self, Hub};
-use crate::{attendance, org, participants, problem, reach, rooms, sessions, socket};
+use crate::{attendance, openapi, org, participants, problem, reach, rooms, sessions, socket};
 
 /// Largest accepted request body. SDP offers are a few KiB; room and token
 /// JSON far less. Anything bigger is a mistake or an attack: 413.
@@ -93,6 +95,8 @@ impl FromRef<AppState> for Auth {
 pub struct RouterState {
     pub app: AppState,
     pub hub: Hub,
+    /// `/v1/openapi.json`, rendered once from the routes.
+    pub document: openapi::Document,
 }
 
 impl FromRef<RouterState> for AppState {
@@ -104,6 +108,12 @@ impl FromRef<RouterState> for AppState {
 impl FromRef<RouterState> for Hub {
     fn from_ref(state: &RouterState) -> Self {
         state.hub.clone()
+    }
+}
+
+impl FromRef<RouterState> for openapi::Document {
+    fn from_ref(state: &RouterState) -> Self {
+        state.document.clone()
     }
 }
 
@@ -122,61 +132,81 @@ pub fn router(state: AppState) -> Router {
     let hub = Hub::default();
     hub::follow_media(&hub, state.media.subscribe());
     attendance::follow_media(state.attendance.clone(), state.media.subscribe());
-    let open = Router::new()
-        .route("/v1/rooms/{id}/whep", post(sessions::whep))
-        .route(
-            "/v1/sessions/{id}",
-            axum::routing::delete(sessions::delete).patch(sessions::patch),
-        )
+    // Every route is registered through `routes!`, from the handler's own
+    // `#[utoipa::path]`: the OpenAPI document cannot miss a route or name
+    // one that does not exist.
+    let open = OpenApiRouter::new()
+        .routes(routes!(sessions::whep))
+        .routes(routes!(sessions::delete, sessions::patch))
         .layer(state.cors.open_layer());
-    let configured = Router::new()
-        .route("/v1/rooms", post(rooms::create).get(rooms::list))
-        .route("/v1/rooms/{id}", get(rooms::get).delete(rooms::delete))
-        .route("/v1/rooms/{id}/tokens", post(rooms::mint_token))
-        .route("/v1/rooms/{id}/attendance", get(attendance::json))
-        .route("/v1/rooms/{id}/attendance.csv", get(attendance::csv))
-        .route("/v1/rooms/{id}/reach", get(reach::json))
-        .route("/v1/rooms/{id}/reach.csv", get(reach::csv))
-        .route("/v1/rooms/{id}/whip", post(sessions::whip))
-        .route("/v1/rooms/{id}/join", post(sessions::join))
-        .route("/v1/rooms/{id}/events", get(socket::events))
-        .route("/v1/rooms/{id}/participants", get(participants::list))
-        .route(
-            "/v1/rooms/{id}/participants/{pid}",
-            axum::routing::delete(participants::remove),
-        )
-        .route(
-            "/v1/rooms/{id}/participants/{pid}/{action}",
-            post(participants::act),
-        )
-        .route("/v1/rooms/{id}/mute-all", post(participants::mute_all))
-        .route("/v1/rooms/{id}/lock", post(participants::lock))
-        .route("/v1/rooms/{id}/unlock", post(participants::unlock))
-        .route("/v1/rooms/{id}/end", post(participants::end))
-        .route(
-            "/v1/org",
-            get(org::list)
-                .put(org::put)
-                .layer(DefaultBodyLimit::max(org::ORG_BODY_LIMIT)),
-        )
-        .route("/v1/org/{id}", get(org::get))
+    let (org_schemas, org_paths, org_routes) = routes!(org::list, org::put);
+    let configured = OpenApiRouter::new()
+        .routes(routes!(rooms::create, rooms::list))
+        .routes(routes!(rooms::get, rooms::delete))
+        .routes(routes!(rooms::mint_token))
+        .routes(routes!(attendance::json))
+        .routes(routes!(attendance::csv))
+        .routes(routes!(reach::json))
+        .routes(routes!(reach::csv))
+        .routes(routes!(sessions::whip))
+        .routes(routes!(sessions::join))
+        .routes(routes!(socket::events))
+        .routes(routes!(participants::list))
+        .routes(routes!(participants::remove))
+        .routes(routes!(participants::act))
+        .routes(routes!(participants::mute_all))
+        .routes(routes!(participants::lock))
+        .routes(routes!(participants::unlock))
+        .routes(routes!(participants::end))
+        .routes((
+            org_schemas,
+            org_paths,
+            org_routes.layer(DefaultBodyLimit::max(org::ORG_BODY_LIMIT)),
+        ))
+        .routes(routes!(org::get))
+        .routes(routes!(openapi::document))
         .layer(state.cors.configured_layer());
-    Router::new()
+    let (router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(open)
         .merge(configured)
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .split_for_parts();
+    let document = openapi::Document::new(&api);
+    router
         .fallback(problem::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(problem::normalize))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .with_state(RouterState { app: state, hub })
+        .with_state(RouterState {
+            app: state,
+            hub,
+            document,
+        })
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    summary = "Liveness",
+    responses(
+        (status = 200, description = "ok", body = String, content_type = "text/plain"),
+    )
+)]
 async fn healthz() -> &'static str {
     "ok"
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Text exposition format", body = String, content_type = "text/plain"),
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = (state.metrics)();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)

@@ -94,7 +94,7 @@ fn lagged(missed: u64) {
 
 /// One row of the report: a session, with its times as RFC 3339 and its
 /// length in seconds (up to now while open).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionRow {
     pub session: String,
     pub name: Option<String>,
@@ -110,7 +110,7 @@ pub struct SessionRow {
     pub traffic: Traffic,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Totals {
     pub sessions: usize,
     /// Sessions not yet ended.
@@ -119,7 +119,7 @@ pub struct Totals {
     pub seconds: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Report {
     pub room: String,
     pub sessions: Vec<SessionRow>,
@@ -166,6 +166,21 @@ async fn report(state: &AppState, grant: &Grant, room: &str) -> Result<Report, A
 }
 
 /// `GET /v1/rooms/{id}/attendance`
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{id}/attendance",
+    tag = "attendance",
+    summary = "Attendance: one row per session",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 200, description = "Attendance", body = Report),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn json(
     State(state): State<AppState>,
     Path(room): Path<String>,
@@ -193,6 +208,21 @@ pub const CSV_COLUMNS: [&str; 14] = [
 ];
 
 /// `GET /v1/rooms/{id}/attendance.csv`
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{id}/attendance.csv",
+    tag = "attendance",
+    summary = "Attendance as CSV",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 200, description = "One row per session", body = String, content_type = "text/csv"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn csv(
     State(state): State<AppState>,
     Path(room): Path<String>,

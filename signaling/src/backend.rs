@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 /// What a room is for. It decides which roles may do what.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RoomKind {
     /// One stage (leader + a few speakers), any number of listeners.
@@ -19,7 +19,7 @@ pub enum RoomKind {
 }
 
 /// The role a token grants inside one room.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Host,
@@ -42,7 +42,7 @@ impl Role {
 
 /// How a WebRTC session takes part in the room's audio. Serialized
 /// (`"publish"`, `"listen"`, `"join"`) as the `kind` of a roster entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionKind {
     /// WHIP: sends audio to the stage, receives nothing.
@@ -65,7 +65,7 @@ impl SessionKind {
 }
 
 /// How a listener (WHEP) wants the program: `?profile=low` on the URL.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenProfile {
     /// 32 kb/s Opus in 20 ms packets.
@@ -114,7 +114,7 @@ pub enum MediaError {
 }
 
 /// One talker's loudness in a [`MediaEvent::Speaking`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SpeakerLevel {
     /// The session id (as in `Location: /v1/sessions/{session}`).
     pub session: String,
@@ -165,7 +165,7 @@ pub trait MediaControl: Send + Sync + 'static {
 /// and `ended` after its last window (`scheduled` again between the windows
 /// of a recurring room). A window that passed entirely while the server was
 /// down is `missed` (for a recurring room, only that occurrence is).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RoomStatus {
     Scheduled,
@@ -198,7 +198,7 @@ impl RoomStatus {
 }
 
 /// A room as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Room {
     pub id: String,
     pub name: String,
@@ -236,7 +236,7 @@ pub struct Room {
 }
 
 /// What an operator sends to create a room.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRoom {
     pub name: String,
@@ -284,7 +284,7 @@ impl NewRoom {
 
 /// What one session sent and received over its life (datagrams of every
 /// kind: STUN, DTLS, RTP, RTCP).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Traffic {
     pub packets_in: u64,
     pub bytes_in: u64,
@@ -342,7 +342,7 @@ pub trait RoomStore: Send + Sync + 'static {
 }
 
 /// One unit of the organisation's hierarchy.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Unit {
     /// The organisation's own id: 1–64 of `A–Z a–z 0–9 . _ -`.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{Role, SessionKind};
 
 /// One session in a room's roster. The id is the session id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Participant {
     /// The session id (`/v1/sessions/{id}`).
     pub id: String,

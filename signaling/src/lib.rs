@@ -40,6 +40,7 @@ pub mod extract;
 pub mod hub;
 pub mod ids;
 pub mod moderation;
+pub mod openapi;
 pub mod org;
 pub mod participants;
 pub mod problem;

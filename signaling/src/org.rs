@@ -33,7 +33,7 @@ pub const ORG_BODY_LIMIT: usize = 16 * 1024 * 1024;
 pub const MAX_DEPTH: usize = 16;
 
 /// The JSON form of an import.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Import {
     #[serde(default)]
@@ -43,7 +43,7 @@ pub struct Import {
     pub remove: Vec<String>,
 }
 
-#[derive(Debug, PartialEq, Eq, Serialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Imported {
     pub upserted: usize,
     pub removed: usize,
@@ -203,6 +203,24 @@ pub fn check(existing: &[Unit], import: &Import) -> Result<usize, OrgError> {
 }
 
 /// `PUT /v1/org` (`text/csv` or `application/json`)
+#[utoipa::path(
+    put,
+    path = "/v1/org",
+    tag = "organisation",
+    summary = "Import units (CSV or JSON): upsert, removals explicit",
+    security(("bearer" = [])),
+    request_body(content((Import = "application/json"), (String = "text/csv"))),
+    responses(
+        (status = 200, description = "Counts", body = Imported),
+        (status = 400, description = "malformed request", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "wrong Content-Type", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid field", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn put(
     State(state): State<AppState>,
     _: Operator,
@@ -249,12 +267,26 @@ pub struct ListQuery {
     parent: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UnitList {
     pub units: Vec<Unit>,
 }
 
 /// `GET /v1/org[?parent=ID]`
+#[utoipa::path(
+    get,
+    path = "/v1/org",
+    tag = "organisation",
+    summary = "List units",
+    security(("bearer" = [])),
+    params(("parent" = Option<String>, Query, description = "only children of this unit")),
+    responses(
+        (status = 200, description = "Units", body = UnitList),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     _: Operator,
@@ -267,7 +299,7 @@ pub async fn list(
     Ok(Json(UnitList { units }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UnitView {
     pub unit: Unit,
     /// From the root down to the parent.
@@ -276,6 +308,21 @@ pub struct UnitView {
 }
 
 /// `GET /v1/org/{id}`
+#[utoipa::path(
+    get,
+    path = "/v1/org/{id}",
+    tag = "organisation",
+    summary = "A unit with its ancestors and children",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Unit id")),
+    responses(
+        (status = 200, description = "The unit", body = UnitView),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     _: Operator,

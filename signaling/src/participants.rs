@@ -43,6 +43,21 @@ fn host() -> Actor {
 }
 
 /// `GET /v1/rooms/{id}/participants`
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{id}/participants",
+    tag = "moderation",
+    summary = "The roster",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 200, description = "Participants", body = [crate::events::Participant]),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     State(hub): State<Hub>,
@@ -55,6 +70,21 @@ pub async fn list(
 
 /// `POST /v1/rooms/{id}/participants/{pid}/{action}`, action one of
 /// `mute`, `unmute`, `promote`, `demote`.
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{id}/participants/{pid}/{action}",
+    tag = "moderation",
+    summary = "Mute, unmute, promote or demote a participant",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("pid" = String, Path, description = "Participant (session) id"), ("action" = String, Path, description = "mute, unmute, promote or demote")),
+    responses(
+        (status = 200, description = "The participant after the change", body = crate::events::Participant),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn act(
     State(state): State<AppState>,
     State(hub): State<Hub>,
@@ -77,6 +107,21 @@ pub async fn act(
 }
 
 /// `DELETE /v1/rooms/{id}/participants/{pid}`: ends the session.
+#[utoipa::path(
+    delete,
+    path = "/v1/rooms/{id}/participants/{pid}",
+    tag = "moderation",
+    summary = "Remove a participant",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("pid" = String, Path, description = "Participant (session) id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn remove(
     State(state): State<AppState>,
     State(hub): State<Hub>,
@@ -105,6 +150,21 @@ async fn room_command(
 }
 
 /// `POST /v1/rooms/{id}/mute-all`: mutes everyone but the hosts.
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{id}/mute-all",
+    tag = "moderation",
+    summary = "Mute everyone but hosts",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 204, description = "Done"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn mute_all(
     State(state): State<AppState>,
     State(hub): State<Hub>,
@@ -115,6 +175,21 @@ pub async fn mute_all(
 }
 
 /// `POST /v1/rooms/{id}/lock`: only hosts may open new sessions (423).
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{id}/lock",
+    tag = "moderation",
+    summary = "Lock the room (no new sessions but hosts)",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 204, description = "Done"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn lock(
     State(state): State<AppState>,
     State(hub): State<Hub>,
@@ -125,6 +200,21 @@ pub async fn lock(
 }
 
 /// `POST /v1/rooms/{id}/unlock`
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{id}/unlock",
+    tag = "moderation",
+    summary = "Unlock the room",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 204, description = "Done"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn unlock(
     State(state): State<AppState>,
     State(hub): State<Hub>,
@@ -135,6 +225,21 @@ pub async fn unlock(
 }
 
 /// `POST /v1/rooms/{id}/end`: closes every session; new ones get 410.
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{id}/end",
+    tag = "moderation",
+    summary = "End the room: every session closes",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 204, description = "Done"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn end(
     State(state): State<AppState>,
     State(hub): State<Hub>,

@@ -66,7 +66,7 @@ pub struct Params {
 }
 
 /// One unit of the subtree with the booths under it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UnitReach {
     pub id: String,
     pub kind: String,
@@ -83,7 +83,7 @@ pub struct UnitReach {
 }
 
 /// Everything the report says.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Reach {
     pub room: String,
     /// The room's unit (the subtree's root); `None`: the whole organisation.
@@ -99,7 +99,8 @@ pub struct Reach {
     pub totals: Totals,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ReachTotals)]
 pub struct Totals {
     pub booths: u64,
     pub booths_reached: u64,
@@ -316,6 +317,23 @@ fn query_of(
 }
 
 /// `GET /v1/rooms/{id}/reach`
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{id}/reach",
+    tag = "attendance",
+    summary = "Booths reached, per unit of the room's subtree",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("min_minutes" = Option<u64>, Query, description = "minutes a listener must stay (default 5)"), ("kind" = Option<String>, Query, description = "only units of this kind"), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339")),
+    responses(
+        (status = 200, description = "Reach", body = Reach),
+        (status = 400, description = "malformed request", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid field", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn json(
     State(state): State<AppState>,
     Path(room): Path<String>,
@@ -339,6 +357,23 @@ pub const CSV_COLUMNS: [&str; 8] = [
 ];
 
 /// `GET /v1/rooms/{id}/reach.csv`: one row per unit.
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{id}/reach.csv",
+    tag = "attendance",
+    summary = "Reach as CSV",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("min_minutes" = Option<u64>, Query, description = "minutes a listener must stay (default 5)"), ("kind" = Option<String>, Query, description = "only units of this kind"), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339")),
+    responses(
+        (status = 200, description = "One row per unit", body = String, content_type = "text/csv"),
+        (status = 400, description = "malformed request", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid field", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn csv(
     State(state): State<AppState>,
     Path(room): Path<String>,

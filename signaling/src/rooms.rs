@@ -31,7 +31,7 @@ pub const DEFAULT_TTL_S: u64 = 86_400;
 pub const MAX_TTL_S: u64 = 30 * 86_400;
 
 /// `POST /v1/rooms/{id}/tokens` body.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub role: Role,
@@ -42,13 +42,32 @@ pub struct TokenRequest {
 }
 
 /// `POST /v1/rooms/{id}/tokens` answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub token: String,
     /// RFC 3339, UTC.
     pub expires_at: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rooms",
+    tag = "rooms",
+    summary = "Create a room (optionally scheduled, for a unit)",
+    security(("bearer" = [])),
+    request_body(content = crate::backend::NewRoom, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; Location: /v1/rooms/{id}", body = crate::backend::Room),
+        (status = 400, description = "malformed request", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "wrong Content-Type", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid field", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     _: Operator,
@@ -67,10 +86,38 @@ pub async fn create(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/rooms",
+    tag = "rooms",
+    summary = "List rooms",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Rooms, oldest first", body = [crate::backend::Room]),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn list(State(state): State<AppState>, _: Operator) -> Result<Json<Vec<Room>>, ApiError> {
     Ok(Json(state.rooms.list_rooms().await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{id}",
+    tag = "rooms",
+    summary = "Get a room",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 200, description = "The room", body = crate::backend::Room),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     _: Operator,
@@ -79,6 +126,21 @@ pub async fn get(
     Ok(Json(find(&state, &id).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/rooms/{id}",
+    tag = "rooms",
+    summary = "Delete a room and end its sessions",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     State(hub): State<Hub>,
@@ -97,6 +159,25 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{id}/tokens",
+    tag = "rooms",
+    summary = "Mint a room token",
+    security(("bearer" = [])),
+    request_body(content = TokenRequest, content_type = "application/json"),
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 200, description = "The token", body = TokenResponse),
+        (status = 400, description = "malformed request", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "wrong Content-Type", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid field", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn mint_token(
     State(state): State<AppState>,
     _: Operator,

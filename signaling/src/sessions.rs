@@ -71,6 +71,29 @@ pub fn starts_on_stage(kind: SessionKind, role: Role, room: RoomKind) -> bool {
 }
 
 /// `POST /v1/rooms/{id}/whip`
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{id}/whip",
+    tag = "sessions",
+    summary = "Publish audio (WHIP, RFC 9725)",
+    security(("bearer" = [])),
+    request_body(content = String, content_type = "application/sdp", description = "SDP offer (non-trickle)"),
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 201, description = "SDP answer; Location: /v1/sessions/{session}", body = String, content_type = "application/sdp"),
+        (status = 400, description = "malformed request", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 406, description = "the offer cannot be answered", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "the room has ended", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "wrong Content-Type", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 423, description = "the room is locked", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 425, description = "too early: the room has not opened", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn whip(
     state: State<AppState>,
     hub: State<Hub>,
@@ -82,6 +105,29 @@ pub async fn whip(
 }
 
 /// `POST /v1/rooms/{id}/whep[?profile=standard|low]`
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{id}/whep",
+    tag = "sessions",
+    summary = "Listen to the program (WHEP)",
+    security(("bearer" = [])),
+    request_body(content = String, content_type = "application/sdp", description = "SDP offer (non-trickle)"),
+    params(("id" = String, Path, description = "Room id"), ("profile" = Option<crate::backend::ListenProfile>, Query, description = "standard (default) or low for 3G"), ("token" = Option<String>, Query, description = "room token, when no Authorization header can be sent")),
+    responses(
+        (status = 201, description = "SDP answer; Location: /v1/sessions/{session}", body = String, content_type = "application/sdp"),
+        (status = 400, description = "malformed request", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 406, description = "the offer cannot be answered", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "the room has ended", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "wrong Content-Type", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 423, description = "the room is locked", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 425, description = "too early: the room has not opened", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn whep(
     state: State<AppState>,
     hub: State<Hub>,
@@ -117,6 +163,29 @@ fn profile_of(uri: &Uri) -> Result<Option<ListenProfile>, ApiError> {
 }
 
 /// `POST /v1/rooms/{id}/join`
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{id}/join",
+    tag = "sessions",
+    summary = "Talk and hear mix-minus (bridge) or join a rally audience",
+    security(("bearer" = [])),
+    request_body(content = String, content_type = "application/sdp", description = "SDP offer (non-trickle)"),
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 201, description = "SDP answer; Location: /v1/sessions/{session}", body = String, content_type = "application/sdp"),
+        (status = 400, description = "malformed request", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 406, description = "the offer cannot be answered", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "the room has ended", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "wrong Content-Type", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 423, description = "the room is locked", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 425, description = "too early: the room has not opened", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn join(
     state: State<AppState>,
     hub: State<Hub>,
@@ -247,6 +316,18 @@ fn refusal(kind: SessionKind, role: Role) -> String {
 }
 
 /// `DELETE /v1/sessions/{id}` (event `left`, reason `left`).
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{id}",
+    tag = "sessions",
+    summary = "Hang up a session (the id is the capability)",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     State(hub): State<Hub>,
@@ -265,6 +346,16 @@ pub async fn delete(
 }
 
 /// `PATCH /v1/sessions/{id}`: no trickle ICE, no ICE restart.
+#[utoipa::path(
+    patch,
+    path = "/v1/sessions/{id}",
+    tag = "sessions",
+    summary = "Trickle ICE: not offered (ICE-lite)",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 405, description = "Method not allowed", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn patch() -> ApiError {
     ApiError::MethodNotAllowed("DELETE")
 }

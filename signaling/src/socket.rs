@@ -43,6 +43,21 @@ pub struct EventsQuery {
 }
 
 /// `GET /v1/rooms/{id}/events`
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{id}/events",
+    tag = "events",
+    summary = "Room events and moderation commands (WebSocket upgrade)",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("session" = Option<String>, Query, description = "the caller's own session, to raise a hand"), ("token" = Option<String>, Query, description = "room token")),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "malformed request", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn events(
     State(state): State<AppState>,
     State(hub): State<Hub>,

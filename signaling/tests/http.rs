@@ -1268,3 +1268,81 @@ async fn a_room_for_an_unknown_unit_or_with_half_a_schedule_is_refused() {
         .await;
     assert_eq!(reply.status, 422, "an unparseable time is a body error");
 }
+
+// ---- OpenAPI ----
+
+/// The document names every route, and every operation it names is one the
+/// router serves (not the fallback's 404 or a 405).
+#[tokio::test]
+async fn the_openapi_document_and_the_router_agree() {
+    let h = harness();
+    let reply = h
+        .send(
+            Request::get("/v1/openapi.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header(header::CONTENT_TYPE), "application/json");
+    let doc: serde_json::Value = reply.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for schema in [
+        "Room",
+        "NewRoom",
+        "Problem",
+        "Reach",
+        "Report",
+        "Participant",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema}"
+        );
+    }
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/v1/rooms",
+        "/v1/rooms/{id}",
+        "/v1/rooms/{id}/whep",
+        "/v1/rooms/{id}/reach",
+        "/v1/org",
+        "/v1/openapi.json",
+        "/healthz",
+    ] {
+        assert!(paths.contains_key(path), "{path} is documented");
+    }
+    let mut operations = 0;
+    for (path, item) in paths {
+        let concrete = path
+            .replace("{id}", "k3v9x0q2m7ab")
+            .replace("{pid}", "s1")
+            .replace("{action}", "mute");
+        for method in item.as_object().unwrap().keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let reply = h
+                .send(
+                    Request::builder()
+                        .method(method.clone())
+                        .uri(&concrete)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            let fallback = reply.status == 404
+                && String::from_utf8_lossy(&reply.body).contains("no such route");
+            assert!(
+                !fallback && reply.status != 405
+                    || path == "/v1/sessions/{id}" && method == Method::PATCH,
+                "{method} {path} is documented but answers {}",
+                reply.status
+            );
+            operations += 1;
+        }
+    }
+    assert!(operations >= 25, "{operations} operations");
+}
