@@ -48,6 +48,7 @@ pub mod sessions;
 pub mod socket;
 pub mod timestamp;
 pub mod token;
+pub mod webhooks;
 
 pub use app::{AppState, BODY_LIMIT, MetricsRender, RouterState, Settings, router};
 pub use auth::{Auth, OperatorKey};
@@ -60,3 +61,4 @@ pub use cors::{CorsConfig, CorsError};
 pub use events::{Command, Event, Message, Participant};
 pub use hub::Hub;
 pub use problem::ApiError;
+pub use webhooks::{EventSink, EventType, WebhookEvent};
