@@ -268,8 +268,10 @@ impl Worker {
             }
         };
         if let Err(error) = recorded {
-            // The row stays due: it is sent again (at least once).
+            // The row stays due: it is sent again (at least once), after a
+            // pause so that a read-only database is not a busy loop.
             tracing::warn!(%error, endpoint = %url, "webhook outcome not recorded");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 

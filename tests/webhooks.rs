@@ -306,3 +306,41 @@ fn events_recorded_while_the_receiver_is_down_arrive_after_a_kill_and_restart() 
         .unwrap();
     assert_eq!(joined["data"]["session"], session.as_str());
 }
+
+#[test]
+fn an_endpoint_that_always_fails_is_given_up_after_the_last_attempt() {
+    let seen = Arc::new(Seen::default());
+    seen.fail_next.store(u32::MAX, Ordering::SeqCst);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    start_receiver(listener, seen.clone());
+    let mut env = fast_retries(&url);
+    env.retain(|(k, _)| *k != "SABHA_WEBHOOK_MAX_ATTEMPTS");
+    env.push(("SABHA_WEBHOOK_MAX_ATTEMPTS", "3".to_owned()));
+    let server = Server::start_with_env(&env_refs(&env));
+    operator(
+        &server,
+        "/v1/rooms",
+        Some(json!({"name": "Doomed", "kind": "bridge"})),
+    );
+    let metrics = || {
+        ureq::get(&format!("{}/metrics", server.base()))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    };
+    wait_for(&server, "the give-up", Duration::from_secs(30), || {
+        metrics().contains(r#"sabha_webhook_deliveries_total{result="failed"} 1"#)
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let attempts = seen.attempts.lock().unwrap().clone();
+    assert_eq!(
+        attempts.len(),
+        3,
+        "exactly max_attempts tries: {attempts:?}"
+    );
+    assert!(attempts.iter().all(|(id, _)| *id == attempts[0].0));
+    assert!(server.log_tail(100).contains("webhook given up"));
+}
