@@ -15,7 +15,11 @@ use clap::builder::BoolishValueParser;
 use sabha_signaling::{CorsConfig, CorsError, OperatorKey};
 use serde::Deserialize;
 
+use std::time::Duration;
+
 use crate::store::{DatabaseUrl, UrlError};
+use crate::webhooks::sign::KeyError;
+use crate::webhooks::{Delivery, SigningKey};
 
 /// HTTP API: loopback, the usual development port.
 pub const DEFAULT_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -86,6 +90,32 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `sabha=debug,tower_http=debug` [default: info]
     #[arg(long, env = "SABHA_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// Webhook endpoint (http://…), repeatable; env: comma-separated
+    #[arg(
+        long = "webhook-url",
+        env = "SABHA_WEBHOOK_URLS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub webhook_urls: Option<Vec<String>>,
+    /// Webhook signing secret, `whsec_<base64>`; prefer the environment
+    /// variable [default: <data dir>/webhook.secret]
+    #[arg(
+        long,
+        env = "SABHA_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<String>,
+    /// Tests: first webhook retry delay in ms (doubles each time) [default: 1000]
+    #[arg(long, env = "SABHA_WEBHOOK_RETRY_BASE_MS", hide = true)]
+    pub webhook_retry_base_ms: Option<u64>,
+    /// Tests: longest webhook retry delay in ms [default: 600000]
+    #[arg(long, env = "SABHA_WEBHOOK_RETRY_CAP_MS", hide = true)]
+    pub webhook_retry_cap_ms: Option<u64>,
+    /// Tests: webhook attempts before giving up [default: 15]
+    #[arg(long, env = "SABHA_WEBHOOK_MAX_ATTEMPTS", hide = true)]
+    pub webhook_max_attempts: Option<u32>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -102,6 +132,8 @@ struct FileConfig {
     cors_whep_any_origin: Option<bool>,
     time_zone: Option<String>,
     log: Option<String>,
+    webhook_urls: Option<Vec<String>>,
+    webhook_secret: Option<String>,
 }
 
 /// The resolved configuration of `sabha serve`.
@@ -119,6 +151,11 @@ pub struct ServeConfig {
     /// An IANA zone name that the bundled zone database knows.
     pub time_zone: String,
     pub log: String,
+    /// Checked http:// URLs; empty: no webhooks.
+    pub webhook_urls: Vec<String>,
+    /// `None`: read or create `<data dir>/webhook.secret`.
+    pub webhook_key: Option<SigningKey>,
+    pub webhook_delivery: Delivery,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +178,10 @@ pub enum ConfigError {
     Database(#[from] UrlError),
     #[error("unknown time zone {0:?}: use an IANA name such as Asia/Kolkata or UTC")]
     TimeZone(String),
+    #[error("webhook URL {0:?}: {1}")]
+    WebhookUrl(String, &'static str),
+    #[error("webhook secret: {0}")]
+    WebhookSecret(#[from] KeyError),
 }
 
 impl ServeConfig {
@@ -179,7 +220,33 @@ impl ServeConfig {
         if jiff::tz::TimeZone::get(&time_zone).is_err() {
             return Err(ConfigError::TimeZone(time_zone));
         }
+        let webhook_urls = args
+            .webhook_urls
+            .or(file.webhook_urls)
+            .unwrap_or_default()
+            .iter()
+            .map(|url| webhook_url(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let webhook_key = args
+            .webhook_secret
+            .or(file.webhook_secret)
+            .map(|secret| SigningKey::parse(&secret))
+            .transpose()?;
+        let defaults = Delivery::default();
+        let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+        let webhook_delivery = Delivery {
+            retry_base: ms(args.webhook_retry_base_ms, defaults.retry_base),
+            retry_cap: ms(args.webhook_retry_cap_ms, defaults.retry_cap),
+            max_attempts: args
+                .webhook_max_attempts
+                .unwrap_or(defaults.max_attempts)
+                .max(1),
+            timeout: defaults.timeout,
+        };
         Ok(Self {
+            webhook_urls,
+            webhook_key,
+            webhook_delivery,
             http: args.http.or(file.http).unwrap_or(DEFAULT_HTTP),
             media: args.media.or(file.media).unwrap_or(DEFAULT_MEDIA),
             advertise: args.advertise.or(file.advertise),
@@ -194,6 +261,33 @@ impl ServeConfig {
                 .unwrap_or_else(|| DEFAULT_LOG.to_owned()),
         })
     }
+}
+
+/// A webhook endpoint: an absolute `http://` URL with a host. `https://`
+/// is refused for now: this build's HTTP client has no TLS (deliver to a
+/// local TLS-terminating relay instead).
+fn webhook_url(text: &str) -> Result<String, ConfigError> {
+    let text = text.trim();
+    let error = |why| ConfigError::WebhookUrl(text.to_owned(), why);
+    let url = url::Url::parse(text).map_err(|_| error("not an absolute URL"))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(error(
+                "https:// is not supported yet (no TLS in this build); use an http:// relay",
+            ));
+        }
+        _ => return Err(error("only http:// URLs are webhook endpoints")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(error("the URL has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(error(
+            "credentials in the URL would be logged; put them elsewhere",
+        ));
+    }
+    Ok(url.to_string())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -412,7 +506,7 @@ mod tests {
             })
             .map(|line| format!("{line}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), 10, "{uncommented}");
+        assert_eq!(uncommented.lines().count(), 12, "{uncommented}");
         let file = parse_file(&uncommented).unwrap();
         assert_eq!(file.http, Some(DEFAULT_HTTP));
         assert_eq!(file.media, Some(DEFAULT_MEDIA));
@@ -421,7 +515,58 @@ mod tests {
         assert_eq!(file.time_zone.as_deref(), Some("UTC"));
         assert_eq!(file.cors_origins, Some(vec![]));
         assert_eq!(file.cors_whep_any_origin, Some(true));
-        // An example, not the default (that depends on data_dir): it must parse.
+        assert_eq!(file.webhook_urls, Some(vec![]));
+        // Examples, not defaults (those depend on data_dir): they must parse.
         DatabaseUrl::parse(&file.database.unwrap()).unwrap();
+        SigningKey::parse(&file.webhook_secret.unwrap()).unwrap();
+    }
+
+    #[test]
+    fn webhook_urls_from_flags_env_style_lists_and_file() {
+        let args = flags(&[
+            "--webhook-url",
+            "http://127.0.0.1:9000/hook",
+            "--webhook-url",
+            "http://dash.internal/a,http://sms.internal/b",
+        ]);
+        let config = ServeConfig::resolve(args, FileConfig::default()).unwrap();
+        assert_eq!(
+            config.webhook_urls,
+            [
+                "http://127.0.0.1:9000/hook",
+                "http://dash.internal/a",
+                "http://sms.internal/b"
+            ]
+        );
+        assert!(config.webhook_key.is_none());
+        assert_eq!(config.webhook_delivery.max_attempts, 15);
+        let file = parse_file(r#"webhook_urls = ["http://a.example/"]"#).unwrap();
+        let config = ServeConfig::resolve(ServeArgs::default(), file).unwrap();
+        assert_eq!(config.webhook_urls, ["http://a.example/"]);
+    }
+
+    #[test]
+    fn bad_webhook_urls_and_secrets_are_errors() {
+        for url in [
+            "ftp://a.example/",
+            "https://a.example/",
+            "a.example/hook",
+            "http://u:p@a.example/",
+        ] {
+            let error = ServeConfig::resolve(flags(&["--webhook-url", url]), FileConfig::default())
+                .unwrap_err();
+            assert!(
+                matches!(error, ConfigError::WebhookUrl(..)),
+                "{url}: {error}"
+            );
+            assert!(!error.to_string().is_empty());
+        }
+        let error = ServeConfig::resolve(
+            flags(&["--webhook-secret", "hunter2"]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(error, ConfigError::WebhookSecret(_)), "{error}");
+        assert!(!error.to_string().contains("hunter2"));
     }
 }

@@ -12,6 +12,7 @@ mod driver;
 mod secrets;
 mod store;
 mod udp_batch;
+mod webhooks;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -168,6 +169,8 @@ enum ServeError {
     },
     #[error("cannot close the sessions of the last run: {0}")]
     Attendance(#[from] sabha_signaling::StoreError),
+    #[error("cannot read the webhook outbox: {0}")]
+    Outbox(sabha_signaling::StoreError),
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error("cannot start the media driver on {addr}: {source}")]
@@ -191,6 +194,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         source,
     })?;
     let jwt_secret = secrets::jwt_secret(dir)?;
+    let webhook_key = secrets::webhook_key(dir, config.webhook_key.clone())?;
     let (operator_key, origin) = secrets::operator_key(dir, config.operator_key.clone())?;
     if origin == KeyOrigin::Generated {
         let path = dir.join(secrets::OPERATOR_KEY_FILE);
@@ -229,6 +233,17 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
     });
 
+    // Webhooks: the outbox sink (also for other tasks that publish events,
+    // e.g. a scheduler: clone `events`) and one delivery worker per endpoint.
+    let outbox = webhooks::OutboxSink::new(store.clone(), &config.webhook_urls)
+        .await
+        .map_err(ServeError::Outbox)?;
+    webhooks::spawn(&outbox, webhook_key, config.webhook_delivery.clone());
+    let events: Arc<dyn sabha_signaling::EventSink> = Arc::new(outbox);
+    if !config.webhook_urls.is_empty() {
+        tracing::info!(endpoints = config.webhook_urls.len(), "webhooks enabled");
+    }
+
     let settings = driver::MediaSettings {
         bind: config.media,
         advertise: config.advertise,
@@ -251,6 +266,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         settings: Settings {
             time_zone: config.time_zone.clone(),
         },
+        events,
     };
     let listener = TcpListener::bind(config.http)
         .await

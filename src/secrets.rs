@@ -17,8 +17,12 @@ use std::path::{Path, PathBuf};
 use rand::RngCore;
 use sabha_signaling::OperatorKey;
 
+use crate::webhooks::SigningKey;
+
 pub const JWT_SECRET_FILE: &str = "jwt.secret";
 pub const OPERATOR_KEY_FILE: &str = "operator.key";
+/// The webhook signing secret, `whsec_<base64>` (Standard Webhooks form).
+pub const WEBHOOK_SECRET_FILE: &str = "webhook.secret";
 const JWT_SECRET_BYTES: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,11 @@ pub enum SecretError {
     Io { path: PathBuf, source: io::Error },
     #[error("{}: not a hex secret of at least {JWT_SECRET_BYTES} bytes", path.display())]
     Corrupt { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    WebhookSecret {
+        path: PathBuf,
+        source: crate::webhooks::sign::KeyError,
+    },
 }
 
 /// Where the operator key came from.
@@ -50,6 +59,20 @@ pub fn jwt_secret(dir: &Path) -> Result<Vec<u8>, SecretError> {
         Ok(secret) if secret.len() >= JWT_SECRET_BYTES => Ok(secret),
         _ => Err(SecretError::Corrupt { path }),
     }
+}
+
+/// The webhook signing key: `configured`, else `<dir>/webhook.secret`,
+/// created on first start (32 random bytes). Like `jwt.secret`, never
+/// regenerated over a file that does not parse: receivers hold the secret.
+pub fn webhook_key(dir: &Path, configured: Option<SigningKey>) -> Result<SigningKey, SecretError> {
+    if let Some(key) = configured {
+        return Ok(key);
+    }
+    let path = dir.join(WEBHOOK_SECRET_FILE);
+    let mut fresh = [0u8; 32];
+    rand::rng().fill_bytes(&mut fresh);
+    let text = read_or_create(&path, &SigningKey::encode(&fresh))?;
+    SigningKey::parse(&text).map_err(|source| SecretError::WebhookSecret { path, source })
 }
 
 /// The operator key: `configured`, else `<dir>/operator.key`, else a new one.
@@ -201,5 +224,29 @@ pub(crate) mod tests {
         let (key, origin) = operator_key(&dir, Some(OperatorKey::new("sk_mine"))).unwrap();
         assert_eq!((key.expose(), origin), ("sk_mine", KeyOrigin::Configured));
         assert_eq!(read_operator_key(&dir).unwrap(), None);
+    }
+
+    #[test]
+    fn webhook_secret_is_created_once_and_corruption_is_an_error() {
+        let dir = temp_dir("webhook");
+        let first = webhook_key(&dir, None).unwrap();
+        let again = webhook_key(&dir, None).unwrap();
+        assert_eq!(first.sign("evt", 1, "{}"), again.sign("evt", 1, "{}"));
+        let text = std::fs::read_to_string(dir.join(WEBHOOK_SECRET_FILE)).unwrap();
+        assert!(text.starts_with("whsec_"), "{text}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(dir.join(WEBHOOK_SECRET_FILE)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        }
+        let configured = SigningKey::parse(&SigningKey::encode(&[9; 32])).unwrap();
+        let chosen = webhook_key(&dir, Some(configured.clone())).unwrap();
+        assert_eq!(chosen.sign("e", 1, ""), configured.sign("e", 1, ""));
+        std::fs::write(dir.join(WEBHOOK_SECRET_FILE), "garbage\n").unwrap();
+        assert!(matches!(
+            webhook_key(&dir, None),
+            Err(SecretError::WebhookSecret { .. })
+        ));
     }
 }

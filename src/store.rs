@@ -28,9 +28,11 @@ use sqlx::{AnyPool, Executor};
 
 mod attendance;
 mod org;
+mod outbox;
 
 pub use attendance::HEARTBEAT_EVERY;
 pub use database_url::{Backend, DatabaseUrl, UrlError};
+pub use outbox::OutboxRow;
 
 /// The schema, embedded from `migrations/` at build time. The same files run
 /// on both backends.

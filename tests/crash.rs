@@ -116,7 +116,7 @@ fn attendance_survives_kill_9_and_the_restart_closes_open_sessions() {
     assert!(
         lines
             .next()
-            .is_some_and(|h| h.starts_with("session,name,role,kind,"))
+            .is_some_and(|h| h.starts_with("session,name,member,unit,role,kind,"))
     );
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 2, "{csv}");

@@ -64,6 +64,8 @@ pub struct AppState {
     pub cors: CorsConfig,
     /// The operator-facing settings of the binary's configuration.
     pub settings: Settings,
+    /// Where webhook events go (`room_started`, `participant_joined`, …).
+    pub events: Arc<dyn crate::webhooks::EventSink>,
 }
 
 /// Settings the handlers read, from the binary's configuration.
@@ -131,7 +133,11 @@ impl FromRef<RouterState> for Auth {
 pub fn router(state: AppState) -> Router {
     let hub = Hub::default();
     hub::follow_media(&hub, state.media.subscribe());
-    attendance::follow_media(state.attendance.clone(), state.media.subscribe());
+    attendance::follow_media(
+        state.attendance.clone(),
+        state.events.clone(),
+        state.media.subscribe(),
+    );
     // Every route is registered through `routes!`, from the handler's own
     // `#[utoipa::path]`: the OpenAPI document cannot miss a route or name
     // one that does not exist.

@@ -11,6 +11,7 @@
 //! `…/attendance.csv` (one row per session), by the operator or a host of
 //! the room.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::Json;
@@ -28,28 +29,37 @@ use crate::backend::{
 use crate::participants::hosted;
 use crate::problem::ApiError;
 use crate::timestamp::{rfc3339, unix_now};
+use crate::webhooks::{self, EventSink, WebhookEvent};
 
-/// Records every session close the media side reports.
-pub fn follow_media(store: Arc<dyn AttendanceStore>, events: broadcast::Receiver<MediaEvent>) {
-    tokio::spawn(run_follower(store, events));
+/// Records every session close the media side reports, then publishes a
+/// `participant_left` webhook event for each leave recorded.
+pub fn follow_media(
+    store: Arc<dyn AttendanceStore>,
+    sink: Arc<dyn EventSink>,
+    events: broadcast::Receiver<MediaEvent>,
+) {
+    tokio::spawn(run_follower(store, sink, events));
 }
 
 /// Leaves written in one go, at most.
 const LEAVE_BATCH: usize = 1024;
 
-fn leave_of(event: MediaEvent) -> Option<Leave> {
+fn leave_of(event: MediaEvent) -> Option<(String, Leave)> {
     match event {
         MediaEvent::Closed {
+            room,
             session,
             reason,
             traffic,
-            ..
-        } => Some(Leave {
-            session,
-            left_at: unix_now(),
-            reason,
-            traffic,
-        }),
+        } => Some((
+            room,
+            Leave {
+                session,
+                left_at: unix_now(),
+                reason,
+                traffic,
+            },
+        )),
         _ => None,
     }
 }
@@ -58,6 +68,7 @@ fn leave_of(event: MediaEvent) -> Option<Leave> {
 /// end brings thousands at once), and writes them together.
 async fn run_follower(
     store: Arc<dyn AttendanceStore>,
+    sink: Arc<dyn EventSink>,
     mut events: broadcast::Receiver<MediaEvent>,
 ) {
     use broadcast::error::{RecvError, TryRecvError};
@@ -78,11 +89,49 @@ async fn run_follower(
         if batch.is_empty() {
             continue;
         }
-        if let Err(e) = store.record_leaves(&batch).await {
-            tracing::warn!(error = %e, leaves = batch.len(), "attendance: leaves not recorded");
+        let leaves: Vec<Leave> = batch.iter().map(|(_, leave)| leave.clone()).collect();
+        match store.record_leaves(&leaves).await {
+            Ok(_) => publish_leaves(store.as_ref(), &sink, &batch).await,
+            Err(e) => {
+                tracing::warn!(error = %e, leaves = batch.len(), "attendance: leaves not recorded");
+            }
         }
         batch.clear();
     }
+}
+
+/// One `participant_left` per recorded leave of `batch`, with the whole
+/// attendance row (who, since when, traffic): read back once per room.
+async fn publish_leaves(
+    store: &dyn AttendanceStore,
+    sink: &Arc<dyn EventSink>,
+    batch: &[(String, Leave)],
+) {
+    let mut rooms: Vec<&str> = batch.iter().map(|(room, _)| room.as_str()).collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    let mut events = Vec::new();
+    for room in rooms {
+        let records = match store.attendance(room).await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(error = %e, room, "participant_left events not published");
+                continue;
+            }
+        };
+        let left: HashSet<&str> = batch
+            .iter()
+            .filter(|(r, _)| r == room)
+            .map(|(_, leave)| leave.session.as_str())
+            .collect();
+        events.extend(
+            records
+                .iter()
+                .filter(|r| r.left_at.is_some() && left.contains(r.session.as_str()))
+                .map(WebhookEvent::participant_left),
+        );
+    }
+    webhooks::emit(sink, events).await;
 }
 
 fn lagged(missed: u64) {

@@ -25,6 +25,11 @@
 //! ([`moderation`], also as REST in [`participants`]) change. It is in
 //! memory only, fed by the handlers and by `MediaControl::subscribe`.
 //!
+//! Webhook events ([`webhooks`]: `room_started`, `room_ended`,
+//! `participant_joined`, `participant_left`) go to an [`EventSink`] that the
+//! binary implements with a database outbox; a sink failure is logged and
+//! never fails a request.
+//!
 //! Deliberately absent: media state of sessions (the media driver owns it;
 //! the session id is the capability), trickle ICE (the media side is ICE-lite,
 //! so `PATCH` on a session is 405), and any environment or file reads (the
@@ -50,6 +55,7 @@ pub mod sessions;
 pub mod socket;
 pub mod timestamp;
 pub mod token;
+pub mod webhooks;
 
 pub use app::{AppState, BODY_LIMIT, MetricsRender, RouterState, Settings, router};
 pub use auth::{Auth, OperatorKey};
@@ -62,3 +68,4 @@ pub use cors::{CorsConfig, CorsError};
 pub use events::{Command, Event, Message, Participant};
 pub use hub::Hub;
 pub use problem::ApiError;
+pub use webhooks::{EventSink, EventType, WebhookEvent};

@@ -24,6 +24,7 @@ use crate::problem::ApiError;
 use crate::rooms::DEFAULT_TTL_S;
 use crate::timestamp::unix_now;
 use crate::token::Claims;
+use crate::webhooks::WebhookEvent;
 
 /// Who sends a command: the role of their credentials and, on a socket
 /// bound with `?session=`, their own session.
@@ -300,6 +301,8 @@ impl Ctx<'_> {
     async fn end(&self) -> Result<(), CommandError> {
         if self.hub.end(self.room) {
             tracing::info!(room = %self.room, "room ended");
+            let ended = WebhookEvent::room_ended(self.room, "ended");
+            crate::webhooks::emit(&self.state.events, vec![ended]).await;
             if let Err(error) = self.state.media.close_room(self.room).await {
                 // The room refuses new sessions either way.
                 tracing::warn!(room = %self.room, %error, "could not close the room's sessions");

@@ -12,13 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::auth::Operator;
-use crate::backend::{NewRoom, Role, Room};
+use crate::backend::{NewRoom, Role, Room, RoomStatus};
 use crate::extract::JsonBody;
 use crate::hub::Hub;
 use crate::ids::is_room_id;
 use crate::problem::ApiError;
 use crate::timestamp::{rfc3339, unix_now};
 use crate::token::Claims;
+use crate::webhooks::{self, WebhookEvent};
 
 /// Longest room name, in characters.
 pub const MAX_ROOM_NAME: usize = 200;
@@ -76,6 +77,9 @@ pub async fn create(
     let room = checked_room(&state, room).await?;
     let room = state.rooms.create_room(room).await?;
     tracing::info!(room = %room.id, kind = ?room.kind, "room created");
+    if room.status == RoomStatus::Open {
+        webhooks::emit(&state.events, vec![WebhookEvent::room_started(&room)]).await;
+    }
     let location = HeaderValue::try_from(format!("/v1/rooms/{}", room.id))
         .map_err(|_| ApiError::Internal(format!("room id {:?} is not a header", room.id)))?;
     Ok((
@@ -151,6 +155,11 @@ pub async fn delete(
         return Err(ApiError::NotFound("room"));
     }
     tracing::info!(room = %id, "room deleted");
+    webhooks::emit(
+        &state.events,
+        vec![WebhookEvent::room_ended(&id, "deleted")],
+    )
+    .await;
     hub.forget(&id);
     if let Err(error) = state.media.close_room(&id).await {
         // The room is gone either way; sessions of a stopped engine are too.

@@ -39,6 +39,7 @@ use crate::ids::is_session_id;
 use crate::problem::ApiError;
 use crate::rooms::find;
 use crate::timestamp::unix_now;
+use crate::webhooks::{self, WebhookEvent};
 
 /// Which roles may open which kind of session.
 ///
@@ -271,8 +272,12 @@ async fn register(
     record: SessionRecord,
 ) -> Result<(), ApiError> {
     let session = participant.id.clone();
+    let joined = WebhookEvent::participant_joined(&record);
     let result = match state.attendance.record_join(record).await {
-        Ok(()) => enter(state, hub, room, participant).await,
+        Ok(()) => {
+            webhooks::emit(&state.events, vec![joined]).await;
+            enter(state, hub, room, participant).await
+        }
         Err(e) => Err(e.into()),
     };
     if result.is_err() {

@@ -42,6 +42,7 @@ async fn harness(kind: &str) -> Harness {
         metrics: Arc::new(String::new),
         cors: CorsConfig::default(),
         settings: sabha_signaling::Settings::default(),
+        events: Arc::new(sabha_signaling::webhooks::Discard),
     });
     let mut h = Harness {
         app,

@@ -81,13 +81,24 @@ pub struct Server {
     pub media: SocketAddr,
     dir: PathBuf,
     log: PathBuf,
+    /// Extra environment of every start (`start_with_env`).
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with_env(&[])
+    }
+
+    /// [`Server::start`] with extra `SABHA_*` variables, kept for restarts.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Server {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let mut last_err = String::new();
         for _attempt in 0..3 {
-            match Server::try_start() {
+            match Server::try_start(&env) {
                 Ok(s) => return s,
                 Err(e) => {
                     eprintln!("e2e: server start failed, retrying: {e}");
@@ -98,7 +109,7 @@ impl Server {
         panic!("could not start `sabha serve`: {last_err}");
     }
 
-    fn try_start() -> Result<Server, String> {
+    fn try_start(env: &[(String, String)]) -> Result<Server, String> {
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -111,13 +122,14 @@ impl Server {
         let data = dir.join("data");
         fs::create_dir_all(&data).map_err(|e| format!("create {}: {e}", data.display()))?;
         let log = dir.join("server.log");
-        let (child, http, media) = spawn(&data, &log)?;
+        let (child, http, media) = spawn(&data, &log, env)?;
         let mut server = Server {
             child,
             http,
             media,
             dir,
             log,
+            env: env.to_vec(),
         };
         server.wait_healthy()?;
         Ok(server)
@@ -129,8 +141,8 @@ impl Server {
         self.child.kill().expect("SIGKILL the server");
         let status = self.child.wait().expect("reap the server");
         assert!(!status.success(), "the server was killed: {status}");
-        let (child, http, media) =
-            spawn(&self.dir.join("data"), &self.log).unwrap_or_else(|e| panic!("restart: {e}"));
+        let (child, http, media) = spawn(&self.dir.join("data"), &self.log, &self.env)
+            .unwrap_or_else(|e| panic!("restart: {e}"));
         (self.child, self.http, self.media) = (child, http, media);
         if let Err(e) = self.wait_healthy() {
             panic!("restart: {e}");
@@ -171,7 +183,11 @@ impl Server {
 
 /// Starts `sabha serve` on free loopback ports with `data` as its data
 /// directory, appending its output to `log`.
-fn spawn(data: &Path, log: &Path) -> Result<(Child, SocketAddr, SocketAddr), String> {
+fn spawn(
+    data: &Path,
+    log: &Path,
+    env: &[(String, String)],
+) -> Result<(Child, SocketAddr, SocketAddr), String> {
     let log_file = File::options()
         .create(true)
         .append(true)
@@ -200,6 +216,7 @@ fn spawn(data: &Path, log: &Path) -> Result<(Child, SocketAddr, SocketAddr), Str
             "SABHA_LOG",
             std::env::var("SABHA_LOG").unwrap_or_else(|_| "info".into()),
         )
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(log_file))
         .stderr(Stdio::from(log_err))

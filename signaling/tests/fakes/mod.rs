@@ -285,3 +285,34 @@ impl MediaControl for FakeMedia {
         self.events.subscribe()
     }
 }
+
+/// Records every published webhook event; fails like a broken disk when
+/// `broken` is set.
+#[derive(Default)]
+pub struct FakeEvents {
+    pub events: Mutex<Vec<sabha_signaling::WebhookEvent>>,
+    pub broken: AtomicBool,
+}
+
+impl FakeEvents {
+    /// The bodies published so far, parsed, in order.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::from_str(&e.body()).unwrap())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl sabha_signaling::EventSink for FakeEvents {
+    async fn publish(&self, events: &[sabha_signaling::WebhookEvent]) -> Result<(), StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(StoreError("outbox unwritable".into()));
+        }
+        self.events.lock().unwrap().extend_from_slice(events);
+        Ok(())
+    }
+}
