@@ -51,6 +51,7 @@ pub mod participants;
 pub mod problem;
 pub mod reach;
 pub mod rooms;
+pub mod schedule;
 pub mod sessions;
 pub mod socket;
 pub mod timestamp;
