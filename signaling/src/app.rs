@@ -16,6 +16,7 @@
 //! | `/v1/rooms/{id}/{mute-all,lock,unlock,end}` | POST      | host                  | configured |
 //! | `/v1/rooms/{id}/attendance[.csv]`     | GET             | host                  | configured |
 //! | `/v1/org`, `/v1/org/{id}`             | GET PUT         | operator              | configured |
+//! | `/v1/keys`, `/v1/keys/{id}`           | GET POST DELETE | org-wide operator     | configured |
 //! | `/healthz`, `/metrics`                | GET             | none                  | none       |
 
 use std::sync::Arc;
@@ -32,7 +33,7 @@ use crate::auth::Auth;
 use crate::backend::{AttendanceStore, MediaControl, OrgStore, RoomStore};
 use crate::cors::CorsConfig;
 use crate::hub::{self, Hub};
-use crate::{attendance, org, participants, problem, rooms, sessions, socket};
+use crate::{attendance, keys, org, participants, problem, rooms, sessions, socket};
 
 /// Largest accepted request body. SDP offers are a few KiB; room and token
 /// JSON far less. Anything bigger is a mistake or an attack: 413.
@@ -61,6 +62,8 @@ pub struct AppState {
     pub cors: CorsConfig,
     /// The operator-facing settings of the binary's configuration.
     pub settings: Settings,
+    /// Operator API keys with scopes ([`crate::keys`]).
+    pub keys: Arc<dyn crate::keys::KeyStore>,
 }
 
 /// Settings the handlers read, from the binary's configuration.
@@ -157,6 +160,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(org::ORG_BODY_LIMIT)),
         )
         .route("/v1/org/{id}", get(org::get))
+        // Operator API keys (crate::keys), organisation-wide operators only.
+        .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/{id}", axum::routing::delete(keys::revoke))
         .layer(state.cors.configured_layer());
     Router::new()
         .merge(open)

@@ -52,6 +52,7 @@ async fn serve() -> Server {
         metrics: Arc::new(String::new),
         cors: CorsConfig::default(),
         settings: sabha_signaling::Settings::default(),
+        keys: Arc::new(fakes::FakeKeys::default()),
     };
     let app = router(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

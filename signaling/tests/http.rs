@@ -76,6 +76,7 @@ fn harness_with(cors: CorsConfig) -> Harness {
         metrics: Arc::new(|| "# TYPE sabha_sessions gauge\nsabha_sessions 0\n".to_owned()),
         cors,
         settings: sabha_signaling::Settings::default(),
+        keys: Arc::new(fakes::FakeKeys::default()),
     };
     Harness {
         app: router(state),

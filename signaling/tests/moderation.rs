@@ -42,6 +42,7 @@ async fn harness(kind: &str) -> Harness {
         metrics: Arc::new(String::new),
         cors: CorsConfig::default(),
         settings: sabha_signaling::Settings::default(),
+        keys: Arc::new(fakes::FakeKeys::default()),
     });
     let mut h = Harness {
         app,
