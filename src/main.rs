@@ -243,6 +243,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         settings: Settings {
             time_zone: config.time_zone.clone(),
         },
+        keys: store.clone(),
     };
     let listener = TcpListener::bind(config.http)
         .await
