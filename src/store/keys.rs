@@ -7,7 +7,14 @@ use sabha_signaling::{ApiKey, KeyCredential, KeyStore, NewKey, StoreError};
 
 use super::{Store, store_error};
 
-type KeyRow = (String, String, Option<String>, i64, Option<i64>, Option<i64>);
+type KeyRow = (
+    String,
+    String,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
 
 fn seconds(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
@@ -65,14 +72,13 @@ impl KeyStore for Store {
     }
 
     async fn revoke_key(&self, id: &str, at: u64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-        )
-        .bind(seconds(at))
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(seconds(at))
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -84,12 +90,14 @@ impl KeyStore for Store {
         .fetch_optional(&self.pool)
         .await
         .map_err(store_error)?;
-        Ok(row.map(|(unit, secret_hash, revoked_at, last_used_at)| KeyCredential {
-            unit,
-            secret_hash,
-            revoked: revoked_at.is_some(),
-            last_used_at: last_used_at.map(unix),
-        }))
+        Ok(row.map(
+            |(unit, secret_hash, revoked_at, last_used_at)| KeyCredential {
+                unit,
+                secret_hash,
+                revoked: revoked_at.is_some(),
+                last_used_at: last_used_at.map(unix),
+            },
+        ))
     }
 
     async fn touch_key(&self, id: &str, at: u64) -> Result<(), StoreError> {
@@ -127,7 +135,11 @@ mod tests {
         // Only the hash is stored, and resolving goes through it.
         let cred = store.key_credential(&new.id).await.unwrap().unwrap();
         assert_eq!(cred.secret_hash, new.secret_hash);
-        assert!(!cred.secret_hash.contains(secret.rsplit('_').next().unwrap()));
+        assert!(
+            !cred
+                .secret_hash
+                .contains(secret.rsplit('_').next().unwrap())
+        );
         let scope = sabha_signaling::keys::resolve(&store, &secret, 500)
             .await
             .unwrap();
@@ -147,7 +159,13 @@ mod tests {
         assert_eq!(store.list_keys().await.unwrap()[0].revoked_at, Some(600));
         let refused = sabha_signaling::keys::resolve(&store, &secret, 800).await;
         assert_eq!(refused.unwrap_err().status(), 401);
-        assert!(store.key_credential("nosuchkey123").await.unwrap().is_none());
+        assert!(
+            store
+                .key_credential("nosuchkey123")
+                .await
+                .unwrap()
+                .is_none()
+        );
         store.close().await;
     }
 }
