@@ -141,11 +141,11 @@ fn a_district_operator_cannot_read_or_schedule_another_districts_rooms() {
 
     assert_eq!(
         room_ids(&http.call("GET", "/v1/rooms", pune_key, None).1),
-        [own.clone()]
+        [own.as_str()]
     );
     assert_eq!(
         room_ids(&http.call("GET", "/v1/rooms", nagpur_key, None).1),
-        [other.clone()]
+        [other.as_str()]
     );
     assert_eq!(
         room_ids(&http.call("GET", "/v1/rooms", OPERATOR_KEY, None).1).len(),

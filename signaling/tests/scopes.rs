@@ -152,7 +152,7 @@ async fn a_district_operator_cannot_read_or_schedule_another_districts_rooms() {
     assert_eq!(ids(&h.get("/v1/rooms", &k1).await.json(), "id"), expected);
     assert_eq!(
         ids(&h.get("/v1/rooms", &k2).await.json(), "id"),
-        [other.clone()]
+        [other.as_str()]
     );
     expected.extend([other.clone(), org_wide.clone()]);
     expected.sort();

@@ -286,10 +286,13 @@ impl MediaControl for FakeMedia {
     }
 }
 
+/// A stored key with its `revoked_at` and `last_used_at`.
+pub type FakeKey = (sabha_signaling::NewKey, Option<u64>, Option<u64>);
+
 /// API keys in memory.
 #[derive(Default)]
 pub struct FakeKeys {
-    pub keys: Mutex<Vec<(sabha_signaling::NewKey, Option<u64>, Option<u64>)>>,
+    pub keys: Mutex<Vec<FakeKey>>,
 }
 
 fn listed(
