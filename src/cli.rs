@@ -1,5 +1,5 @@
 //! The operator's client commands: `sabha rooms …`, `sabha token …`,
-//! `sabha org …`, `sabha attendance …` and `sabha reach …`.
+//! `sabha org …`, `sabha keys …`, `sabha attendance …` and `sabha reach …`.
 //!
 //! They talk to a running server over its HTTP API — the same requests a
 //! script or a web console would make — so they need no access to its
@@ -85,6 +85,23 @@ pub enum OrgCommand {
     Import { file: PathBuf },
     /// Show one unit with its ancestors and children as JSON
     Get { id: String },
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create an operator API key; prints it as JSON with its secret (shown once)
+    Create {
+        /// Who holds it, e.g. "Pune district office"
+        #[arg(long)]
+        name: String,
+        /// Limit the key to this unit's subtree [default: the whole organisation]
+        #[arg(long)]
+        unit: Option<String>,
+    },
+    /// List API keys as JSON (never their secrets)
+    List,
+    /// Revoke an API key by id: it stops working at once
+    Revoke { id: String },
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -223,6 +240,25 @@ pub fn org(args: &ClientArgs, command: &OrgCommand) -> Result<(), CliError> {
         }
         OrgCommand::Get { id } => {
             print_json(&client.send("GET", &format!("/v1/org/{}", segment(id)), None)?)
+        }
+    }
+}
+
+/// Runs `sabha keys …`.
+pub fn keys(args: &ClientArgs, command: &KeysCommand) -> Result<(), CliError> {
+    let client = Client::new(args)?;
+    match command {
+        KeysCommand::Create { name, unit } => {
+            let body = json!({ "name": name, "unit": unit });
+            print_json(&client.send("POST", "/v1/keys", Some(body))?)?;
+            eprintln!("the secret is shown only this once: store it now");
+            Ok(())
+        }
+        KeysCommand::List => print_json(&client.send("GET", "/v1/keys", None)?),
+        KeysCommand::Revoke { id } => {
+            client.send("DELETE", &format!("/v1/keys/{}", segment(id)), None)?;
+            eprintln!("key {id} revoked");
+            Ok(())
         }
     }
 }

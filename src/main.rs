@@ -26,7 +26,9 @@ use sabha_signaling::{AppState, Auth, Settings, router};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{AttendanceArgs, ClientArgs, OrgCommand, ReachArgs, RoomsCommand, TokenArgs};
+use crate::cli::{
+    AttendanceArgs, ClientArgs, KeysCommand, OrgCommand, ReachArgs, RoomsCommand, TokenArgs,
+};
 use crate::config::{ServeArgs, ServeConfig};
 use crate::secrets::KeyOrigin;
 use crate::store::Store;
@@ -66,6 +68,13 @@ enum Command {
         #[command(subcommand)]
         command: OrgCommand,
     },
+    /// Create, list or revoke operator API keys on a running server
+    Keys {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Print a room's attendance (JSON, or CSV with --csv)
     Attendance {
         #[command(flatten)]
@@ -94,6 +103,7 @@ fn main() -> ExitCode {
         Command::Rooms { client, command } => client_exit(cli::rooms(&client, &command)),
         Command::Token { client, token } => client_exit(cli::token(&client, &token)),
         Command::Org { client, command } => client_exit(cli::org(&client, &command)),
+        Command::Keys { client, command } => client_exit(cli::keys(&client, &command)),
         Command::Attendance { client, attendance } => {
             client_exit(cli::attendance(&client, &attendance))
         }
@@ -267,6 +277,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             time_zone: config.time_zone.clone(),
         },
         events,
+        keys: store.clone(),
     };
     let listener = TcpListener::bind(config.http)
         .await

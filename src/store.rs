@@ -27,6 +27,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{AnyPool, Executor};
 
 mod attendance;
+mod keys;
 mod org;
 mod outbox;
 

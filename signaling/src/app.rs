@@ -18,6 +18,7 @@
 //! | `/v1/rooms/{id}/reach[.csv]`          | GET             | host                  | configured |
 //! | `/v1/org`, `/v1/org/{id}`             | GET PUT         | operator              | configured |
 //! | `/v1/openapi.json`                    | GET             | none                  | configured |
+//! | `/v1/keys`, `/v1/keys/{id}`           | GET POST DELETE | org-wide operator     | configured |
 //! | `/healthz`, `/metrics`                | GET             | none                  | none       |
 
 use std::sync::Arc;
@@ -35,7 +36,9 @@ use crate::auth::Auth;
 use crate::backend::{AttendanceStore, MediaControl, OrgStore, RoomStore};
 use crate::cors::CorsConfig;
 use crate::hub::{self, Hub};
-use crate::{attendance, openapi, org, participants, problem, reach, rooms, sessions, socket};
+use crate::{
+    attendance, keys, openapi, org, participants, problem, reach, rooms, sessions, socket,
+};
 
 /// Largest accepted request body. SDP offers are a few KiB; room and token
 /// JSON far less. Anything bigger is a mistake or an attack: 413.
@@ -66,6 +69,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Where webhook events go (`room_started`, `participant_joined`, …).
     pub events: Arc<dyn crate::webhooks::EventSink>,
+    /// Operator API keys with scopes ([`crate::keys`]).
+    pub keys: Arc<dyn crate::keys::KeyStore>,
 }
 
 /// Settings the handlers read, from the binary's configuration.
@@ -171,6 +176,9 @@ pub fn router(state: AppState) -> Router {
         ))
         .routes(routes!(org::get))
         .routes(routes!(openapi::document))
+        // Operator API keys (crate::keys), organisation-wide operators only.
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::revoke))
         .layer(state.cors.configured_layer());
     let (router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(open)

@@ -4,6 +4,8 @@
 //! - the **operator key** manages rooms and mints tokens. It also works as a
 //!   `host` token for every room, so OBS or a test can publish without
 //!   minting first. Compared in constant time; only accepted in the header.
+//!   Beside the root key, stored **API keys** ([`crate::keys`]) are operator
+//!   keys too, each with a [`Scope`]: a unit's subtree or the organisation.
 //! - a **room token** ([`crate::token`]) grants one role in one room. Browsers
 //!   cannot always set headers (an `<audio>`-driving player, a share link), so
 //!   WHIP/WHEP/join also accept it as `?token=`.
@@ -20,8 +22,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use serde::Deserialize;
 
+use crate::app::AppState;
 use crate::backend::Role;
 use crate::problem::ApiError;
+use crate::scope::Scope;
 use crate::timestamp::unix_now;
 use crate::token::{Claims, TokenError, TokenKeys};
 
@@ -146,16 +150,26 @@ pub struct Grant {
     pub member: Option<String>,
     /// Unit from the token: where the holder belongs, for reach.
     pub unit: Option<String>,
+    /// For an operator key (`room: None`): the rooms it may act in as host
+    /// ([`crate::scope::room_in_scope`]). Room tokens are limited by `room`
+    /// and carry [`Scope::Organisation`].
+    pub scope: Scope,
 }
 
 impl Grant {
     fn operator() -> Self {
+        Self::operator_in(Scope::Organisation)
+    }
+
+    /// The host grant of an operator key with `scope`.
+    pub fn operator_in(scope: Scope) -> Self {
         Self {
             room: None,
             role: Role::Host,
             name: None,
             member: None,
             unit: None,
+            scope,
         }
     }
 
@@ -178,6 +192,7 @@ impl From<Claims> for Grant {
             name: claims.name,
             member: claims.member,
             unit: claims.unit,
+            scope: Scope::Organisation,
         }
     }
 }
@@ -216,21 +231,42 @@ fn bearer(value: &HeaderValue) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
 }
 
-/// Extractor: the caller holds the operator key.
-#[derive(Clone, Copy, Debug)]
-pub struct Operator;
+/// Extractor: the caller holds an operator key — the root key
+/// (organisation-wide) or a stored API key ([`crate::keys`]) — and `scope`
+/// is how far it reaches. Handlers check the scope ([`crate::scope`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operator {
+    pub scope: Scope,
+}
+
+/// The grant of a header credential: the root key or a room token
+/// ([`Auth::grant`]), else a stored API key.
+async fn header_grant(state: &AppState, presented: &str) -> Result<Grant, ApiError> {
+    let now = unix_now();
+    match state.auth.grant(presented, now) {
+        Err(AuthError::Invalid) => {
+            match crate::keys::resolve(&*state.keys, presented, now).await? {
+                Some(scope) => Ok(Grant::operator_in(scope)),
+                None => Err(AuthError::Invalid.into()),
+            }
+        }
+        other => Ok(other?),
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Operator
 where
-    Auth: FromRef<S>,
+    AppState: FromRef<S>,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let auth = Auth::from_ref(state);
+        let state = AppState::from_ref(state);
         let presented = presented(parts, false)?;
-        match auth.grant(&presented, unix_now())? {
-            Grant { room: None, .. } => Ok(Operator),
+        match header_grant(&state, &presented).await? {
+            Grant {
+                room: None, scope, ..
+            } => Ok(Operator { scope }),
             _ => Err(ApiError::Forbidden(
                 "room tokens cannot manage rooms; use the operator key".to_owned(),
             )),
@@ -240,17 +276,18 @@ where
 
 impl<S: Send + Sync> FromRequestParts<S> for Grant
 where
-    Auth: FromRef<S>,
+    AppState: FromRef<S>,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let auth = Auth::from_ref(state);
+        let state = AppState::from_ref(state);
         let (presented, in_url) = presented_where(parts, true)?;
         if in_url {
-            return Ok(auth.grant_from_url(&presented, unix_now())?);
+            // Room tokens only: operator and API keys never travel in URLs.
+            return Ok(state.auth.grant_from_url(&presented, unix_now())?);
         }
-        Ok(auth.grant(&presented, unix_now())?)
+        header_grant(&state, &presented).await
     }
 }
 

@@ -4,13 +4,14 @@
 //! This crate turns HTTP requests into calls on a few traits and maps their
 //! answers back to HTTP. It never sees RTP, a socket of the media plane or
 //! SQL: the binary implements [`MediaControl`] (a channel into the media
-//! driver) and [`RoomStore`], [`AttendanceStore`] and [`OrgStore`] (the
-//! database), and tests implement them in memory. That keeps every handler testable with `router(state).oneshot(..)`.
+//! driver) and [`RoomStore`], [`AttendanceStore`], [`OrgStore`] and
+//! [`KeyStore`] (the database), and tests implement them in memory. That keeps every handler testable with `router(state).oneshot(..)`.
 //!
 //! A request goes through, in order:
 //! 1. the body limit (64 KiB, [`BODY_LIMIT`]; 16 MiB for an organisation
 //!    import) and CORS ([`cors`]);
-//! 2. the extractors: [`auth::Operator`] or [`auth::Grant`] (401), then the
+//! 2. the extractors: [`auth::Operator`] or [`auth::Grant`] (401; both carry
+//!    the operator's [`Scope`], checked by the handler), then the
 //!    body ([`extract::JsonBody`] / [`extract::SdpBody`]: 415, 413, 400, 422);
 //! 3. the handler ([`rooms`], [`sessions`]): room match and role (403), room
 //!    lookup (404), then the trait call;
@@ -44,6 +45,7 @@ pub mod events;
 pub mod extract;
 pub mod hub;
 pub mod ids;
+pub mod keys;
 pub mod moderation;
 pub mod openapi;
 pub mod org;
@@ -52,6 +54,7 @@ pub mod problem;
 pub mod reach;
 pub mod rooms;
 pub mod schedule;
+pub mod scope;
 pub mod sessions;
 pub mod socket;
 pub mod timestamp;
@@ -68,5 +71,7 @@ pub use backend::{
 pub use cors::{CorsConfig, CorsError};
 pub use events::{Command, Event, Message, Participant};
 pub use hub::Hub;
+pub use keys::{ApiKey, KeyCredential, KeyStore, NewKey};
 pub use problem::ApiError;
+pub use scope::Scope;
 pub use webhooks::{EventSink, EventType, WebhookEvent};

@@ -11,7 +11,8 @@
 //!
 //! `GET /v1/org` lists every unit (or, with `?parent=ID`, one unit's
 //! children); `GET /v1/org/{id}` gives a unit with its ancestors and
-//! children. All operator only.
+//! children. All operator only; an import needs an organisation-wide key,
+//! and a key scoped to a unit reads that unit's subtree only.
 
 use std::collections::{HashMap, HashSet};
 
@@ -26,6 +27,7 @@ use crate::auth::Operator;
 use crate::backend::Unit;
 use crate::extract::has_media_type;
 use crate::problem::ApiError;
+use crate::scope::require_organisation;
 
 /// Largest `PUT /v1/org` body: about 200,000 booths of CSV.
 pub const ORG_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -223,10 +225,11 @@ pub fn check(existing: &[Unit], import: &Import) -> Result<usize, OrgError> {
 )]
 pub async fn put(
     State(state): State<AppState>,
-    _: Operator,
+    operator: Operator,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Imported>, ApiError> {
+    require_organisation(&operator.scope, "importing the organisation")?;
     let import = if has_media_type(&headers, "text/csv") {
         Import {
             units: parse_csv(&body)?,
@@ -289,10 +292,13 @@ pub struct UnitList {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    _: Operator,
+    operator: Operator,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<UnitList>, ApiError> {
     let mut units = state.org.units().await?;
+    if let Some(subtree) = operator.scope.subtree(&units) {
+        units.retain(|u| subtree.contains(&u.id));
+    }
     if let Some(parent) = q.parent {
         units.retain(|u| u.parent.as_deref() == Some(parent.as_str()));
     }
@@ -325,10 +331,15 @@ pub struct UnitView {
 )]
 pub async fn get(
     State(state): State<AppState>,
-    _: Operator,
+    operator: Operator,
     Path(id): Path<String>,
 ) -> Result<Json<UnitView>, ApiError> {
-    let units = state.org.units().await?;
+    let mut units = state.org.units().await?;
+    // A scoped operator sees its subtree only: other units are 404, and
+    // the ancestors above its own unit are left out.
+    if let Some(subtree) = operator.scope.subtree(&units) {
+        units.retain(|u| subtree.contains(&u.id));
+    }
     let by_id: HashMap<&str, &Unit> = units.iter().map(|u| (u.id.as_str(), u)).collect();
     let unit = by_id
         .get(id.as_str())

@@ -17,7 +17,7 @@ use crate::events::{Command, Participant};
 use crate::hub::Hub;
 use crate::moderation::{Actor, execute};
 use crate::problem::ApiError;
-use crate::rooms::find;
+use crate::rooms::find_in_scope;
 
 /// The room id, once the caller is known to be a host of it.
 pub(crate) async fn hosted(
@@ -26,7 +26,7 @@ pub(crate) async fn hosted(
     room: &str,
 ) -> Result<String, ApiError> {
     grant.check_room(room)?;
-    let room = find(state, room).await?.id;
+    let room = find_in_scope(state, &grant.scope, room).await?.id;
     if grant.role != Role::Host {
         return Err(ApiError::Forbidden(
             "moderation needs a host token of this room or the operator key".to_owned(),

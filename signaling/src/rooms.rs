@@ -1,6 +1,9 @@
 //! The operator API: create, list, get and delete rooms; mint room tokens.
 //!
-//! Every handler takes [`Operator`], so none runs without the operator key.
+//! Every handler takes [`Operator`], so none runs without an operator key,
+//! and each keeps to the key's [`Scope`]: a scoped key lists, reads, deletes
+//! and mints for rooms in its subtree only (404 for the others, as if they
+//! did not exist) and creates rooms only under a unit of its subtree (403).
 //! Deleting a room removes it from the store first (no new session can open
 //! in it) and then ends its live sessions.
 
@@ -17,6 +20,7 @@ use crate::extract::JsonBody;
 use crate::hub::Hub;
 use crate::ids::is_room_id;
 use crate::problem::ApiError;
+use crate::scope::{Scope, in_subtree, room_in_scope};
 use crate::timestamp::{rfc3339, unix_now};
 use crate::token::Claims;
 use crate::webhooks::{self, WebhookEvent};
@@ -71,9 +75,10 @@ pub struct TokenResponse {
 )]
 pub async fn create(
     State(state): State<AppState>,
-    _: Operator,
+    operator: Operator,
     JsonBody(room): JsonBody<NewRoom>,
 ) -> Result<Response, ApiError> {
+    may_create_under(&state, &operator.scope, room.unit.as_deref()).await?;
     let room = checked_room(&state, room).await?;
     let room = state.rooms.create_room(room).await?;
     tracing::info!(room = %room.id, kind = ?room.kind, "room created");
@@ -90,6 +95,24 @@ pub async fn create(
         .into_response())
 }
 
+/// 403 unless `scope` may create a room under `unit` (`None`: an
+/// organisation-wide room, for organisation-wide operators only). A unit
+/// outside the subtree — existing or not — is 403 for a scoped key, so it
+/// learns nothing about other districts' units.
+async fn may_create_under(
+    state: &AppState,
+    scope: &Scope,
+    unit: Option<&str>,
+) -> Result<(), ApiError> {
+    if scope.covers_unit(&*state.org, unit).await? {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(match unit {
+        None => "this key is scoped to a unit: a room needs a unit within it".to_owned(),
+        Some(unit) => format!("unit {unit:?} is outside this key's scope"),
+    }))
+}
+
 #[utoipa::path(
     get,
     path = "/v1/rooms",
@@ -103,8 +126,14 @@ pub async fn create(
         (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list(State(state): State<AppState>, _: Operator) -> Result<Json<Vec<Room>>, ApiError> {
-    Ok(Json(state.rooms.list_rooms().await?))
+pub async fn list(
+    State(state): State<AppState>,
+    operator: Operator,
+) -> Result<Json<Vec<Room>>, ApiError> {
+    let subtree = operator.scope.load_subtree(&*state.org).await?;
+    let mut rooms = state.rooms.list_rooms().await?;
+    rooms.retain(|r| in_subtree(subtree.as_ref(), r.unit.as_deref()));
+    Ok(Json(rooms))
 }
 
 #[utoipa::path(
@@ -124,10 +153,10 @@ pub async fn list(State(state): State<AppState>, _: Operator) -> Result<Json<Vec
 )]
 pub async fn get(
     State(state): State<AppState>,
-    _: Operator,
+    operator: Operator,
     Path(id): Path<String>,
 ) -> Result<Json<Room>, ApiError> {
-    Ok(Json(find(&state, &id).await?))
+    Ok(Json(find_in_scope(&state, &operator.scope, &id).await?))
 }
 
 #[utoipa::path(
@@ -148,9 +177,12 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     State(hub): State<Hub>,
-    _: Operator,
+    operator: Operator,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    if !operator.scope.is_organisation() {
+        find_in_scope(&state, &operator.scope, &id).await?;
+    }
     if !is_room_id(&id) || !state.rooms.delete_room(&id).await? {
         return Err(ApiError::NotFound("room"));
     }
@@ -189,11 +221,11 @@ pub async fn delete(
 )]
 pub async fn mint_token(
     State(state): State<AppState>,
-    _: Operator,
+    operator: Operator,
     Path(id): Path<String>,
     JsonBody(request): JsonBody<TokenRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let room = find(&state, &id).await?;
+    let room = find_in_scope(&state, &operator.scope, &id).await?;
     let ttl = request.ttl_s.unwrap_or(DEFAULT_TTL_S);
     if !(1..=MAX_TTL_S).contains(&ttl) {
         return Err(ApiError::Unprocessable(format!(
@@ -235,6 +267,17 @@ pub(crate) async fn find(state: &AppState, id: &str) -> Result<Room, ApiError> {
         .get_room(id)
         .await?
         .ok_or(ApiError::NotFound("room"))
+}
+
+/// The room `id` if it is within `scope`, else 404 like a missing room.
+pub(crate) async fn find_in_scope(
+    state: &AppState,
+    scope: &Scope,
+    id: &str,
+) -> Result<Room, ApiError> {
+    let room = find(state, id).await?;
+    room_in_scope(&*state.org, scope, &room).await?;
+    Ok(room)
 }
 
 /// Most hosts one room names.
@@ -293,7 +336,7 @@ async fn checked_room(state: &AppState, mut room: NewRoom) -> Result<NewRoom, Ap
 }
 
 /// `name` trimmed; 422 when empty, too long or holding control characters.
-fn checked_name(name: &str, max: usize, what: &str) -> Result<String, ApiError> {
+pub(crate) fn checked_name(name: &str, max: usize, what: &str) -> Result<String, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > max || name.chars().any(char::is_control) {
         return Err(ApiError::Unprocessable(format!(

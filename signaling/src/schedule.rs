@@ -270,7 +270,12 @@ impl Schedule {
 
     fn window_on(&self, date: Date) -> Option<Window> {
         let local = date.to_datetime(self.local_start.time());
-        let start = self.zone.to_ambiguous_zoned(local).compatible().ok()?.timestamp();
+        let start = self
+            .zone
+            .to_ambiguous_zoned(local)
+            .compatible()
+            .ok()?
+            .timestamp();
         let end = start.checked_add(self.length()).ok()?;
         Some(Window { start, end })
     }
@@ -407,7 +412,10 @@ mod tests {
             ("BYDAY=MO", "FREQ is required"),
             ("FREQ=DAILY;BYDAY=MO", "WEEKLY"),
             ("FREQ=WEEKLY;BYDAY=XX", "XX"),
-            ("FREQ=WEEKLY;COUNT=2;UNTIL=20261231T000000Z", "COUNT or UNTIL"),
+            (
+                "FREQ=WEEKLY;COUNT=2;UNTIL=20261231T000000Z",
+                "COUNT or UNTIL",
+            ),
             ("FREQ=WEEKLY;COUNT=0", "COUNT"),
             ("FREQ=WEEKLY;INTERVAL=0", "INTERVAL"),
             ("FREQ=WEEKLY;BYHOUR=3", "BYHOUR"),
@@ -424,8 +432,15 @@ mod tests {
         let s = schedule("2026-12-07T12:30:00Z", "2026-12-07T14:00:00Z", "UTC", None);
         let all: Vec<Window> = s.windows(t("2026-01-01T00:00:00Z")).collect();
         assert_eq!(all, [s.first()]);
-        assert_eq!(s.current_or_next(t("2026-12-07T13:00:00Z")), Some(s.first()));
-        assert_eq!(s.current_or_next(t("2026-12-07T14:00:00Z")), None, "end is exclusive");
+        assert_eq!(
+            s.current_or_next(t("2026-12-07T13:00:00Z")),
+            Some(s.first())
+        );
+        assert_eq!(
+            s.current_or_next(t("2026-12-07T14:00:00Z")),
+            None,
+            "end is exclusive"
+        );
     }
 
     /// India has no daylight saving: 18:00 IST is 12:30 UTC every week, and
@@ -452,7 +467,11 @@ mod tests {
         // Sunday night, between Thursday's and Monday's windows.
         let next = s.current_or_next(t("2026-12-06T20:00:00Z")).unwrap();
         assert_eq!(next.start, t("2026-12-07T12:30:00Z"));
-        assert_eq!(s.current_or_next(t("2026-12-17T13:30:00Z")), None, "COUNT=5 is over");
+        assert_eq!(
+            s.current_or_next(t("2026-12-17T13:30:00Z")),
+            None,
+            "COUNT=5 is over"
+        );
     }
 
     #[test]
@@ -545,6 +564,10 @@ mod tests {
             "Asia/Kolkata",
             None,
         );
-        assert_eq!(first_overlap(&weekly, &back_to_back, from), None, "end is exclusive");
+        assert_eq!(
+            first_overlap(&weekly, &back_to_back, from),
+            None,
+            "end is exclusive"
+        );
     }
 }

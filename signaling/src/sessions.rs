@@ -37,7 +37,7 @@ use crate::extract::{APPLICATION_SDP, SdpBody};
 use crate::hub::{Hub, Refusal};
 use crate::ids::is_session_id;
 use crate::problem::ApiError;
-use crate::rooms::find;
+use crate::rooms::find_in_scope;
 use crate::timestamp::unix_now;
 use crate::webhooks::{self, WebhookEvent};
 
@@ -206,7 +206,7 @@ async fn open(
     (kind, profile): (SessionKind, Option<ListenProfile>),
 ) -> Result<Response, ApiError> {
     grant.check_room(&room)?;
-    let room = find(&state, &room).await?;
+    let room = find_in_scope(&state, &grant.scope, &room).await?;
     let profile = profile.unwrap_or(room.profile);
     if !permits(kind, grant.role, room.kind) {
         return Err(ApiError::Forbidden(refusal(kind, grant.role)));

@@ -31,7 +31,7 @@ use crate::events::{Command, ErrorMessage, Message};
 use crate::hub::Hub;
 use crate::moderation::{Actor, CommandError, execute};
 use crate::problem::ApiError;
-use crate::rooms::find;
+use crate::rooms::find_in_scope;
 
 /// The query of `GET /v1/rooms/{id}/events`.
 #[derive(Debug, Default, Deserialize)]
@@ -67,7 +67,7 @@ pub async fn events(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     grant.check_room(&room)?;
-    let room = find(&state, &room).await?.id;
+    let room = find_in_scope(&state, &grant.scope, &room).await?.id;
     if let Some(session) = &query.session
         && hub.room_of(session).as_deref() != Some(room.as_str())
     {

@@ -53,6 +53,7 @@ async fn serve() -> Server {
         cors: CorsConfig::default(),
         settings: sabha_signaling::Settings::default(),
         events: Arc::new(sabha_signaling::webhooks::Discard),
+        keys: Arc::new(fakes::FakeKeys::default()),
     };
     let app = router(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -77,6 +77,7 @@ fn harness_with(cors: CorsConfig) -> Harness {
         cors,
         settings: sabha_signaling::Settings::default(),
         events: Arc::new(sabha_signaling::webhooks::Discard),
+        keys: Arc::new(fakes::FakeKeys::default()),
     };
     Harness {
         app: router(state),

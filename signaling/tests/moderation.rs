@@ -43,6 +43,7 @@ async fn harness(kind: &str) -> Harness {
         cors: CorsConfig::default(),
         settings: sabha_signaling::Settings::default(),
         events: Arc::new(sabha_signaling::webhooks::Discard),
+        keys: Arc::new(fakes::FakeKeys::default()),
     });
     let mut h = Harness {
         app,

@@ -44,6 +44,7 @@ fn harness() -> Harness {
         cors: CorsConfig::default(),
         settings: sabha_signaling::Settings::default(),
         events: events.clone(),
+        keys: Arc::new(fakes::FakeKeys::default()),
     };
     Harness {
         app: router(state),

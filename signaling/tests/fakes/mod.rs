@@ -316,3 +316,78 @@ impl sabha_signaling::EventSink for FakeEvents {
         Ok(())
     }
 }
+
+/// A stored key with its `revoked_at` and `last_used_at`.
+pub type FakeKey = (sabha_signaling::NewKey, Option<u64>, Option<u64>);
+
+/// API keys in memory.
+#[derive(Default)]
+pub struct FakeKeys {
+    pub keys: Mutex<Vec<FakeKey>>,
+}
+
+fn listed(
+    k: &sabha_signaling::NewKey,
+    revoked: Option<u64>,
+    used: Option<u64>,
+) -> sabha_signaling::ApiKey {
+    sabha_signaling::ApiKey {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        unit: k.unit.clone(),
+        created_at: k.created_at,
+        revoked_at: revoked,
+        last_used_at: used,
+    }
+}
+
+#[async_trait]
+impl sabha_signaling::KeyStore for FakeKeys {
+    async fn create_key(
+        &self,
+        key: sabha_signaling::NewKey,
+    ) -> Result<sabha_signaling::ApiKey, StoreError> {
+        let view = listed(&key, None, None);
+        self.keys.lock().unwrap().push((key, None, None));
+        Ok(view)
+    }
+
+    async fn list_keys(&self) -> Result<Vec<sabha_signaling::ApiKey>, StoreError> {
+        let keys = self.keys.lock().unwrap();
+        Ok(keys.iter().map(|(k, r, u)| listed(k, *r, *u)).collect())
+    }
+
+    async fn revoke_key(&self, id: &str, at: u64) -> Result<bool, StoreError> {
+        let mut keys = self.keys.lock().unwrap();
+        match keys.iter_mut().find(|(k, r, _)| k.id == id && r.is_none()) {
+            Some((_, revoked, _)) => {
+                *revoked = Some(at);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn key_credential(
+        &self,
+        id: &str,
+    ) -> Result<Option<sabha_signaling::KeyCredential>, StoreError> {
+        let keys = self.keys.lock().unwrap();
+        Ok(keys.iter().find(|(k, _, _)| k.id == id).map(|(k, r, u)| {
+            sabha_signaling::KeyCredential {
+                unit: k.unit.clone(),
+                secret_hash: k.secret_hash.clone(),
+                revoked: r.is_some(),
+                last_used_at: *u,
+            }
+        }))
+    }
+
+    async fn touch_key(&self, id: &str, at: u64) -> Result<(), StoreError> {
+        let mut keys = self.keys.lock().unwrap();
+        if let Some((_, _, used)) = keys.iter_mut().find(|(k, _, _)| k.id == id) {
+            *used = Some(at);
+        }
+        Ok(())
+    }
+}
