@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// operators, e.g. Asia/Kolkata [default: UTC]
     #[arg(long, env = "SABHA_TIME_ZONE", value_name = "ZONE")]
     pub time_zone: Option<String>,
+    /// Seconds before a scheduled window's start from which sessions may
+    /// open; earlier gets 425 Too Early [default: 600]
+    #[arg(long, env = "SABHA_EARLY_JOIN_GRACE_S", value_name = "SECONDS")]
+    pub early_join_grace_s: Option<u64>,
     /// Log filter, e.g. `info` or `sabha=debug,tower_http=debug` [default: info]
     #[arg(long, env = "SABHA_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -131,6 +135,7 @@ struct FileConfig {
     cors_origins: Option<Vec<String>>,
     cors_whep_any_origin: Option<bool>,
     time_zone: Option<String>,
+    early_join_grace_s: Option<u64>,
     log: Option<String>,
     webhook_urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
@@ -150,6 +155,7 @@ pub struct ServeConfig {
     pub cors: CorsConfig,
     /// An IANA zone name that the bundled zone database knows.
     pub time_zone: String,
+    pub early_join_grace_s: u64,
     pub log: String,
     /// Checked http:// URLs; empty: no webhooks.
     pub webhook_urls: Vec<String>,
@@ -255,6 +261,10 @@ impl ServeConfig {
             operator_key,
             cors: CorsConfig::parse(&origins, whep_any_origin)?,
             time_zone,
+            early_join_grace_s: args
+                .early_join_grace_s
+                .or(file.early_join_grace_s)
+                .unwrap_or(sabha_signaling::app::DEFAULT_EARLY_JOIN_GRACE_S),
             log: args
                 .log
                 .or(file.log)
@@ -506,8 +516,9 @@ mod tests {
             })
             .map(|line| format!("{line}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), 12, "{uncommented}");
+        assert_eq!(uncommented.lines().count(), 13, "{uncommented}");
         let file = parse_file(&uncommented).unwrap();
+        assert_eq!(file.early_join_grace_s, Some(600));
         assert_eq!(file.http, Some(DEFAULT_HTTP));
         assert_eq!(file.media, Some(DEFAULT_MEDIA));
         assert_eq!(file.data_dir, Some(PathBuf::from(DEFAULT_DATA_DIR)));

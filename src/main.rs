@@ -21,8 +21,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use metrics_exporter_prometheus::PrometheusBuilder;
+use sabha_signaling::hub::Hub;
+use sabha_signaling::scheduler::{Scheduler, SystemClock};
 use sabha_signaling::timestamp::unix_now;
-use sabha_signaling::{AppState, Auth, Settings, router};
+use sabha_signaling::{AppState, Auth, Settings, router_with_hub};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -275,6 +277,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         cors: config.cors,
         settings: Settings {
             time_zone: config.time_zone.clone(),
+            early_join_grace_s: config.early_join_grace_s,
         },
         events,
         keys: store.clone(),
@@ -288,7 +291,13 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let http = listener.local_addr().unwrap_or(config.http);
     tracing::info!(%http, media = %config.media, data_dir = %dir.display(), "sabha serving");
 
-    axum::serve(listener, router(state))
+    // The scheduler and the router share the rooms' state: the scheduler
+    // ends and reopens rooms there, the router wakes it on changes. Its
+    // first tick reconciles with the clock (windows missed while down).
+    let hub = Hub::default();
+    let scheduler = Scheduler::new(state.clone(), hub.clone(), Arc::new(SystemClock));
+    tokio::spawn(scheduler.run());
+    axum::serve(listener, router_with_hub(state, hub))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(ServeError::Http)?;

@@ -20,7 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sabha_signaling::timestamp::{rfc3339, unix_now};
 use sabha_signaling::{
-    ListenProfile, NewRoom, Room, RoomKind, RoomStatus, RoomStore, StoreError, ids,
+    ListenProfile, NewRoom, Occurrence, Outcome, Room, RoomKind, RoomStatus, RoomStore, StoreError,
+    ids,
 };
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{MigrateError, Migrator};
@@ -266,6 +267,64 @@ impl RoomStore for Store {
             .map_err(store_error)?;
         Ok(done.rows_affected() > 0)
     }
+
+    async fn set_status(&self, id: &str, status: RoomStatus) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE rooms SET status = $2 WHERE id = $1")
+            .bind(id)
+            .bind(status.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn record_occurrence(&self, o: &Occurrence) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO room_occurrences (room_id, starts_at, ends_at, outcome) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (room_id, starts_at) DO NOTHING",
+        )
+        .bind(&o.room)
+        .bind(o.starts_at.as_second())
+        .bind(o.ends_at.as_second())
+        .bind(match o.outcome {
+            Outcome::Held => "held",
+            Outcome::Missed => "missed",
+        })
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn occurrences(&self, room: &str) -> Result<Vec<Occurrence>, StoreError> {
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT starts_at, ends_at, outcome FROM room_occurrences \
+             WHERE room_id = $1 ORDER BY starts_at",
+        )
+        .bind(room)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.into_iter()
+            .map(|(start, end, outcome)| {
+                let time = |t: i64| {
+                    jiff::Timestamp::from_second(t)
+                        .map_err(|e| StoreError(format!("room {room}: occurrence time {e}")))
+                };
+                let outcome = match outcome.as_str() {
+                    "held" => Outcome::Held,
+                    "missed" => Outcome::Missed,
+                    other => return Err(StoreError(format!("room {room}: outcome {other:?}"))),
+                };
+                Ok(Occurrence {
+                    room: room.to_owned(),
+                    starts_at: time(start)?,
+                    ends_at: time(end)?,
+                    outcome,
+                })
+            })
+            .collect()
+    }
 }
 
 pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
@@ -357,6 +416,7 @@ mod tests {
         names_are_stored_verbatim,
         a_room_keeps_its_listening_profile,
         a_room_keeps_its_schedule_unit_hosts_and_code,
+        status_and_occurrences_are_kept,
         a_duplicate_id_is_a_unique_violation,
         the_schema_rejects_unknown_kinds_and_profiles,
         unknown_kind_in_the_database_is_an_error_not_a_panic,
@@ -469,6 +529,47 @@ mod tests {
             (plain.hosts.len(), plain.lobby, plain.unit),
             (0, false, None)
         );
+        store.close().await;
+    }
+
+    async fn status_and_occurrences_are_kept(db: &TestDb) {
+        let store = db.open().await;
+        let room = store
+            .create_room(new_room("Weekly", RoomKind::Rally))
+            .await
+            .unwrap();
+        assert!(store.set_status(&room.id, RoomStatus::Ended).await.unwrap());
+        assert!(
+            !store
+                .set_status("nosuchroom00", RoomStatus::Ended)
+                .await
+                .unwrap()
+        );
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        let held = Occurrence {
+            room: room.id.clone(),
+            starts_at: at("2026-12-07T12:30:00Z"),
+            ends_at: at("2026-12-07T13:30:00Z"),
+            outcome: Outcome::Held,
+        };
+        let missed = Occurrence {
+            starts_at: at("2026-12-03T12:30:00Z"),
+            ends_at: at("2026-12-03T13:30:00Z"),
+            outcome: Outcome::Missed,
+            ..held.clone()
+        };
+        store.record_occurrence(&held).await.unwrap();
+        store.record_occurrence(&missed).await.unwrap();
+        let again = Occurrence {
+            outcome: Outcome::Missed,
+            ..held.clone()
+        };
+        store.record_occurrence(&again).await.unwrap();
+        store.close().await;
+        let store = db.open().await;
+        let got = store.get_room(&room.id).await.unwrap().unwrap();
+        assert_eq!(got.status, RoomStatus::Ended);
+        assert_eq!(store.occurrences(&room.id).await.unwrap(), [missed, held]);
         store.close().await;
     }
 

@@ -79,12 +79,19 @@ pub struct Settings {
     /// IANA zone a room's schedule is in when its request names none, and
     /// in which times are shown.
     pub time_zone: String,
+    /// How long before a window's start sessions may open (speakers
+    /// sound-checking, listeners settling in); earlier gets 425.
+    pub early_join_grace_s: u64,
 }
+
+/// Default [`Settings::early_join_grace_s`]: ten minutes.
+pub const DEFAULT_EARLY_JOIN_GRACE_S: u64 = 600;
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             time_zone: "UTC".to_owned(),
+            early_join_grace_s: DEFAULT_EARLY_JOIN_GRACE_S,
         }
     }
 }
@@ -136,7 +143,12 @@ impl FromRef<RouterState> for Auth {
 /// into the room state, so it must be called inside a tokio runtime. Build
 /// one router per [`AppState`]: each has its own rooms' state.
 pub fn router(state: AppState) -> Router {
-    let hub = Hub::default();
+    router_with_hub(state, Hub::default())
+}
+
+/// [`router`] over a [`Hub`] the caller keeps too: the binary hands the
+/// same one to its [`crate::scheduler::Scheduler`].
+pub fn router_with_hub(state: AppState, hub: Hub) -> Router {
     hub::follow_media(&hub, state.media.subscribe());
     attendance::follow_media(
         state.attendance.clone(),
@@ -155,6 +167,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(rooms::create, rooms::list))
         .routes(routes!(rooms::get, rooms::delete))
         .routes(routes!(rooms::mint_token))
+        .routes(routes!(rooms::occurrences))
         .routes(routes!(attendance::json))
         .routes(routes!(attendance::csv))
         .routes(routes!(reach::json))

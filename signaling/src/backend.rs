@@ -339,6 +339,33 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn get_room(&self, id: &str) -> Result<Option<Room>, StoreError>;
     /// `Ok(false)` when no such room exists.
     async fn delete_room(&self, id: &str) -> Result<bool, StoreError>;
+    /// Sets the room's status (the scheduler, or a host ending a room).
+    /// `Ok(false)` when no such room exists.
+    async fn set_status(&self, id: &str, status: RoomStatus) -> Result<bool, StoreError>;
+    /// Records what became of one window of a scheduled room; recording the
+    /// same window again changes nothing.
+    async fn record_occurrence(&self, occurrence: &Occurrence) -> Result<(), StoreError>;
+    /// The room's recorded windows, in order.
+    async fn occurrences(&self, room: &str) -> Result<Vec<Occurrence>, StoreError>;
+}
+
+/// One window of a scheduled room, once the scheduler has dealt with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Occurrence {
+    pub room: String,
+    pub starts_at: jiff::Timestamp,
+    pub ends_at: jiff::Timestamp,
+    pub outcome: Outcome,
+}
+
+/// What became of a window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The server opened the room for it.
+    Held,
+    /// It passed while the server was down.
+    Missed,
 }
 
 /// One unit of the organisation's hierarchy.

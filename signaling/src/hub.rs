@@ -29,6 +29,9 @@ pub const ROOM_EVENTS_CAPACITY: usize = 256;
 #[derive(Clone, Default)]
 pub struct Hub {
     inner: Arc<Mutex<Rooms>>,
+    /// Wakes the scheduler when a room is created, deleted or ended, so it
+    /// looks at the schedules again before its next deadline.
+    schedule_changed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -211,6 +214,22 @@ impl Hub {
         true
     }
 
+    /// Lets sessions in again after [`Hub::end`]: the next window of a
+    /// recurring room. Returns whether it had ended.
+    pub fn reopen(&self, room: &str) -> bool {
+        self.with_room(room, |state| std::mem::replace(&mut state.ended, false))
+    }
+
+    /// Tells the scheduler that rooms changed.
+    pub fn schedule_changed(&self) {
+        self.schedule_changed.notify_one();
+    }
+
+    /// Waits for [`Hub::schedule_changed`] (a call before the wait counts).
+    pub async fn wait_schedule_change(&self) {
+        self.schedule_changed.notified().await;
+    }
+
     /// Drops all state of a deleted room. Its sockets see their stream close.
     pub fn forget(&self, room: &str) {
         let mut rooms = self.lock();
@@ -290,7 +309,11 @@ async fn run_follower(hub: Weak<Mutex<Rooms>>, mut events: broadcast::Receiver<M
     loop {
         match events.recv().await {
             Ok(event) => match hub.upgrade() {
-                Some(inner) => Hub { inner }.handle_media(event),
+                Some(inner) => Hub {
+                    inner,
+                    schedule_changed: Arc::default(),
+                }
+                .handle_media(event),
                 None => return,
             },
             Err(RecvError::Lagged(missed)) => {

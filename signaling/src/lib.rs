@@ -54,6 +54,7 @@ pub mod problem;
 pub mod reach;
 pub mod rooms;
 pub mod schedule;
+pub mod scheduler;
 pub mod scope;
 pub mod sessions;
 pub mod socket;
@@ -61,12 +62,14 @@ pub mod timestamp;
 pub mod token;
 pub mod webhooks;
 
-pub use app::{AppState, BODY_LIMIT, MetricsRender, RouterState, Settings, router};
+pub use app::{
+    AppState, BODY_LIMIT, MetricsRender, RouterState, Settings, router, router_with_hub,
+};
 pub use auth::{Auth, OperatorKey};
 pub use backend::{
     AttendanceStore, Leave, ListenProfile, MediaControl, MediaError, MediaEvent, NewRoom,
-    OpenSession, OpenedSession, OrgStore, Role, Room, RoomKind, RoomStatus, RoomStore, SessionKind,
-    SessionRecord, SpeakerLevel, StoreError, Traffic, Unit,
+    Occurrence, OpenSession, OpenedSession, OrgStore, Outcome, Role, Room, RoomKind, RoomStatus,
+    RoomStore, SessionKind, SessionRecord, SpeakerLevel, StoreError, Traffic, Unit,
 };
 pub use cors::{CorsConfig, CorsError};
 pub use events::{Command, Event, Message, Participant};

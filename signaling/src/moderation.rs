@@ -17,7 +17,7 @@
 //! unmutes itself is still silent until a host promotes it.
 
 use crate::app::AppState;
-use crate::backend::{MediaError, Role};
+use crate::backend::{MediaError, Role, RoomStatus};
 use crate::events::{Command, Event, Participant};
 use crate::hub::Hub;
 use crate::problem::ApiError;
@@ -301,6 +301,23 @@ impl Ctx<'_> {
     async fn end(&self) -> Result<(), CommandError> {
         if self.hub.end(self.room) {
             tracing::info!(room = %self.room, "room ended");
+            // A room without a schedule is over for good, across restarts.
+            // A scheduled one ends this window only: the scheduler lets
+            // sessions in again at the next.
+            match self.state.rooms.get_room(self.room).await {
+                Ok(Some(room)) if room.starts_at.is_none() => {
+                    if let Err(error) = self
+                        .state
+                        .rooms
+                        .set_status(self.room, RoomStatus::Ended)
+                        .await
+                    {
+                        tracing::warn!(room = %self.room, %error, "could not store the room's end");
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(room = %self.room, %error, "could not read the room"),
+            }
             let ended = WebhookEvent::room_ended(self.room, "ended");
             crate::webhooks::emit(&self.state.events, vec![ended]).await;
             if let Err(error) = self.state.media.close_room(self.room).await {

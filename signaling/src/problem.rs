@@ -65,6 +65,24 @@ pub enum ApiError {
     /// The room's event has ended: no session opens in it any more.
     #[error("the room has ended")]
     Ended,
+    /// The room's window has not opened yet (and the caller may not wait in
+    /// its lobby).
+    #[error("the room opens at {starts_at}; join from {opens_for_joining}")]
+    TooEarly {
+        starts_at: jiff::Timestamp,
+        opens_for_joining: jiff::Timestamp,
+    },
+    /// A host of the new room is a host of another room at the same time.
+    #[error("host {host:?} is already a host of room {room} from {start} to {end}")]
+    HostConflict {
+        host: String,
+        room: String,
+        start: jiff::Timestamp,
+        end: jiff::Timestamp,
+    },
+    /// The room holds as many sessions as its `capacity`.
+    #[error("the room is at its capacity of {0} sessions")]
+    RoomFull(u32),
     #[error(transparent)]
     Media(#[from] MediaError),
     #[error(transparent)]
@@ -82,6 +100,12 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// With `425 Too Early`: when the room's next window opens (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<jiff::Timestamp>,
+    /// With `409 Conflict` on a host double-booking: the other room's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflicting_room: Option<String>,
 }
 
 impl Problem {
@@ -92,6 +116,8 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
+            starts_at: None,
+            conflicting_room: None,
         }
     }
 
@@ -119,6 +145,9 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Locked => StatusCode::LOCKED,
             Self::Ended => StatusCode::GONE,
+            Self::TooEarly { .. } => StatusCode::TOO_EARLY,
+            Self::HostConflict { .. } => StatusCode::CONFLICT,
+            Self::RoomFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Media(e) => media_status(e),
             Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -140,7 +169,7 @@ impl ApiError {
     fn extra_header(&self) -> Option<(header::HeaderName, HeaderValue)> {
         match self {
             Self::Unauthorized(e) => Some((header::WWW_AUTHENTICATE, e.challenge())),
-            Self::Media(MediaError::AtCapacity) => {
+            Self::Media(MediaError::AtCapacity) | Self::RoomFull(_) => {
                 Some((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)))
             }
             Self::MethodNotAllowed(allow) => Some((header::ALLOW, HeaderValue::from_static(allow))),
@@ -163,7 +192,13 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let mut response = Problem::new(status, self.detail()).into_response_with(status);
+        let mut problem = Problem::new(status, self.detail());
+        match &self {
+            Self::TooEarly { starts_at, .. } => problem.starts_at = Some(*starts_at),
+            Self::HostConflict { room, .. } => problem.conflicting_room = Some(room.clone()),
+            _ => {}
+        }
+        let mut response = problem.into_response_with(status);
         if let Some((name, value)) = self.extra_header() {
             response.headers_mut().insert(name, value);
         }
@@ -272,7 +307,26 @@ mod tests {
                 title: "Not Found".into(),
                 status: 404,
                 detail: "no such room".into(),
+                starts_at: None,
+                conflicting_room: None,
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn too_early_names_the_start() {
+        let starts_at: jiff::Timestamp = "2026-12-07T12:30:00Z".parse().unwrap();
+        let error = ApiError::TooEarly {
+            starts_at,
+            opens_for_joining: "2026-12-07T12:20:00Z".parse().unwrap(),
+        };
+        let (status, _, problem) = render(error).await;
+        assert_eq!(status, 425);
+        assert_eq!(problem.starts_at, Some(starts_at));
+        assert!(
+            problem.detail.contains("2026-12-07T12:30:00Z"),
+            "{}",
+            problem.detail
         );
     }
 

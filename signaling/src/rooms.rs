@@ -15,11 +15,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::auth::Operator;
-use crate::backend::{NewRoom, Role, Room, RoomStatus};
+use crate::backend::{NewRoom, Occurrence, Role, Room, RoomStatus};
 use crate::extract::JsonBody;
 use crate::hub::Hub;
 use crate::ids::is_room_id;
 use crate::problem::ApiError;
+use crate::schedule::{Schedule, first_overlap};
 use crate::scope::{Scope, in_subtree, room_in_scope};
 use crate::timestamp::{rfc3339, unix_now};
 use crate::token::Claims;
@@ -62,7 +63,7 @@ pub struct TokenResponse {
     security(("bearer" = [])),
     request_body(content = crate::backend::NewRoom, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created; Location: /v1/rooms/{id}", body = crate::backend::Room),
+        (status = 201, description = "Created; Location: /v1/rooms/{id}", body = RoomView),
         (status = 400, description = "malformed request", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -75,6 +76,7 @@ pub struct TokenResponse {
 )]
 pub async fn create(
     State(state): State<AppState>,
+    State(hub): State<Hub>,
     operator: Operator,
     JsonBody(room): JsonBody<NewRoom>,
 ) -> Result<Response, ApiError> {
@@ -82,6 +84,7 @@ pub async fn create(
     let room = checked_room(&state, room).await?;
     let room = state.rooms.create_room(room).await?;
     tracing::info!(room = %room.id, kind = ?room.kind, "room created");
+    hub.schedule_changed();
     if room.status == RoomStatus::Open {
         webhooks::emit(&state.events, vec![WebhookEvent::room_started(&room)]).await;
     }
@@ -90,7 +93,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(room),
+        Json(RoomView::new(room, jiff::Timestamp::now())),
     )
         .into_response())
 }
@@ -120,7 +123,7 @@ async fn may_create_under(
     summary = "List rooms",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Rooms, oldest first", body = [crate::backend::Room]),
+        (status = 200, description = "Rooms, oldest first", body = [RoomView]),
         (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -129,11 +132,14 @@ async fn may_create_under(
 pub async fn list(
     State(state): State<AppState>,
     operator: Operator,
-) -> Result<Json<Vec<Room>>, ApiError> {
+) -> Result<Json<Vec<RoomView>>, ApiError> {
     let subtree = operator.scope.load_subtree(&*state.org).await?;
     let mut rooms = state.rooms.list_rooms().await?;
     rooms.retain(|r| in_subtree(subtree.as_ref(), r.unit.as_deref()));
-    Ok(Json(rooms))
+    let now = jiff::Timestamp::now();
+    Ok(Json(
+        rooms.into_iter().map(|r| RoomView::new(r, now)).collect(),
+    ))
 }
 
 #[utoipa::path(
@@ -144,7 +150,7 @@ pub async fn list(
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Room id")),
     responses(
-        (status = 200, description = "The room", body = crate::backend::Room),
+        (status = 200, description = "The room", body = RoomView),
         (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -155,8 +161,32 @@ pub async fn get(
     State(state): State<AppState>,
     operator: Operator,
     Path(id): Path<String>,
-) -> Result<Json<Room>, ApiError> {
-    Ok(Json(find_in_scope(&state, &operator.scope, &id).await?))
+) -> Result<Json<RoomView>, ApiError> {
+    let room = find_in_scope(&state, &operator.scope, &id).await?;
+    Ok(Json(RoomView::new(room, jiff::Timestamp::now())))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{id}/occurrences",
+    tag = "rooms",
+    summary = "The windows of a scheduled room so far: held or missed",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 200, description = "In order of start", body = [crate::backend::Occurrence]),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn occurrences(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Occurrence>>, ApiError> {
+    let room = find_in_scope(&state, &operator.scope, &id).await?;
+    Ok(Json(state.rooms.occurrences(&room.id).await?))
 }
 
 #[utoipa::path(
@@ -332,7 +362,81 @@ async fn checked_room(state: &AppState, mut room: NewRoom) -> Result<NewRoom, Ap
     for host in &mut room.hosts {
         *host = checked_name(host, MAX_DISPLAY_NAME, "host")?;
     }
+    let schedule = Schedule::new(
+        room.starts_at,
+        room.ends_at,
+        room.time_zone.as_deref().unwrap_or("UTC"),
+        room.recurrence.as_deref(),
+    )
+    .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    if let Some(schedule) = &schedule
+        && !room.hosts.is_empty()
+    {
+        no_host_conflict(state, &room.hosts, schedule).await?;
+    }
     Ok(room)
+}
+
+/// 409 when one of `hosts` already hosts a room (scheduled, not over)
+/// with a window overlapping one of `schedule`'s, within the horizon.
+async fn no_host_conflict(
+    state: &AppState,
+    hosts: &[String],
+    schedule: &Schedule,
+) -> Result<(), ApiError> {
+    let now = jiff::Timestamp::now();
+    for other in state.rooms.list_rooms().await? {
+        if matches!(other.status, RoomStatus::Ended | RoomStatus::Missed) {
+            continue;
+        }
+        let Some(host) = hosts.iter().find(|h| other.hosts.contains(h)) else {
+            continue;
+        };
+        let Ok(Some(theirs)) = Schedule::of(&other) else {
+            continue;
+        };
+        if let Some((_, window)) = first_overlap(schedule, &theirs, now) {
+            return Err(ApiError::HostConflict {
+                host: host.clone(),
+                room: other.id,
+                start: window.start,
+                end: window.end,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A room as the API shows it: as stored, plus its times in its zone and
+/// its next (or current) window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RoomView {
+    #[serde(flatten)]
+    pub room: Room,
+    /// `starts_at` in the room's `time_zone`, RFC 3339 with offset.
+    pub starts_at_local: Option<String>,
+    pub ends_at_local: Option<String>,
+    /// The window open now or the next to open; `None` without a schedule
+    /// or once the series is over.
+    pub next_starts_at: Option<jiff::Timestamp>,
+    pub next_ends_at: Option<jiff::Timestamp>,
+    pub next_starts_at_local: Option<String>,
+}
+
+impl RoomView {
+    pub fn new(room: Room, now: jiff::Timestamp) -> Self {
+        let schedule = Schedule::of(&room).ok().flatten();
+        let local = |t: Option<jiff::Timestamp>| Some(schedule.as_ref()?.local(t?));
+        let next = schedule.as_ref().and_then(|s| s.current_or_next(now));
+        Self {
+            starts_at_local: local(room.starts_at),
+            ends_at_local: local(room.ends_at),
+            next_starts_at: next.map(|w| w.start),
+            next_ends_at: next.map(|w| w.end),
+            next_starts_at_local: local(next.map(|w| w.start)),
+            room,
+        }
+    }
 }
 
 /// `name` trimmed; 422 when empty, too long or holding control characters.

@@ -30,7 +30,8 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::auth::Grant;
 use crate::backend::{
-    ListenProfile, OpenSession, Role, RoomKind, SessionKind, SessionRecord, Traffic,
+    ListenProfile, OpenSession, Role, Room, RoomKind, RoomStatus, SessionKind, SessionRecord,
+    Traffic,
 };
 use crate::events::Participant;
 use crate::extract::{APPLICATION_SDP, SdpBody};
@@ -38,6 +39,7 @@ use crate::hub::{Hub, Refusal};
 use crate::ids::is_session_id;
 use crate::problem::ApiError;
 use crate::rooms::find_in_scope;
+use crate::schedule::Schedule;
 use crate::timestamp::unix_now;
 use crate::webhooks::{self, WebhookEvent};
 
@@ -211,8 +213,15 @@ async fn open(
     if !permits(kind, grant.role, room.kind) {
         return Err(ApiError::Forbidden(refusal(kind, grant.role)));
     }
-    hub.admit(&room.id, grant.role)?;
     let on_stage = starts_on_stage(kind, grant.role, room.kind);
+    let now = jiff::Timestamp::now();
+    let held = by_schedule(&room, on_stage, state.settings.early_join_grace_s, now)?;
+    hub.admit(&room.id, grant.role)?;
+    if let Some(capacity) = room.capacity
+        && hub.participants(&room.id).len() >= capacity as usize
+    {
+        return Err(ApiError::RoomFull(capacity));
+    }
     let request = OpenSession {
         room: room.id.clone(),
         kind,
@@ -245,7 +254,7 @@ async fn open(
         hand_raised: false,
         on_stage,
     };
-    register(&state, &hub, &room.id, participant, record).await?;
+    register(&state, &hub, &room.id, participant, record, held).await?;
     let location =
         HeaderValue::try_from(format!("/v1/sessions/{}", opened.session)).map_err(|_| {
             ApiError::Internal("the media driver returned an unusable session id".into())
@@ -260,6 +269,46 @@ async fn open(
     Ok((StatusCode::CREATED, headers, opened.answer).into_response())
 }
 
+/// What the room's schedule says of a session opening at `now`: 410 once
+/// the room has ended or its series is over; before the window minus
+/// `grace_s`, 425 naming the start, except for the audience of a lobby
+/// room, who may wait. `Ok(true)`: the session sends audio into a lobby
+/// before the start, so it is held muted until the scheduler opens the
+/// window and the listeners waiting there hear nothing before.
+fn by_schedule(
+    room: &Room,
+    talks: bool,
+    grace_s: u64,
+    now: jiff::Timestamp,
+) -> Result<bool, ApiError> {
+    if matches!(room.status, RoomStatus::Ended | RoomStatus::Missed) {
+        return Err(ApiError::Ended);
+    }
+    let schedule = Schedule::of(room)
+        .map_err(|e| ApiError::Internal(format!("room {} has a bad schedule: {e}", room.id)))?;
+    let Some(schedule) = schedule else {
+        return Ok(false);
+    };
+    let Some(window) = schedule.current_or_next(now) else {
+        return Err(ApiError::Ended);
+    };
+    if window.start <= now {
+        return Ok(false);
+    }
+    if room.lobby && !talks {
+        return Ok(false);
+    }
+    let grace = jiff::SignedDuration::from_secs(i64::try_from(grace_s).unwrap_or(i64::MAX));
+    let opens_for_joining = window.start.checked_sub(grace).unwrap_or(window.start);
+    if now < opens_for_joining {
+        return Err(ApiError::TooEarly {
+            starts_at: window.start,
+            opens_for_joining,
+        });
+    }
+    Ok(room.lobby)
+}
+
 /// Records a just-opened session's attendance and puts it in the roster,
 /// muting it first if it starts off stage. If any of that fails, or the
 /// room was locked or ended meanwhile, the session is closed again: the
@@ -270,13 +319,14 @@ async fn register(
     room: &str,
     participant: Participant,
     record: SessionRecord,
+    held: bool,
 ) -> Result<(), ApiError> {
     let session = participant.id.clone();
     let joined = WebhookEvent::participant_joined(&record);
     let result = match state.attendance.record_join(record).await {
         Ok(()) => {
             webhooks::emit(&state.events, vec![joined]).await;
-            enter(state, hub, room, participant).await
+            enter(state, hub, room, participant, held).await
         }
         Err(e) => Err(e.into()),
     };
@@ -291,8 +341,9 @@ async fn enter(
     hub: &Hub,
     room: &str,
     participant: Participant,
+    held: bool,
 ) -> Result<(), ApiError> {
-    if participant.sends_audio() && participant.media_muted() {
+    if participant.sends_audio() && (participant.media_muted() || held) {
         state.media.set_muted(&participant.id, true).await?;
     }
     Ok(hub.join(room, participant)?)

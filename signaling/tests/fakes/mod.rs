@@ -22,6 +22,7 @@ use tokio::sync::broadcast;
 #[derive(Default)]
 pub struct FakeStore {
     rooms: Mutex<Vec<Room>>,
+    pub occurrences: Mutex<Vec<sabha_signaling::Occurrence>>,
     pub sessions: Mutex<Vec<SessionRecord>>,
     /// When set, every call fails like a broken disk.
     pub broken: AtomicBool,
@@ -111,6 +112,45 @@ impl RoomStore for FakeStore {
         let before = rooms.len();
         rooms.retain(|r| r.id != id);
         Ok(rooms.len() != before)
+    }
+
+    async fn set_status(&self, id: &str, status: RoomStatus) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut rooms = self.rooms.lock().unwrap();
+        let room = rooms.iter_mut().find(|r| r.id == id);
+        Ok(room.map(|r| r.status = status).is_some())
+    }
+
+    async fn record_occurrence(
+        &self,
+        occurrence: &sabha_signaling::Occurrence,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        let mut all = self.occurrences.lock().unwrap();
+        if !all
+            .iter()
+            .any(|o| o.room == occurrence.room && o.starts_at == occurrence.starts_at)
+        {
+            all.push(occurrence.clone());
+        }
+        Ok(())
+    }
+
+    async fn occurrences(
+        &self,
+        room: &str,
+    ) -> Result<Vec<sabha_signaling::Occurrence>, StoreError> {
+        self.check()?;
+        let mut mine: Vec<_> = self
+            .occurrences
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|o| o.room == room)
+            .cloned()
+            .collect();
+        mine.sort_by_key(|o| o.starts_at);
+        Ok(mine)
     }
 }
 
