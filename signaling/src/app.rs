@@ -16,6 +16,10 @@
 //! | `/v1/rooms/{id}/{mute-all,lock,unlock,end}` | POST      | host                  | configured |
 //! | `/v1/rooms/{id}/attendance[.csv]`     | GET             | host                  | configured |
 //! | `/v1/org`, `/v1/org/{id}`             | GET PUT         | operator              | configured |
+//! | `/v1/members`, `/v1/members/{id}`     | GET PUT         | operator              | configured |
+//! | `/v1/pins`                            | POST            | operator              | configured |
+//! | `/v1/rooms/{id}/invite`               | GET             | operator              | configured |
+//! | `/v1/pin-join`                        | POST            | none (rate limited)   | configured |
 //! | `/healthz`, `/metrics`                | GET             | none                  | none       |
 
 use std::sync::Arc;
@@ -32,7 +36,9 @@ use crate::auth::Auth;
 use crate::backend::{AttendanceStore, MediaControl, OrgStore, RoomStore};
 use crate::cors::CorsConfig;
 use crate::hub::{self, Hub};
-use crate::{attendance, org, participants, problem, rooms, sessions, socket};
+use crate::{
+    attendance, invites, members, org, participants, pins, problem, rooms, sessions, socket,
+};
 
 /// Largest accepted request body. SDP offers are a few KiB; room and token
 /// JSON far less. Anything bigger is a mistake or an attack: 413.
@@ -61,6 +67,10 @@ pub struct AppState {
     pub cors: CorsConfig,
     /// The operator-facing settings of the binary's configuration.
     pub settings: Settings,
+    /// The organisation's members and the PIN hashes.
+    pub members: Arc<dyn crate::members::MemberStore>,
+    /// The key PINs are hashed with ([`crate::pins::PinKey::derive`]).
+    pub pin_key: crate::pins::PinKey,
 }
 
 /// Settings the handlers read, from the binary's configuration.
@@ -69,12 +79,15 @@ pub struct Settings {
     /// IANA zone a room's schedule is in when its request names none, and
     /// in which times are shown.
     pub time_zone: String,
+    /// Brute-force limits of `POST /v1/pin-join`.
+    pub pin_limits: crate::limits::PinLimits,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             time_zone: "UTC".to_owned(),
+            pin_limits: crate::limits::PinLimits::default(),
         }
     }
 }
@@ -92,6 +105,14 @@ impl FromRef<AppState> for Auth {
 pub struct RouterState {
     pub app: AppState,
     pub hub: Hub,
+    /// Rate limits and lockouts of `POST /v1/pin-join`.
+    pub pin_guard: Arc<crate::limits::PinGuard>,
+}
+
+impl FromRef<RouterState> for Arc<crate::limits::PinGuard> {
+    fn from_ref(state: &RouterState) -> Self {
+        state.pin_guard.clone()
+    }
 }
 
 impl FromRef<RouterState> for AppState {
@@ -157,6 +178,17 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(org::ORG_BODY_LIMIT)),
         )
         .route("/v1/org/{id}", get(org::get))
+        // Members, PINs, invites and PIN join.
+        .route(
+            "/v1/members",
+            get(members::list)
+                .put(members::put)
+                .layer(DefaultBodyLimit::max(members::MEMBERS_BODY_LIMIT)),
+        )
+        .route("/v1/members/{id}", get(members::get))
+        .route("/v1/pins", post(pins::issue))
+        .route("/v1/pin-join", post(pins::join))
+        .route("/v1/rooms/{id}/invite", get(invites::invite))
         .layer(state.cors.configured_layer());
     Router::new()
         .merge(open)
@@ -167,7 +199,13 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(problem::normalize))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .with_state(RouterState { app: state, hub })
+        .with_state(RouterState {
+            pin_guard: Arc::new(crate::limits::PinGuard::new(
+                state.settings.pin_limits.clone(),
+            )),
+            app: state,
+            hub,
+        })
 }
 
 async fn healthz() -> &'static str {

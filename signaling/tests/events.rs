@@ -52,6 +52,8 @@ async fn serve() -> Server {
         metrics: Arc::new(String::new),
         cors: CorsConfig::default(),
         settings: sabha_signaling::Settings::default(),
+        members: Arc::new(fakes::FakeMembers::default()),
+        pin_key: sabha_signaling::PinKey::derive(b"test pin key"),
     };
     let app = router(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

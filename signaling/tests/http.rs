@@ -76,6 +76,8 @@ fn harness_with(cors: CorsConfig) -> Harness {
         metrics: Arc::new(|| "# TYPE sabha_sessions gauge\nsabha_sessions 0\n".to_owned()),
         cors,
         settings: sabha_signaling::Settings::default(),
+        members: Arc::new(fakes::FakeMembers::default()),
+        pin_key: sabha_signaling::PinKey::derive(b"test pin key"),
     };
     Harness {
         app: router(state),

@@ -42,6 +42,8 @@ async fn harness(kind: &str) -> Harness {
         metrics: Arc::new(String::new),
         cors: CorsConfig::default(),
         settings: sabha_signaling::Settings::default(),
+        members: Arc::new(fakes::FakeMembers::default()),
+        pin_key: sabha_signaling::PinKey::derive(b"test pin key"),
     });
     let mut h = Harness {
         app,
