@@ -242,7 +242,10 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         cors: config.cors,
         settings: Settings {
             time_zone: config.time_zone.clone(),
+            pin_limits: config.pin_limits.clone(),
         },
+        members: store.clone(),
+        pin_key: sabha_signaling::PinKey::derive(&jwt_secret),
     };
     let listener = TcpListener::bind(config.http)
         .await
@@ -253,7 +256,11 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let http = listener.local_addr().unwrap_or(config.http);
     tracing::info!(%http, media = %config.media, data_dir = %dir.display(), "sabha serving");
 
-    axum::serve(listener, router(state))
+    // With the peer address: PIN join limits and logs are per client IP.
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(ServeError::Http)?;

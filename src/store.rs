@@ -27,6 +27,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{AnyPool, Executor};
 
 mod attendance;
+mod members;
 mod org;
 
 pub use attendance::HEARTBEAT_EVERY;
