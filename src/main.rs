@@ -25,7 +25,9 @@ use sabha_signaling::{AppState, Auth, Settings, router};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{AttendanceArgs, ClientArgs, OrgCommand, RoomsCommand, TokenArgs};
+use crate::cli::{
+    AttendanceArgs, ClientArgs, MembersCommand, OrgCommand, PinsCommand, RoomsCommand, TokenArgs,
+};
 use crate::config::{ServeArgs, ServeConfig};
 use crate::secrets::KeyOrigin;
 use crate::store::Store;
@@ -72,6 +74,20 @@ enum Command {
         #[command(flatten)]
         attendance: AttendanceArgs,
     },
+    /// Import or show the organisation's members on a running server
+    Members {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+    /// Issue PINs for PIN join on a running server
+    Pins {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: PinsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +105,8 @@ fn main() -> ExitCode {
         Command::Attendance { client, attendance } => {
             client_exit(cli::attendance(&client, &attendance))
         }
+        Command::Members { client, command } => client_exit(cli::members(&client, &command)),
+        Command::Pins { client, command } => client_exit(cli::pins(&client, &command)),
     }
 }
 
