@@ -253,7 +253,10 @@ pub fn pins(args: &ClientArgs, command: &PinsCommand) -> Result<(), CliError> {
     } = command;
     let body = json!({ "unit": unit, "members": *members || !*units, "units": *units });
     if *csv {
-        print!("{}", client.request_text("POST", "/v1/pins", Some(body), "text/csv")?);
+        print!(
+            "{}",
+            client.request_text("POST", "/v1/pins", Some(body), "text/csv")?
+        );
         Ok(())
     } else {
         print_json(&client.send("POST", "/v1/pins", Some(body))?)

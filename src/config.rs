@@ -228,9 +228,18 @@ impl ServeConfig {
                 .unwrap_or(d.room_failures_before_lockout),
         };
         for (name, value) in [
-            ("pin_rate_per_ip_per_minute", u64::from(pin_limits.per_ip_per_minute)),
-            ("pin_rate_per_room_per_minute", u64::from(pin_limits.per_room_per_minute)),
-            ("pin_failures_before_lockout", u64::from(pin_limits.failures_before_lockout)),
+            (
+                "pin_rate_per_ip_per_minute",
+                u64::from(pin_limits.per_ip_per_minute),
+            ),
+            (
+                "pin_rate_per_room_per_minute",
+                u64::from(pin_limits.per_room_per_minute),
+            ),
+            (
+                "pin_failures_before_lockout",
+                u64::from(pin_limits.failures_before_lockout),
+            ),
             ("pin_lockout_s", pin_limits.lockout_s),
             (
                 "pin_room_failures_before_lockout",
@@ -502,8 +511,14 @@ mod tests {
         assert_eq!(file.cors_whep_any_origin, Some(true));
         let d = sabha_signaling::PinLimits::default();
         assert_eq!(file.pin_rate_per_ip_per_minute, Some(d.per_ip_per_minute));
-        assert_eq!(file.pin_rate_per_room_per_minute, Some(d.per_room_per_minute));
-        assert_eq!(file.pin_failures_before_lockout, Some(d.failures_before_lockout));
+        assert_eq!(
+            file.pin_rate_per_room_per_minute,
+            Some(d.per_room_per_minute)
+        );
+        assert_eq!(
+            file.pin_failures_before_lockout,
+            Some(d.failures_before_lockout)
+        );
         assert_eq!(file.pin_lockout_s, Some(d.lockout_s));
         assert_eq!(
             file.pin_room_failures_before_lockout,

@@ -279,9 +279,9 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         listener,
         router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(ServeError::Http)?;
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(ServeError::Http)?;
     // Sessions still open end now, as far as the record goes: the next
     // start closes them at this heartbeat.
     if let Err(e) = store.heartbeat(unix_now()).await {

@@ -804,15 +804,24 @@ fn a_member_joins_by_pin_and_hears_the_tone() {
             .args(["--server", &base, "--key", OPERATOR_KEY])
             .output()
             .expect("run sabha");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let units = dir.join("units.csv");
     fs::write(&units, "id,kind,name,parent\nMH,state,Maharashtra,\nD1,district,Pune,MH\nB1,booth,Booth 1,D1\nD2,district,Nagpur,MH\n").unwrap();
     sabha(&["org", "import", units.to_str().unwrap()]);
     let members = dir.join("members.csv");
-    fs::write(&members, "id,name,phone,unit\nm1,Asha Rao,+919800000001,B1\nm9,Far Away,,D2\n").unwrap();
-    let imported: Value = serde_json::from_str(&sabha(&["members", "import", members.to_str().unwrap()])).unwrap();
+    fs::write(
+        &members,
+        "id,name,phone,unit\nm1,Asha Rao,+919800000001,B1\nm9,Far Away,,D2\n",
+    )
+    .unwrap();
+    let imported: Value =
+        serde_json::from_str(&sabha(&["members", "import", members.to_str().unwrap()])).unwrap();
     assert_eq!(imported["members"], 2);
     let operator = format!("Bearer {OPERATOR_KEY}");
     let room: Value = ureq::post(&format!("{base}/v1/rooms"))
@@ -844,7 +853,10 @@ fn a_member_joins_by_pin_and_hears_the_tone() {
     let mut joined = join(&pin_of("m1"));
     assert_eq!(joined.status(), 200);
     let joined: Value = joined.body_mut().read_json().unwrap();
-    assert_eq!((joined["role"].as_str(), joined["name"].as_str()), (Some("listener"), Some("Asha Rao")));
+    assert_eq!(
+        (joined["role"].as_str(), joined["name"].as_str()),
+        (Some("listener"), Some("Asha Rao"))
+    );
     let token = joined["token"].as_str().unwrap();
 
     let sc = run_driver(
@@ -876,7 +888,10 @@ fn a_member_joins_by_pin_and_hears_the_tone() {
         if let Some(f) = found {
             break (f[m].clone(), f[u].clone());
         }
-        assert!(Instant::now() < deadline, "no row for m1 in attendance:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no row for m1 in attendance:\n{text}"
+        );
         thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(row, ("m1".to_owned(), "B1".to_owned()));
@@ -884,7 +899,10 @@ fn a_member_joins_by_pin_and_hears_the_tone() {
         .call()
         .and_then(|mut r| r.body_mut().read_to_string())
         .unwrap();
-    assert!(metrics.contains("sabha_pin_join_failures_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("sabha_pin_join_failures_total 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("sabha_pin_joins_total 1"), "{metrics}");
     let _ = fs::remove_dir_all(&dir);
 }

@@ -245,7 +245,9 @@ mod tests {
             assert_eq!(guard.admit(A, "1", t0), Ok(()));
             assert_eq!(guard.failed(A, "1", t0).ip, i == 2);
         }
-        let refused = guard.admit(A, "1", t0 + Duration::from_secs(10)).unwrap_err();
+        let refused = guard
+            .admit(A, "1", t0 + Duration::from_secs(10))
+            .unwrap_err();
         assert_eq!(refused, Refusal::LockedOut(Duration::from_secs(50)));
         assert_eq!(refused.retry_after_s(), 50);
         // Another IP is not affected; the locked one is let in after.

@@ -335,7 +335,8 @@ mod tests {
 
     #[test]
     fn csv_in_any_order_with_a_bom_and_empty_phones() {
-        let body = b"\xef\xbb\xbfunit,name,id,phone\nB1,\"Rao, Asha\",m1,+919800000001\nB2,Ravi,m2,\n";
+        let body =
+            b"\xef\xbb\xbfunit,name,id,phone\nB1,\"Rao, Asha\",m1,+919800000001\nB2,Ravi,m2,\n";
         let members = parse_csv(body).unwrap();
         assert_eq!(members.len(), 2);
         assert_eq!(members[0].name, "Rao, Asha");

@@ -60,8 +60,8 @@ impl PinKey {
     /// A key of its own derived from the server secret (HMAC with a fixed
     /// label), so that PIN hashes and token signatures never share a key.
     pub fn derive(server_secret: &[u8]) -> Self {
-        let mut mac = Hmac::<Sha256>::new_from_slice(server_secret)
-            .expect("HMAC takes a key of any length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(server_secret).expect("HMAC takes a key of any length");
         mac.update(b"sabha pin lookup v1");
         Self(Arc::new(mac.finalize().into_bytes().into()))
     }

@@ -75,7 +75,8 @@ fn generous() -> PinLimits {
 }
 
 const ORG: &str = "id,kind,name,parent\nMH,state,Maharashtra,\nD1,district,Pune,MH\nB1,booth,Booth 1,D1\nD2,district,Nagpur,MH\nB2,booth,Booth 2,D2\n";
-const MEMBERS: &str = "id,name,phone,unit\nm1,Asha Rao,+919800000001,B1\nm2,Ravi,,D1\nm3,Meena,+919800000003,B2\n";
+const MEMBERS: &str =
+    "id,name,phone,unit\nm1,Asha Rao,+919800000001,B1\nm2,Ravi,,D1\nm3,Meena,+919800000003,B2\n";
 
 impl Harness {
     async fn send_from(&self, ip: [u8; 4], request: Request<Body>) -> Reply {
@@ -120,7 +121,9 @@ impl Harness {
     }
 
     async fn with_org_and_members(&self) {
-        let r = self.operator(Method::PUT, "/v1/org", "text/csv", ORG.into()).await;
+        let r = self
+            .operator(Method::PUT, "/v1/org", "text/csv", ORG.into())
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
         let r = self
             .operator(Method::PUT, "/v1/members", "text/csv", MEMBERS.into())
@@ -131,7 +134,12 @@ impl Harness {
 
     async fn room(&self, body: Value) -> Value {
         let r = self
-            .operator(Method::POST, "/v1/rooms", "application/json", body.to_string())
+            .operator(
+                Method::POST,
+                "/v1/rooms",
+                "application/json",
+                body.to_string(),
+            )
             .await;
         assert_eq!(r.status, 201, "{}", r.text());
         r.json()
@@ -161,7 +169,9 @@ impl Harness {
     async fn pin_join(&self, ip: [u8; 4], code: &str, pin: &str) -> Reply {
         let request = Request::post("/v1/pin-join")
             .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(json!({"room_code": code, "pin": pin}).to_string()))
+            .body(Body::from(
+                json!({"room_code": code, "pin": pin}).to_string(),
+            ))
             .unwrap();
         self.send_from(ip, request).await
     }
@@ -183,7 +193,10 @@ fn wrong_pin(pins: &[(String, String)]) -> String {
 async fn members_import_list_and_get() {
     let h = harness(generous());
     h.with_org_and_members().await;
-    let d1 = h.get("/v1/members?unit=D1", "application/json").await.json();
+    let d1 = h
+        .get("/v1/members?unit=D1", "application/json")
+        .await
+        .json();
     let ids: Vec<&str> = d1["members"]
         .as_array()
         .unwrap()
@@ -209,7 +222,12 @@ async fn members_import_list_and_get() {
     assert!(r.text().contains("NOPE"), "{}", r.text());
     let body = json!({"members": [{"id": "m2", "name": "Ravi", "unit": "B2"}], "remove": ["m3"]});
     let r = h
-        .operator(Method::PUT, "/v1/members", "application/json", body.to_string())
+        .operator(
+            Method::PUT,
+            "/v1/members",
+            "application/json",
+            body.to_string(),
+        )
         .await;
     assert_eq!(r.json(), json!({"upserted": 1, "removed": 1, "members": 2}));
     assert_eq!(h.get("/v1/members/m2", "").await.json()["unit"], "B2");
@@ -232,7 +250,9 @@ async fn thirty_thousand_members_import_quickly() {
         csv.push_str(&format!("w{i},Worker {i},+91980{i:07},B1\n"));
     }
     let started = std::time::Instant::now();
-    let r = h.operator(Method::PUT, "/v1/members", "text/csv", csv).await;
+    let r = h
+        .operator(Method::PUT, "/v1/members", "text/csv", csv)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["members"], 30_003);
     assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
@@ -257,7 +277,10 @@ async fn a_member_pin_joins_with_the_right_claims_and_role() {
     let joined = r.json();
     assert_eq!(joined["role"], "listener");
     assert_eq!(joined["name"], "Asha Rao");
-    assert_eq!(joined["whep_url"], format!("/v1/rooms/{}/whep", rally["id"].as_str().unwrap()));
+    assert_eq!(
+        joined["whep_url"],
+        format!("/v1/rooms/{}/whep", rally["id"].as_str().unwrap())
+    );
     let claims = h
         .auth
         .tokens()
@@ -271,10 +294,16 @@ async fn a_member_pin_joins_with_the_right_claims_and_role() {
     // Valid until an hour after the scheduled end.
     assert_eq!(claims.exp, ends.as_second() as u64 + 3600);
     // A host member hosts; a unit PIN carries the unit only.
-    let host = h.pin_join([10, 0, 0, 1], code, pin_of(&pins, "m2")).await.json();
+    let host = h
+        .pin_join([10, 0, 0, 1], code, pin_of(&pins, "m2"))
+        .await
+        .json();
     assert_eq!(host["role"], "host");
     assert!(host["whip_url"].is_string());
-    let booth = h.pin_join([10, 0, 0, 1], code, pin_of(&pins, "B1")).await.json();
+    let booth = h
+        .pin_join([10, 0, 0, 1], code, pin_of(&pins, "B1"))
+        .await
+        .json();
     let claims = h
         .auth
         .tokens()
@@ -285,7 +314,10 @@ async fn a_member_pin_joins_with_the_right_claims_and_role() {
     // A bridge gives participants; rotating a PIN retires the old one.
     let bridge = h.room(json!({"name": "Call", "kind": "bridge"})).await;
     let bcode = bridge["code"].as_str().unwrap();
-    let r = h.pin_join([10, 0, 0, 1], bcode, pin_of(&pins, "m1")).await.json();
+    let r = h
+        .pin_join([10, 0, 0, 1], bcode, pin_of(&pins, "m1"))
+        .await
+        .json();
     assert_eq!(r["role"], "participant");
     assert!(r["join_url"].is_string());
     let rotated = h.pins("B1", true, false).await;
@@ -294,7 +326,9 @@ async fn a_member_pin_joins_with_the_right_claims_and_role() {
         let old = h.pin_join([10, 0, 0, 1], bcode, pin_of(&pins, "m1")).await;
         assert_eq!(old.status, 401);
     }
-    let new = h.pin_join([10, 0, 0, 1], bcode, pin_of(&rotated, "m1")).await;
+    let new = h
+        .pin_join([10, 0, 0, 1], bcode, pin_of(&rotated, "m1"))
+        .await;
     assert_eq!(new.status, 200);
 }
 
@@ -307,8 +341,14 @@ async fn unknown_code_and_wrong_pin_are_the_same_401_and_other_districts_are_ref
         .await;
     let pins = h.pins("MH", true, true).await;
     let code = rally["code"].as_str().unwrap();
-    let unknown_code = if code == "00000000" { "11111111" } else { "00000000" };
-    let a = h.pin_join([10, 0, 0, 1], unknown_code, pin_of(&pins, "m1")).await;
+    let unknown_code = if code == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    };
+    let a = h
+        .pin_join([10, 0, 0, 1], unknown_code, pin_of(&pins, "m1"))
+        .await;
     let b = h.pin_join([10, 0, 0, 1], code, &wrong_pin(&pins)).await;
     // m3 is in Nagpur (D2), outside the Pune audience; so is unit B2 and
     // the state unit MH above it.
@@ -347,9 +387,19 @@ async fn failures_lock_an_ip_out_even_with_the_right_pin_until_the_lockout_ends(
     assert_eq!(locked.status, 429, "{}", locked.text());
     assert_eq!(locked.headers[header::RETRY_AFTER], "1");
     // Another address is not locked.
-    assert_eq!(h.pin_join([10, 0, 0, 8], code, pin_of(&pins, "m1")).await.status, 200);
+    assert_eq!(
+        h.pin_join([10, 0, 0, 8], code, pin_of(&pins, "m1"))
+            .await
+            .status,
+        200
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_eq!(h.pin_join([10, 0, 0, 7], code, pin_of(&pins, "m1")).await.status, 200);
+    assert_eq!(
+        h.pin_join([10, 0, 0, 7], code, pin_of(&pins, "m1"))
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -379,7 +429,12 @@ async fn a_room_code_locks_after_its_failure_ceiling_and_rates_are_limited() {
     let code = room["code"].as_str().unwrap();
     let pins = h.pins("MH", true, false).await;
     for _ in 0..2 {
-        assert_eq!(h.pin_join([10, 0, 0, 9], code, pin_of(&pins, "m1")).await.status, 200);
+        assert_eq!(
+            h.pin_join([10, 0, 0, 9], code, pin_of(&pins, "m1"))
+                .await
+                .status,
+            200
+        );
     }
     let r = h.pin_join([10, 0, 0, 9], code, pin_of(&pins, "m1")).await;
     assert_eq!(r.status, 429);
@@ -404,21 +459,34 @@ async fn invites_per_member_and_per_unit_as_json_and_csv() {
     assert_eq!(asha["url"], format!("/v1/rooms/{id}/whep?token={token}"));
     let claims = h.auth.tokens().verify(token, unix_now()).unwrap();
     assert_eq!(
-        (claims.member.as_deref(), claims.unit.as_deref(), claims.role),
+        (
+            claims.member.as_deref(),
+            claims.unit.as_deref(),
+            claims.role
+        ),
         (Some("m1"), Some("B1"), Role::Listener)
     );
     let csv = h
-        .get(&format!("/v1/rooms/{id}/invite?unit=B1&per=unit"), "text/csv")
+        .get(
+            &format!("/v1/rooms/{id}/invite?unit=B1&per=unit"),
+            "text/csv",
+        )
         .await;
     assert_eq!(csv.headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
     let text = csv.text();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "member,unit,name,phone,role,token,expires_at,url");
     assert_eq!(lines.len(), 2);
-    assert!(lines[1].starts_with(",B1,Booth 1,,listener,"), "{}", lines[1]);
+    assert!(
+        lines[1].starts_with(",B1,Booth 1,,listener,"),
+        "{}",
+        lines[1]
+    );
     // Nagpur is outside the Pune audience; unknown units too.
     for unit in ["D2", "MH", "NOPE"] {
-        let r = h.get(&format!("/v1/rooms/{id}/invite?unit={unit}"), "").await;
+        let r = h
+            .get(&format!("/v1/rooms/{id}/invite?unit={unit}"), "")
+            .await;
         assert_eq!(r.status, 422, "{unit}");
     }
 }
@@ -438,12 +506,20 @@ async fn pins_as_csv_and_bad_pin_requests() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "kind,id,name,unit,phone,pin");
     assert_eq!(lines.len(), 4, "{text}"); // units D2, B2; member m3
-    assert!(lines.iter().any(|l| l.starts_with("member,m3,Meena,B2,+919800000003,")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("member,m3,Meena,B2,+919800000003,"))
+    );
     let none = json!({"unit": "D2", "members": false, "units": false}).to_string();
-    let r = h.operator(Method::POST, "/v1/pins", "application/json", none).await;
+    let r = h
+        .operator(Method::POST, "/v1/pins", "application/json", none)
+        .await;
     assert_eq!(r.status, 422);
     let unknown = json!({"unit": "NOPE"}).to_string();
-    let r = h.operator(Method::POST, "/v1/pins", "application/json", unknown).await;
+    let r = h
+        .operator(Method::POST, "/v1/pins", "application/json", unknown)
+        .await;
     assert_eq!(r.status, 422);
     let anonymous = Request::post("/v1/pins")
         .header(header::CONTENT_TYPE, "application/json")

@@ -140,7 +140,10 @@ mod tests {
     async fn members_upsert_and_remove_with_their_pins(db: &TestDb) {
         let store = db.open().await;
         store
-            .apply_members(&[m("m1", "B1", Some("+919800000001")), m("m2", "B2", None)], &[])
+            .apply_members(
+                &[m("m1", "B1", Some("+919800000001")), m("m2", "B2", None)],
+                &[],
+            )
             .await
             .unwrap();
         store
@@ -171,7 +174,10 @@ mod tests {
         assert_eq!(store.pin_owner("h1").await.unwrap(), Some(a.clone()));
         assert_eq!(store.pin_owner("h2").await.unwrap(), Some(u.clone()));
         // Rotating m1 retires h1; B1 keeps h2.
-        store.replace_pins(&[(a.clone(), "h3".into())]).await.unwrap();
+        store
+            .replace_pins(&[(a.clone(), "h3".into())])
+            .await
+            .unwrap();
         assert_eq!(store.pin_owner("h1").await.unwrap(), None);
         let mut all = store.pin_hashes().await.unwrap();
         all.sort_by(|x, y| x.0.cmp(&y.0));

@@ -319,9 +319,9 @@ impl sabha_signaling::MemberStore for FakeMembers {
         let mut members = self.members.lock().unwrap();
         members.retain(|m| !remove.contains(&m.id) && !upsert.iter().any(|n| n.id == m.id));
         members.extend_from_slice(upsert);
-        self.pins.lock().unwrap().retain(|(_, o)| {
-            !matches!(o, sabha_signaling::PinOwner::Member(id) if remove.contains(id))
-        });
+        self.pins.lock().unwrap().retain(
+            |(_, o)| !matches!(o, sabha_signaling::PinOwner::Member(id) if remove.contains(id)),
+        );
         Ok(())
     }
 
@@ -344,10 +344,7 @@ impl sabha_signaling::MemberStore for FakeMembers {
         Ok(())
     }
 
-    async fn pin_owner(
-        &self,
-        hash: &str,
-    ) -> Result<Option<sabha_signaling::PinOwner>, StoreError> {
+    async fn pin_owner(&self, hash: &str) -> Result<Option<sabha_signaling::PinOwner>, StoreError> {
         Ok(self
             .pins
             .lock()
