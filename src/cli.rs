@@ -1,5 +1,6 @@
 //! The operator's client commands: `sabha rooms …`, `sabha token …`,
-//! `sabha org …`, `sabha keys …`, `sabha attendance …` and `sabha reach …`.
+//! `sabha org …`, `sabha keys …`, `sabha attendance …`, `sabha reach …`,
+//! `sabha members …` and `sabha pins …`.
 //!
 //! They talk to a running server over its HTTP API — the same requests a
 //! script or a web console would make — so they need no access to its
@@ -62,6 +63,51 @@ pub enum RoomsCommand {
     Get { id: String },
     /// Delete a room and end its sessions
     Delete { id: String },
+    /// Room tokens for each member (or unit) of a unit's subtree, as JSON or CSV
+    Invite {
+        /// Room id
+        room: String,
+        /// Unit whose subtree is invited (must be in the room's audience)
+        #[arg(long)]
+        unit: String,
+        /// One invite per member (default) or per unit
+        #[arg(long, value_parser = ["member", "unit"], default_value = "member")]
+        per: String,
+        /// CSV for mail-merge and SMS tools instead of JSON
+        #[arg(long)]
+        csv: bool,
+    },
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum MembersCommand {
+    /// Import members from a CSV (id,name,phone,unit) or JSON file; prints the counts
+    Import { file: PathBuf },
+    /// List members as JSON (of one unit's subtree with --unit)
+    List {
+        #[arg(long)]
+        unit: Option<String>,
+    },
+    /// Show one member as JSON
+    Get { id: String },
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum PinsCommand {
+    /// Issue (rotate) PINs for a unit's subtree; prints them once
+    Issue {
+        #[arg(long)]
+        unit: String,
+        /// PINs for the members (the default when neither flag is given)
+        #[arg(long)]
+        members: bool,
+        /// PINs for the units (shared booth phones)
+        #[arg(long)]
+        units: bool,
+        /// CSV instead of JSON
+        #[arg(long)]
+        csv: bool,
+    },
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -190,6 +236,63 @@ pub fn rooms(args: &ClientArgs, command: &RoomsCommand) -> Result<(), CliError> 
             eprintln!("room {id} deleted");
             Ok(())
         }
+        RoomsCommand::Invite {
+            room,
+            unit,
+            per,
+            csv,
+        } => {
+            let path = format!(
+                "/v1/rooms/{}/invite?unit={}&per={per}",
+                segment(room),
+                segment(unit)
+            );
+            if *csv {
+                print!("{}", client.request_text("GET", &path, None, "text/csv")?);
+                Ok(())
+            } else {
+                print_json(&client.send("GET", &path, None)?)
+            }
+        }
+    }
+}
+
+/// Runs `sabha members …`.
+pub fn members(args: &ClientArgs, command: &MembersCommand) -> Result<(), CliError> {
+    let client = Client::new(args)?;
+    match command {
+        MembersCommand::Import { file } => print_json(&client.put_file("/v1/members", file)?),
+        MembersCommand::List { unit } => {
+            let path = match unit {
+                Some(unit) => format!("/v1/members?unit={}", segment(unit)),
+                None => "/v1/members".to_owned(),
+            };
+            print_json(&client.send("GET", &path, None)?)
+        }
+        MembersCommand::Get { id } => {
+            print_json(&client.send("GET", &format!("/v1/members/{}", segment(id)), None)?)
+        }
+    }
+}
+
+/// Runs `sabha pins issue …`: the PINs are shown this once.
+pub fn pins(args: &ClientArgs, command: &PinsCommand) -> Result<(), CliError> {
+    let client = Client::new(args)?;
+    let PinsCommand::Issue {
+        unit,
+        members,
+        units,
+        csv,
+    } = command;
+    let body = json!({ "unit": unit, "members": *members || !*units, "units": *units });
+    if *csv {
+        print!(
+            "{}",
+            client.request_text("POST", "/v1/pins", Some(body), "text/csv")?
+        );
+        Ok(())
+    } else {
+        print_json(&client.send("POST", "/v1/pins", Some(body))?)
     }
 }
 
@@ -303,6 +406,60 @@ pub fn reach(args: &ClientArgs, reach: &ReachArgs) -> Result<(), CliError> {
 }
 
 impl Client {
+    /// A GET or POST (JSON body) whose answer is text of type `accept`.
+    fn request_text(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        accept: &str,
+    ) -> Result<String, CliError> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.key);
+        let mut response = match body {
+            None => self
+                .agent
+                .get(&url)
+                .header("Authorization", &auth)
+                .header("Accept", accept)
+                .call()?,
+            Some(body) => {
+                debug_assert_eq!(method, "POST");
+                self.agent
+                    .post(&url)
+                    .header("Authorization", &auth)
+                    .header("Accept", accept)
+                    .send_json(body)?
+            }
+        };
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string()?;
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            Err(problem(status, &text))
+        }
+    }
+
+    /// PUTs a CSV or JSON file (by its extension); the JSON answer.
+    fn put_file(&self, path: &str, file: &std::path::Path) -> Result<Value, CliError> {
+        let body = std::fs::read(file).map_err(|source| CliError::File {
+            path: file.to_owned(),
+            source,
+        })?;
+        let json = file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let content_type = if json { "application/json" } else { "text/csv" };
+        let response = self
+            .agent
+            .put(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {}", self.key))
+            .content_type(content_type)
+            .send(&body[..])?;
+        answer(response)
+    }
+
     /// A GET whose answer is text (CSV), or the problem.
     fn get_text(&self, path: &str) -> Result<String, CliError> {
         let url = format!("{}{path}", self.base);

@@ -120,6 +120,22 @@ pub struct ServeArgs {
     /// Tests: webhook attempts before giving up [default: 15]
     #[arg(long, env = "SABHA_WEBHOOK_MAX_ATTEMPTS", hide = true)]
     pub webhook_max_attempts: Option<u32>,
+    /// PIN-join tries per minute from one IP [default: 10]
+    #[arg(long, env = "SABHA_PIN_RATE_PER_IP_PER_MINUTE", value_name = "N")]
+    pub pin_rate_per_ip_per_minute: Option<u32>,
+    /// PIN-join tries per minute at one room code [default: 120]
+    #[arg(long, env = "SABHA_PIN_RATE_PER_ROOM_PER_MINUTE", value_name = "N")]
+    pub pin_rate_per_room_per_minute: Option<u32>,
+    /// Consecutive wrong PINs from one IP before it is locked out [default: 5]
+    #[arg(long, env = "SABHA_PIN_FAILURES_BEFORE_LOCKOUT", value_name = "N")]
+    pub pin_failures_before_lockout: Option<u32>,
+    /// Seconds a PIN-join lockout lasts [default: 900]
+    #[arg(long, env = "SABHA_PIN_LOCKOUT_S", value_name = "SECONDS")]
+    pub pin_lockout_s: Option<u64>,
+    /// Wrong PINs at one room code within a lockout period before the code
+    /// is locked [default: 100]
+    #[arg(long, env = "SABHA_PIN_ROOM_FAILURES_BEFORE_LOCKOUT", value_name = "N")]
+    pub pin_room_failures_before_lockout: Option<u32>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -139,6 +155,11 @@ struct FileConfig {
     log: Option<String>,
     webhook_urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
+    pin_rate_per_ip_per_minute: Option<u32>,
+    pin_rate_per_room_per_minute: Option<u32>,
+    pin_failures_before_lockout: Option<u32>,
+    pin_lockout_s: Option<u64>,
+    pin_room_failures_before_lockout: Option<u32>,
 }
 
 /// The resolved configuration of `sabha serve`.
@@ -162,6 +183,8 @@ pub struct ServeConfig {
     /// `None`: read or create `<data dir>/webhook.secret`.
     pub webhook_key: Option<SigningKey>,
     pub webhook_delivery: Delivery,
+    /// Brute-force limits of `POST /v1/pin-join`; every one at least 1.
+    pub pin_limits: sabha_signaling::PinLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +211,8 @@ pub enum ConfigError {
     WebhookUrl(String, &'static str),
     #[error("webhook secret: {0}")]
     WebhookSecret(#[from] KeyError),
+    #[error("{0} must be at least 1")]
+    ZeroLimit(&'static str),
 }
 
 impl ServeConfig {
@@ -226,6 +251,52 @@ impl ServeConfig {
         if jiff::tz::TimeZone::get(&time_zone).is_err() {
             return Err(ConfigError::TimeZone(time_zone));
         }
+        let d = sabha_signaling::PinLimits::default();
+        let pin_limits = sabha_signaling::PinLimits {
+            per_ip_per_minute: args
+                .pin_rate_per_ip_per_minute
+                .or(file.pin_rate_per_ip_per_minute)
+                .unwrap_or(d.per_ip_per_minute),
+            per_room_per_minute: args
+                .pin_rate_per_room_per_minute
+                .or(file.pin_rate_per_room_per_minute)
+                .unwrap_or(d.per_room_per_minute),
+            failures_before_lockout: args
+                .pin_failures_before_lockout
+                .or(file.pin_failures_before_lockout)
+                .unwrap_or(d.failures_before_lockout),
+            lockout_s: args
+                .pin_lockout_s
+                .or(file.pin_lockout_s)
+                .unwrap_or(d.lockout_s),
+            room_failures_before_lockout: args
+                .pin_room_failures_before_lockout
+                .or(file.pin_room_failures_before_lockout)
+                .unwrap_or(d.room_failures_before_lockout),
+        };
+        for (name, value) in [
+            (
+                "pin_rate_per_ip_per_minute",
+                u64::from(pin_limits.per_ip_per_minute),
+            ),
+            (
+                "pin_rate_per_room_per_minute",
+                u64::from(pin_limits.per_room_per_minute),
+            ),
+            (
+                "pin_failures_before_lockout",
+                u64::from(pin_limits.failures_before_lockout),
+            ),
+            ("pin_lockout_s", pin_limits.lockout_s),
+            (
+                "pin_room_failures_before_lockout",
+                u64::from(pin_limits.room_failures_before_lockout),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroLimit(name));
+            }
+        }
         let webhook_urls = args
             .webhook_urls
             .or(file.webhook_urls)
@@ -253,6 +324,7 @@ impl ServeConfig {
             webhook_urls,
             webhook_key,
             webhook_delivery,
+            pin_limits,
             http: args.http.or(file.http).unwrap_or(DEFAULT_HTTP),
             media: args.media.or(file.media).unwrap_or(DEFAULT_MEDIA),
             advertise: args.advertise.or(file.advertise),
@@ -491,6 +563,22 @@ mod tests {
     }
 
     #[test]
+    fn pin_limits_come_from_flags_or_file_and_must_not_be_zero() {
+        let config = ServeConfig::resolve(
+            flags(&["--pin-lockout-s", "30"]),
+            parse_file("pin_failures_before_lockout = 3\n").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config.pin_limits.lockout_s, 30);
+        assert_eq!(config.pin_limits.failures_before_lockout, 3);
+        assert_eq!(config.pin_limits.per_ip_per_minute, 10);
+        assert!(matches!(
+            ServeConfig::resolve(flags(&["--pin-lockout-s", "0"]), FileConfig::default()),
+            Err(ConfigError::ZeroLimit("pin_lockout_s"))
+        ));
+    }
+
+    #[test]
     fn missing_file_is_an_error() {
         let args = ServeArgs {
             config: Some("/nonexistent/sabha.toml".into()),
@@ -516,7 +604,7 @@ mod tests {
             })
             .map(|line| format!("{line}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), 13, "{uncommented}");
+        assert_eq!(uncommented.lines().count(), 18, "{uncommented}");
         let file = parse_file(&uncommented).unwrap();
         assert_eq!(file.early_join_grace_s, Some(600));
         assert_eq!(file.http, Some(DEFAULT_HTTP));
@@ -527,6 +615,21 @@ mod tests {
         assert_eq!(file.cors_origins, Some(vec![]));
         assert_eq!(file.cors_whep_any_origin, Some(true));
         assert_eq!(file.webhook_urls, Some(vec![]));
+        let d = sabha_signaling::PinLimits::default();
+        assert_eq!(file.pin_rate_per_ip_per_minute, Some(d.per_ip_per_minute));
+        assert_eq!(
+            file.pin_rate_per_room_per_minute,
+            Some(d.per_room_per_minute)
+        );
+        assert_eq!(
+            file.pin_failures_before_lockout,
+            Some(d.failures_before_lockout)
+        );
+        assert_eq!(file.pin_lockout_s, Some(d.lockout_s));
+        assert_eq!(
+            file.pin_room_failures_before_lockout,
+            Some(d.room_failures_before_lockout)
+        );
         // Examples, not defaults (those depend on data_dir): they must parse.
         DatabaseUrl::parse(&file.database.unwrap()).unwrap();
         SigningKey::parse(&file.webhook_secret.unwrap()).unwrap();

@@ -29,7 +29,8 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{
-    AttendanceArgs, ClientArgs, KeysCommand, OrgCommand, ReachArgs, RoomsCommand, TokenArgs,
+    AttendanceArgs, ClientArgs, KeysCommand, MembersCommand, OrgCommand, PinsCommand, ReachArgs,
+    RoomsCommand, TokenArgs,
 };
 use crate::config::{ServeArgs, ServeConfig};
 use crate::secrets::KeyOrigin;
@@ -48,7 +49,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (what `sabha` alone does)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage the rooms of a running server
     Rooms {
         #[command(flatten)]
@@ -91,6 +92,20 @@ enum Command {
         #[command(flatten)]
         reach: ReachArgs,
     },
+    /// Import or show the organisation's members on a running server
+    Members {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+    /// Issue PINs for PIN join on a running server
+    Pins {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: PinsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -101,7 +116,7 @@ fn main() -> ExitCode {
             .expect("`serve` is a command")
     });
     match command {
-        Command::Serve(args) => serve_main(args),
+        Command::Serve(args) => serve_main(*args),
         Command::Rooms { client, command } => client_exit(cli::rooms(&client, &command)),
         Command::Token { client, token } => client_exit(cli::token(&client, &token)),
         Command::Org { client, command } => client_exit(cli::org(&client, &command)),
@@ -110,6 +125,8 @@ fn main() -> ExitCode {
             client_exit(cli::attendance(&client, &attendance))
         }
         Command::Reach { client, reach } => client_exit(cli::reach(&client, &reach)),
+        Command::Members { client, command } => client_exit(cli::members(&client, &command)),
+        Command::Pins { client, command } => client_exit(cli::pins(&client, &command)),
     }
 }
 
@@ -278,9 +295,12 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         settings: Settings {
             time_zone: config.time_zone.clone(),
             early_join_grace_s: config.early_join_grace_s,
+            pin_limits: config.pin_limits.clone(),
         },
         events,
         keys: store.clone(),
+        members: store.clone(),
+        pin_key: sabha_signaling::PinKey::derive(&jwt_secret),
     };
     let listener = TcpListener::bind(config.http)
         .await
@@ -297,10 +317,14 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let hub = Hub::default();
     let scheduler = Scheduler::new(state.clone(), hub.clone(), Arc::new(SystemClock));
     tokio::spawn(scheduler.run());
-    axum::serve(listener, router_with_hub(state, hub))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(ServeError::Http)?;
+    // With the peer address: PIN join limits and logs are per client IP.
+    axum::serve(
+        listener,
+        router_with_hub(state, hub).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(ServeError::Http)?;
     // Sessions still open end now, as far as the record goes: the next
     // start closes them at this heartbeat.
     if let Err(e) = store.heartbeat(unix_now()).await {

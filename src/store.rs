@@ -29,6 +29,7 @@ use sqlx::{AnyPool, Executor};
 
 mod attendance;
 mod keys;
+mod members;
 mod org;
 mod outbox;
 

@@ -785,3 +785,124 @@ fn loudest_four_of_six_are_mixed_and_mute_takes_effect() {
         );
     }
 }
+
+/// Members, PINs and PIN join through the real binary: the operator
+/// imports an organisation and a member with the CLI, issues PINs, the
+/// member joins with room code + PIN, and an aiortc listener with that
+/// token hears the published tone; attendance names the member and unit,
+/// and the PIN metrics count a wrong try.
+#[test]
+fn a_member_joins_by_pin_and_hears_the_tone() {
+    let _media = lock_media();
+    let server = Server::start();
+    let base = server.base();
+    let dir = std::env::temp_dir().join(format!("sabha-e2e-pin-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let sabha = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sabha"))
+            .args(args)
+            .args(["--server", &base, "--key", OPERATOR_KEY])
+            .output()
+            .expect("run sabha");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let units = dir.join("units.csv");
+    fs::write(&units, "id,kind,name,parent\nMH,state,Maharashtra,\nD1,district,Pune,MH\nB1,booth,Booth 1,D1\nD2,district,Nagpur,MH\n").unwrap();
+    sabha(&["org", "import", units.to_str().unwrap()]);
+    let members = dir.join("members.csv");
+    fs::write(
+        &members,
+        "id,name,phone,unit\nm1,Asha Rao,+919800000001,B1\nm9,Far Away,,D2\n",
+    )
+    .unwrap();
+    let imported: Value =
+        serde_json::from_str(&sabha(&["members", "import", members.to_str().unwrap()])).unwrap();
+    assert_eq!(imported["members"], 2);
+    let operator = format!("Bearer {OPERATOR_KEY}");
+    let room: Value = ureq::post(&format!("{base}/v1/rooms"))
+        .header("Authorization", &operator)
+        .send_json(serde_json::json!({"name": "Pune rally", "kind": "rally", "unit": "D1"}))
+        .expect("create room")
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let (rid, code) = (room["id"].as_str().unwrap(), room["code"].as_str().unwrap());
+    let csv = sabha(&["pins", "issue", "--unit", "MH", "--members", "--csv"]);
+    let pin_of = |id: &str| -> String {
+        csv.lines()
+            .find(|l| l.starts_with(&format!("member,{id},")))
+            .and_then(|l| l.rsplit(',').next())
+            .unwrap_or_else(|| panic!("no PIN for {id} in {csv}"))
+            .to_owned()
+    };
+    let join = |pin: &str| {
+        ureq::post(&format!("{base}/v1/pin-join"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send_json(serde_json::json!({"room_code": code, "pin": pin}))
+            .expect("pin-join")
+    };
+    // m9 is in Nagpur, outside the Pune audience.
+    assert_eq!(join(&pin_of("m9")).status(), 401);
+    let mut joined = join(&pin_of("m1"));
+    assert_eq!(joined.status(), 200);
+    let joined: Value = joined.body_mut().read_json().unwrap();
+    assert_eq!(
+        (joined["role"].as_str(), joined["name"].as_str()),
+        (Some("listener"), Some("Asha Rao"))
+    );
+    let token = joined["token"].as_str().unwrap();
+
+    let sc = run_driver(
+        "token-listen",
+        Some(&server),
+        &["--room", rid, "--listener-token", token, "--freq", "440"],
+        Duration::from_secs(90),
+    );
+    assert_ok(&sc);
+    let listener = sc.field("/listener").clone();
+    assert_tone(&sc, &listener, "PIN listener", 440.0, 5.0);
+
+    let url = format!("{base}/v1/rooms/{rid}/attendance.csv");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        let text = ureq::get(&url)
+            .header("Authorization", &operator)
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .expect("attendance CSV");
+        let header: Vec<&str> = text.lines().next().unwrap_or("").split(',').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).expect(name);
+        let (m, u) = (col("member"), col("unit"));
+        let found = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(str::to_owned).collect::<Vec<_>>())
+            .find(|f| f.get(m).map(String::as_str) == Some("m1"));
+        if let Some(f) = found {
+            break (f[m].clone(), f[u].clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no row for m1 in attendance:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(row, ("m1".to_owned(), "B1".to_owned()));
+    let metrics = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .and_then(|mut r| r.body_mut().read_to_string())
+        .unwrap();
+    assert!(
+        metrics.contains("sabha_pin_join_failures_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sabha_pin_joins_total 1"), "{metrics}");
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -19,6 +19,10 @@
 //! | `/v1/org`, `/v1/org/{id}`             | GET PUT         | operator              | configured |
 //! | `/v1/openapi.json`                    | GET             | none                  | configured |
 //! | `/v1/keys`, `/v1/keys/{id}`           | GET POST DELETE | org-wide operator     | configured |
+//! | `/v1/members`, `/v1/members/{id}`     | GET PUT         | operator              | configured |
+//! | `/v1/pins`                            | POST            | operator              | configured |
+//! | `/v1/rooms/{id}/invite`               | GET             | operator              | configured |
+//! | `/v1/pin-join`                        | POST            | none (rate limited)   | configured |
 //! | `/healthz`, `/metrics`                | GET             | none                  | none       |
 
 use std::sync::Arc;
@@ -37,7 +41,8 @@ use crate::backend::{AttendanceStore, MediaControl, OrgStore, RoomStore};
 use crate::cors::CorsConfig;
 use crate::hub::{self, Hub};
 use crate::{
-    attendance, keys, openapi, org, participants, problem, reach, rooms, sessions, socket,
+    attendance, invites, keys, members, openapi, org, participants, pins, problem, reach, rooms,
+    sessions, socket,
 };
 
 /// Largest accepted request body. SDP offers are a few KiB; room and token
@@ -71,6 +76,10 @@ pub struct AppState {
     pub events: Arc<dyn crate::webhooks::EventSink>,
     /// Operator API keys with scopes ([`crate::keys`]).
     pub keys: Arc<dyn crate::keys::KeyStore>,
+    /// The organisation's members and the PIN hashes.
+    pub members: Arc<dyn crate::members::MemberStore>,
+    /// The key PINs are hashed with ([`crate::pins::PinKey::derive`]).
+    pub pin_key: crate::pins::PinKey,
 }
 
 /// Settings the handlers read, from the binary's configuration.
@@ -82,6 +91,8 @@ pub struct Settings {
     /// How long before a window's start sessions may open (speakers
     /// sound-checking, listeners settling in); earlier gets 425.
     pub early_join_grace_s: u64,
+    /// Brute-force limits of `POST /v1/pin-join`.
+    pub pin_limits: crate::limits::PinLimits,
 }
 
 /// Default [`Settings::early_join_grace_s`]: ten minutes.
@@ -92,6 +103,7 @@ impl Default for Settings {
         Self {
             time_zone: "UTC".to_owned(),
             early_join_grace_s: DEFAULT_EARLY_JOIN_GRACE_S,
+            pin_limits: crate::limits::PinLimits::default(),
         }
     }
 }
@@ -111,6 +123,14 @@ pub struct RouterState {
     pub hub: Hub,
     /// `/v1/openapi.json`, rendered once from the routes.
     pub document: openapi::Document,
+    /// Rate limits and lockouts of `POST /v1/pin-join`.
+    pub pin_guard: Arc<crate::limits::PinGuard>,
+}
+
+impl FromRef<RouterState> for Arc<crate::limits::PinGuard> {
+    fn from_ref(state: &RouterState) -> Self {
+        state.pin_guard.clone()
+    }
 }
 
 impl FromRef<RouterState> for AppState {
@@ -163,6 +183,7 @@ pub fn router_with_hub(state: AppState, hub: Hub) -> Router {
         .routes(routes!(sessions::delete, sessions::patch))
         .layer(state.cors.open_layer());
     let (org_schemas, org_paths, org_routes) = routes!(org::list, org::put);
+    let (members_schemas, members_paths, members_routes) = routes!(members::list, members::put);
     let configured = OpenApiRouter::new()
         .routes(routes!(rooms::create, rooms::list))
         .routes(routes!(rooms::get, rooms::delete))
@@ -192,6 +213,16 @@ pub fn router_with_hub(state: AppState, hub: Hub) -> Router {
         // Operator API keys (crate::keys), organisation-wide operators only.
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::revoke))
+        // Members, PINs, invites and PIN join.
+        .routes((
+            members_schemas,
+            members_paths,
+            members_routes.layer(DefaultBodyLimit::max(members::MEMBERS_BODY_LIMIT)),
+        ))
+        .routes(routes!(members::get))
+        .routes(routes!(pins::issue))
+        .routes(routes!(pins::join))
+        .routes(routes!(invites::invite))
         .layer(state.cors.configured_layer());
     let (router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(open)
@@ -206,6 +237,9 @@ pub fn router_with_hub(state: AppState, hub: Hub) -> Router {
         .layer(middleware::from_fn(problem::normalize))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(RouterState {
+            pin_guard: Arc::new(crate::limits::PinGuard::new(
+                state.settings.pin_limits.clone(),
+            )),
             app: state,
             hub,
             document,

@@ -35,6 +35,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "moderation", description = "Hosts: the roster and room commands"),
         (name = "attendance", description = "Who was in a room, and which booths it reached"),
         (name = "organisation", description = "Operator: the hierarchy of units"),
+        (name = "access", description = "Join links, PINs and PIN join for members and booths"),
         (name = "operators", description = "Operator API keys, each scoped to the organisation or a unit subtree"),
         (name = "health", description = "Liveness and metrics"),
     )

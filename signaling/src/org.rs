@@ -86,7 +86,7 @@ impl From<OrgError> for ApiError {
     }
 }
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -263,6 +263,28 @@ pub async fn put(
         removed,
         units,
     }))
+}
+
+/// The ids of `root` and every unit under it (empty when there is no
+/// such unit).
+pub fn subtree(units: &[Unit], root: &str) -> HashSet<String> {
+    let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+    for u in units {
+        if let Some(p) = &u.parent {
+            children.entry(p.as_str()).or_default().push(&u.id);
+        }
+    }
+    let mut out = HashSet::new();
+    if !units.iter().any(|u| u.id == root) {
+        return out;
+    }
+    let mut stack = vec![root];
+    while let Some(id) = stack.pop() {
+        if out.insert(id.to_owned()) {
+            stack.extend(children.get(id).into_iter().flatten().copied());
+        }
+    }
+    out
 }
 
 #[derive(Debug, Deserialize)]

@@ -83,6 +83,13 @@ pub enum ApiError {
     /// The room holds as many sessions as its `capacity`.
     #[error("the room is at its capacity of {0} sessions")]
     RoomFull(u32),
+    /// `POST /v1/pin-join` with a wrong room code or PIN: one answer for
+    /// both, so a guesser learns nothing about which was wrong.
+    #[error("the room code or PIN is wrong")]
+    WrongPin,
+    /// Rate limited or locked out; the value is `Retry-After` in seconds.
+    #[error("too many attempts: try again in {0} seconds")]
+    TooManyRequests(u64),
     #[error(transparent)]
     Media(#[from] MediaError),
     #[error(transparent)]
@@ -148,6 +155,8 @@ impl ApiError {
             Self::TooEarly { .. } => StatusCode::TOO_EARLY,
             Self::HostConflict { .. } => StatusCode::CONFLICT,
             Self::RoomFull(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::WrongPin => StatusCode::UNAUTHORIZED,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Media(e) => media_status(e),
             Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -171,6 +180,9 @@ impl ApiError {
             Self::Unauthorized(e) => Some((header::WWW_AUTHENTICATE, e.challenge())),
             Self::Media(MediaError::AtCapacity) | Self::RoomFull(_) => {
                 Some((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)))
+            }
+            Self::TooManyRequests(secs) => {
+                Some((header::RETRY_AFTER, HeaderValue::from((*secs).max(1))))
             }
             Self::MethodNotAllowed(allow) => Some((header::ALLOW, HeaderValue::from_static(allow))),
             _ => None,

@@ -78,6 +78,8 @@ fn harness_with(cors: CorsConfig) -> Harness {
         settings: sabha_signaling::Settings::default(),
         events: Arc::new(sabha_signaling::webhooks::Discard),
         keys: Arc::new(fakes::FakeKeys::default()),
+        members: Arc::new(fakes::FakeMembers::default()),
+        pin_key: sabha_signaling::PinKey::derive(b"test pin key"),
     };
     Harness {
         app: router(state),

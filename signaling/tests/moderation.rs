@@ -44,6 +44,8 @@ async fn harness(kind: &str) -> Harness {
         settings: sabha_signaling::Settings::default(),
         events: Arc::new(sabha_signaling::webhooks::Discard),
         keys: Arc::new(fakes::FakeKeys::default()),
+        members: Arc::new(fakes::FakeMembers::default()),
+        pin_key: sabha_signaling::PinKey::derive(b"test pin key"),
     });
     let mut h = Harness {
         app,

@@ -49,6 +49,8 @@ fn harness() -> Harness {
         cors: CorsConfig::default(),
         settings: sabha_signaling::Settings::default(),
         keys: keys.clone(),
+        members: Arc::new(fakes::FakeMembers::default()),
+        pin_key: sabha_signaling::PinKey::derive(b"test pin key"),
         events: Arc::new(sabha_signaling::webhooks::Discard),
     };
     Harness {
@@ -349,5 +351,59 @@ async fn bad_keys_are_401_and_bad_requests_422() {
     ] {
         let reply = h.call(Method::POST, "/v1/keys", ROOT, Some(body)).await;
         assert_eq!(reply.status, 422, "{}", reply.text());
+    }
+}
+
+/// Members, PINs, invites and reach follow the key's scope too.
+#[tokio::test]
+async fn a_district_operator_sees_and_issues_only_its_own_members_and_pins() {
+    let h = two_districts().await;
+    let (_, k1) = h.key("District one office", Some("D1")).await;
+    let members = json!({"members": [
+        {"id": "m1", "name": "Asha", "phone": "+919800000001", "unit": "B1"},
+        {"id": "m2", "name": "Ravi", "phone": "+919800000002", "unit": "M2"},
+    ]});
+    assert_eq!(
+        h.call(Method::PUT, "/v1/members", &k1, Some(members.clone()))
+            .await
+            .status,
+        403,
+        "imports are organisation-wide"
+    );
+    assert_eq!(
+        h.call(Method::PUT, "/v1/members", ROOT, Some(members))
+            .await
+            .status,
+        200
+    );
+
+    let own = h.get("/v1/members", &k1).await;
+    assert_eq!(own.status, 200);
+    assert_eq!(ids(&own.json()["members"], "id"), ["m1"]);
+    assert_eq!(h.get("/v1/members?unit=D2", &k1).await.status, 404);
+    assert_eq!(h.get("/v1/members/m2", &k1).await.status, 404);
+    assert_eq!(h.get("/v1/members/m1", &k1).await.status, 200);
+
+    let pins = |unit: &str| json!({"unit": unit, "members": true});
+    assert_eq!(
+        h.call(Method::POST, "/v1/pins", &k1, Some(pins("D2")))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        h.call(Method::POST, "/v1/pins", &k1, Some(pins("D1")))
+            .await
+            .status,
+        200
+    );
+
+    let other = h.room_id(Some("D2")).await;
+    for uri in [
+        format!("/v1/rooms/{other}/invite?unit=M2"),
+        format!("/v1/rooms/{other}/reach"),
+        format!("/v1/rooms/{other}/occurrences"),
+    ] {
+        assert_eq!(h.get(&uri, &k1).await.status, 404, "{uri}");
     }
 }

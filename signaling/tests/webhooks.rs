@@ -45,6 +45,8 @@ fn harness() -> Harness {
         settings: sabha_signaling::Settings::default(),
         events: events.clone(),
         keys: Arc::new(fakes::FakeKeys::default()),
+        members: Arc::new(fakes::FakeMembers::default()),
+        pin_key: sabha_signaling::PinKey::derive(b"test pin key"),
     };
     Harness {
         app: router(state),

@@ -1542,6 +1542,28 @@ async def loopback_pair(freqs, amplitude, seconds):
         raise
 
 
+async def scenario_token_listen(run):
+    """A listener with a token made elsewhere (PIN join, invite) hears the
+    tone an operator-minted speaker publishes into that room."""
+    a = run.args
+    rid = a.room
+    run.report["room"] = {"id": rid}
+    tok_p = await run.api.mint(rid, "speaker", name="e2e-publisher")
+    pub = run.peer("publisher", "publish", freqs=a.freq, amplitude=a.amplitude)
+    await pub.connect(run.api, f"/v1/rooms/{rid}/whip", tok_p)
+    lis = run.peer("listener", "listen", keep_s=a.window + 12)
+    await lis.connect(run.api, f"/v1/rooms/{rid}/whep", a.listener_token)
+    if not await wait_for_audio([lis], a.window, timeout=a.window + 8):
+        run.fail(f"listener decoded only {lis.decoded_samples / RATE:.2f} s")
+    run.report["listener"] = check_listener(run, lis, a.freq, a.window, "listener:")
+    for peer in (lis, pub):
+        st = await peer.delete(run.api)
+        if st != 204:
+            run.fail(f"DELETE {peer.name} session -> {st}, expected 204")
+        peer.session_url = None
+        await peer.close()
+
+
 async def scenario_selftest(run):
     checks = synthetic_checks()
     for c in checks:
@@ -1586,6 +1608,7 @@ SCENARIOS = {
     "loudest": scenario_loudest,
     "bad-input": scenario_bad_input,
     "leave-rejoin": scenario_leave_rejoin,
+    "token-listen": scenario_token_listen,
 }
 
 
@@ -1658,6 +1681,12 @@ def build_parser():
     p.add_argument("--udp-count", type=int, default=450, help="garbage datagrams per media port")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--media-addr", help="server media UDP address (default: the answer's host candidates)")
+
+    p = sub.add_parser("token-listen", help="a listener with a given token hears a published tone")
+    common(p)
+    p.add_argument("--room", required=True)
+    p.add_argument("--listener-token", required=True)
+    p.add_argument("--freq", type=float, default=440.0)
 
     p = sub.add_parser("leave-rejoin", help="publisher leaves, listener stays, new publisher")
     common(p, timeout=90.0)

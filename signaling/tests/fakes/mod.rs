@@ -431,3 +431,72 @@ impl sabha_signaling::KeyStore for FakeKeys {
         Ok(())
     }
 }
+
+/// Members and PIN hashes in memory.
+#[derive(Default)]
+pub struct FakeMembers {
+    pub members: Mutex<Vec<sabha_signaling::Member>>,
+    pub pins: Mutex<Vec<(String, sabha_signaling::PinOwner)>>,
+}
+
+#[async_trait]
+impl sabha_signaling::MemberStore for FakeMembers {
+    async fn members(&self) -> Result<Vec<sabha_signaling::Member>, StoreError> {
+        let mut members = self.members.lock().unwrap().clone();
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(members)
+    }
+
+    async fn member(&self, id: &str) -> Result<Option<sabha_signaling::Member>, StoreError> {
+        Ok(self
+            .members
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|m| m.id == id)
+            .cloned())
+    }
+
+    async fn apply_members(
+        &self,
+        upsert: &[sabha_signaling::Member],
+        remove: &[String],
+    ) -> Result<(), StoreError> {
+        let mut members = self.members.lock().unwrap();
+        members.retain(|m| !remove.contains(&m.id) && !upsert.iter().any(|n| n.id == m.id));
+        members.extend_from_slice(upsert);
+        self.pins.lock().unwrap().retain(
+            |(_, o)| !matches!(o, sabha_signaling::PinOwner::Member(id) if remove.contains(id)),
+        );
+        Ok(())
+    }
+
+    async fn pin_hashes(&self) -> Result<Vec<(String, sabha_signaling::PinOwner)>, StoreError> {
+        Ok(self.pins.lock().unwrap().clone())
+    }
+
+    async fn replace_pins(
+        &self,
+        pins: &[(sabha_signaling::PinOwner, String)],
+    ) -> Result<(), StoreError> {
+        let mut stored = self.pins.lock().unwrap();
+        stored.retain(|(_, o)| !pins.iter().any(|(n, _)| n == o));
+        for (owner, hash) in pins {
+            if stored.iter().any(|(h, _)| h == hash) {
+                return Err(StoreError("duplicate PIN hash".into()));
+            }
+            stored.push((hash.clone(), owner.clone()));
+        }
+        Ok(())
+    }
+
+    async fn pin_owner(&self, hash: &str) -> Result<Option<sabha_signaling::PinOwner>, StoreError> {
+        Ok(self
+            .pins
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(h, _)| h == hash)
+            .map(|(_, o)| o.clone()))
+    }
+}
