@@ -10,22 +10,12 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Instant;
-
 use common::{OPERATOR_KEY, Server};
 use serde_json::{Value, json};
-use str0m::media::{Direction, MediaKind};
-use str0m::{Candidate, Rtc};
+use str0m::media::Direction;
 
 fn offer(direction: Direction) -> String {
-    let mut rtc = Rtc::builder().build(Instant::now());
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
-    rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
-    let mut change = rtc.sdp_api();
-    change.add_media(MediaKind::Audio, direction, None, None, None);
-    let (offer, _pending) = change.apply().expect("offer");
-    offer.to_sdp_string()
+    common::str0m_offer(direction)
 }
 
 fn post_json(server: &Server, path: &str, body: Value) -> Value {

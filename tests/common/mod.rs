@@ -26,6 +26,18 @@ const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 static MEDIA_LOCK: Mutex<()> = Mutex::new(());
 static SERVER_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// An SDP offer from str0m (audio in `direction`) for a session that is
+/// recorded and answered but need not connect: no WebRTC peer behind it.
+pub fn str0m_offer(direction: str0m::media::Direction) -> String {
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    let addr = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 9));
+    rtc.add_local_candidate(str0m::Candidate::host(addr, "udp").expect("candidate"));
+    let mut change = rtc.sdp_api();
+    change.add_media(str0m::media::MediaKind::Audio, direction, None, None, None);
+    let (offer, _pending) = change.apply().expect("offer");
+    offer.to_sdp_string()
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
