@@ -57,6 +57,8 @@ pub enum RoomsCommand {
         #[arg(long, value_parser = ["standard", "low"], default_value = "standard")]
         profile: String,
     },
+    /// Schedule a room for a unit: its window, zone, recurrence, hosts; prints it as JSON
+    Schedule(Box<ScheduleArgs>),
     /// List rooms as JSON
     List,
     /// Show one room as JSON
@@ -77,6 +79,72 @@ pub enum RoomsCommand {
         #[arg(long)]
         csv: bool,
     },
+}
+
+/// `sabha rooms schedule`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ScheduleArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, value_parser = ["rally", "bridge"])]
+    pub kind: String,
+    /// Start: RFC 3339 (2026-12-07T12:30:00Z) or local (2026-12-07T18:00) in --time-zone
+    #[arg(long)]
+    pub starts_at: String,
+    /// End, in the same forms
+    #[arg(long)]
+    pub ends_at: String,
+    /// IANA zone of the schedule, e.g. Asia/Kolkata [server default]
+    #[arg(long)]
+    pub time_zone: Option<String>,
+    /// Target unit: its subtree is the audience
+    #[arg(long)]
+    pub unit: Option<String>,
+    /// RRULE subset, e.g. FREQ=WEEKLY;BYDAY=MO,TH;COUNT=8
+    #[arg(long)]
+    pub recurrence: Option<String>,
+    /// A host (member id or name); repeat for several
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    #[arg(long)]
+    pub capacity: Option<u32>,
+    /// Listeners may wait before the start, hearing silence
+    #[arg(long)]
+    pub lobby: bool,
+    #[arg(long, value_parser = ["standard", "low"], default_value = "standard")]
+    pub profile: String,
+}
+
+impl ScheduleArgs {
+    /// The `POST /v1/rooms` body; local times become instants in the zone.
+    fn body(&self) -> Result<Value, CliError> {
+        let instant = |text: &str| -> Result<String, CliError> {
+            if let Ok(t) = text.parse::<jiff::Timestamp>() {
+                return Ok(t.to_string());
+            }
+            let local: jiff::civil::DateTime = text.parse().map_err(|_| {
+                CliError::Usage(format!(
+                    "{text:?} is neither RFC 3339 nor a local date and time like 2026-12-07T18:00"
+                ))
+            })?;
+            let zone = self.time_zone.as_deref().ok_or_else(|| {
+                CliError::Usage(format!("the local time {text:?} needs --time-zone"))
+            })?;
+            let zone = jiff::tz::TimeZone::get(zone)
+                .map_err(|_| CliError::Usage(format!("unknown time zone {zone:?}")))?;
+            let t = zone
+                .to_ambiguous_zoned(local)
+                .compatible()
+                .map_err(|e| CliError::Usage(format!("{text:?} in {zone:?}: {e}")))?;
+            Ok(t.timestamp().to_string())
+        };
+        Ok(json!({
+            "name": self.name, "kind": self.kind, "profile": self.profile,
+            "starts_at": instant(&self.starts_at)?, "ends_at": instant(&self.ends_at)?,
+            "time_zone": self.time_zone, "unit": self.unit, "recurrence": self.recurrence,
+            "hosts": self.hosts, "capacity": self.capacity, "lobby": self.lobby,
+        }))
+    }
 }
 
 #[derive(Clone, Debug, clap::Subcommand)]
@@ -199,6 +267,9 @@ pub enum CliError {
     },
     #[error("unexpected answer from the server ({status}): {body}")]
     Unexpected { status: u16, body: String },
+    /// The command line itself is wrong (a time that does not parse, say).
+    #[error("{0}")]
+    Usage(String),
 }
 
 #[derive(Deserialize)]
@@ -226,6 +297,9 @@ pub fn rooms(args: &ClientArgs, command: &RoomsCommand) -> Result<(), CliError> 
         } => {
             let body = json!({ "name": name, "kind": kind, "profile": profile });
             print_json(&client.send("POST", "/v1/rooms", Some(body))?)
+        }
+        RoomsCommand::Schedule(schedule) => {
+            print_json(&client.send("POST", "/v1/rooms", Some(schedule.body()?))?)
         }
         RoomsCommand::List => print_json(&client.send("GET", "/v1/rooms", None)?),
         RoomsCommand::Get { id } => {

@@ -75,6 +75,78 @@ fn org_import_and_get_through_the_cli() {
     );
     let reach = json(&sabha(&server, &["reach", &room, "--min-minutes", "10"]));
     assert_eq!(reach["min_minutes"], 10);
+
+    // A weekly rally for the district, in local time.
+    let scheduled = json(&sabha(
+        &server,
+        &[
+            "rooms",
+            "schedule",
+            "--name",
+            "Weekly",
+            "--kind",
+            "rally",
+            "--unit",
+            "D1",
+            "--starts-at",
+            "2030-01-07T18:00",
+            "--ends-at",
+            "2030-01-07T19:00",
+            "--time-zone",
+            "Asia/Kolkata",
+            "--recurrence",
+            "FREQ=WEEKLY;COUNT=4",
+            "--host",
+            "Asha",
+            "--lobby",
+        ],
+    ));
+    assert_eq!(scheduled["starts_at"], "2030-01-07T12:30:00Z");
+    assert_eq!(scheduled["starts_at_local"], "2030-01-07T18:00:00+05:30");
+    assert_eq!(
+        (scheduled["status"].as_str(), scheduled["lobby"].as_bool()),
+        (Some("scheduled"), Some(true))
+    );
+    let clash = sabha(
+        &server,
+        &[
+            "rooms",
+            "schedule",
+            "--name",
+            "Clash",
+            "--kind",
+            "bridge",
+            "--starts-at",
+            "2030-01-14T12:45:00Z",
+            "--ends-at",
+            "2030-01-14T13:15:00Z",
+            "--host",
+            "Asha",
+        ],
+    );
+    assert!(!clash.status.success());
+    assert!(
+        String::from_utf8_lossy(&clash.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&clash.stderr)
+    );
+    let local_without_zone = sabha(
+        &server,
+        &[
+            "rooms",
+            "schedule",
+            "--name",
+            "X",
+            "--kind",
+            "bridge",
+            "--starts-at",
+            "2030-01-14T18:00",
+            "--ends-at",
+            "2030-01-14T19:00",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&local_without_zone.stderr).contains("--time-zone"));
+    assert_eq!(reach["min_minutes"], 10);
     assert_eq!(reach["totals"]["booths"], 1);
 
     // A JSON file removes; a bad one is refused with the server's reason.
