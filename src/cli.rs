@@ -398,23 +398,7 @@ pub fn token(args: &ClientArgs, token: &TokenArgs) -> Result<(), CliError> {
 pub fn org(args: &ClientArgs, command: &OrgCommand) -> Result<(), CliError> {
     let client = Client::new(args)?;
     match command {
-        OrgCommand::Import { file } => {
-            let body = std::fs::read(file).map_err(|source| CliError::File {
-                path: file.clone(),
-                source,
-            })?;
-            let json = file
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-            let content_type = if json { "application/json" } else { "text/csv" };
-            let response = client
-                .agent
-                .put(&format!("{}/v1/org", client.base))
-                .header("Authorization", &format!("Bearer {}", client.key))
-                .content_type(content_type)
-                .send(&body[..])?;
-            print_json(&answer(response)?)
-        }
+        OrgCommand::Import { file } => print_json(&client.put_file("/v1/org", file)?),
         OrgCommand::Get { id } => {
             print_json(&client.send("GET", &format!("/v1/org/{}", segment(id)), None)?)
         }

@@ -280,7 +280,12 @@ pub async fn csv(
     let report = report(&state, &grant, &room).await?;
     let body =
         to_csv(&report.sessions).map_err(|e| ApiError::Internal(format!("attendance CSV: {e}")))?;
-    let disposition = format!("attachment; filename=\"attendance-{}.csv\"", report.room);
+    csv_attachment(&format!("attendance-{}.csv", report.room), body)
+}
+
+/// A CSV download: `text/csv; charset=utf-8`, saved as `filename`.
+pub(crate) fn csv_attachment(filename: &str, body: String) -> Result<Response, ApiError> {
+    let disposition = format!("attachment; filename=\"{filename}\"");
     let headers = [
         (
             header::CONTENT_TYPE,
@@ -289,7 +294,7 @@ pub async fn csv(
         (
             header::CONTENT_DISPOSITION,
             HeaderValue::try_from(disposition)
-                .map_err(|_| ApiError::Internal("unusable room id".into()))?,
+                .map_err(|_| ApiError::Internal(format!("unusable file name {filename:?}")))?,
         ),
     ];
     Ok((headers, body).into_response())

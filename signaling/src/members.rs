@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use crate::app::AppState;
 use crate::auth::Operator;
 use crate::backend::StoreError;
-use crate::extract::has_media_type;
 use crate::org::{subtree, valid_id};
 use crate::problem::ApiError;
 
@@ -248,23 +247,12 @@ pub async fn put(
     body: Bytes,
 ) -> Result<Json<Imported>, ApiError> {
     crate::scope::require_organisation(&operator.scope, "importing members")?;
-    let import = if has_media_type(&headers, "text/csv") {
-        Import {
-            members: parse_csv(&body)?,
+    let import = crate::org::import_body(&headers, &body, "the members JSON", |csv| {
+        Ok(Import {
+            members: parse_csv(csv)?,
             remove: Vec::new(),
-        }
-    } else if has_media_type(&headers, "application/json") {
-        serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                ApiError::Unprocessable(format!("the members JSON: {e}"))
-            }
-            _ => ApiError::BadRequest(format!("the members JSON: {e}")),
-        })?
-    } else {
-        return Err(ApiError::UnsupportedMediaType(
-            "text/csv or application/json",
-        ));
-    };
+        })
+    })?;
     let units = state.org.units().await?;
     let unit_ids: HashSet<&str> = units.iter().map(|u| u.id.as_str()).collect();
     let existing = state.members.members().await?;

@@ -204,6 +204,29 @@ pub fn check(existing: &[Unit], import: &Import) -> Result<usize, OrgError> {
     Ok(parent_of.len())
 }
 
+/// The body of a CSV-or-JSON import (`PUT /v1/org`, `PUT /v1/members`):
+/// `text/csv` through `csv`, `application/json` as `JsonBody` would read
+/// it (bad syntax 400, the wrong shape 422), anything else 415.
+pub(crate) fn import_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+    csv: impl FnOnce(&[u8]) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    if has_media_type(headers, "text/csv") {
+        csv(body)
+    } else if has_media_type(headers, "application/json") {
+        serde_json::from_slice(body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::Unprocessable(format!("{what}: {e}")),
+            _ => ApiError::BadRequest(format!("{what}: {e}")),
+        })
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            "text/csv or application/json",
+        ))
+    }
+}
+
 /// `PUT /v1/org` (`text/csv` or `application/json`)
 #[utoipa::path(
     put,
@@ -230,24 +253,12 @@ pub async fn put(
     body: Bytes,
 ) -> Result<Json<Imported>, ApiError> {
     require_organisation(&operator.scope, "importing the organisation")?;
-    let import = if has_media_type(&headers, "text/csv") {
-        Import {
-            units: parse_csv(&body)?,
+    let import = import_body(&headers, &body, "the import JSON", |csv| {
+        Ok(Import {
+            units: parse_csv(csv)?,
             remove: Vec::new(),
-        }
-    } else if has_media_type(&headers, "application/json") {
-        // As `JsonBody`: bad syntax is 400, the wrong shape 422.
-        serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                ApiError::Unprocessable(format!("the import JSON: {e}"))
-            }
-            _ => ApiError::BadRequest(format!("the import JSON: {e}")),
-        })?
-    } else {
-        return Err(ApiError::UnsupportedMediaType(
-            "text/csv or application/json",
-        ));
-    };
+        })
+    })?;
     let existing = state.org.units().await?;
     let units = check(&existing, &import)?;
     state.org.apply_org(&import.units, &import.remove).await?;

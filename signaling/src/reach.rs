@@ -22,8 +22,8 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
@@ -383,19 +383,7 @@ pub async fn csv(
     let query = query_of(query)?;
     let reach = report(&state, &grant, &room, &query).await?;
     let body = to_csv(&reach.units).map_err(|e| ApiError::Internal(format!("reach CSV: {e}")))?;
-    let disposition = format!("attachment; filename=\"reach-{}.csv\"", reach.room);
-    let headers = [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/csv; charset=utf-8"),
-        ),
-        (
-            header::CONTENT_DISPOSITION,
-            HeaderValue::try_from(disposition)
-                .map_err(|_| ApiError::Internal("unusable room id".into()))?,
-        ),
-    ];
-    Ok((headers, body).into_response())
+    crate::attendance::csv_attachment(&format!("reach-{}.csv", reach.room), body)
 }
 
 fn to_csv(rows: &[UnitReach]) -> Result<String, csv::Error> {
