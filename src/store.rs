@@ -260,6 +260,19 @@ impl RoomStore for Store {
         row.map(room_from_row).transpose()
     }
 
+    async fn room_by_code(&self, code: &str) -> Result<Option<Room>, StoreError> {
+        let row: Option<RoomRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            room_columns!(),
+            " FROM rooms WHERE code = $1"
+        ))
+        .bind(code)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.map(room_from_row).transpose()
+    }
+
     async fn delete_room(&self, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM rooms WHERE id = $1")
             .bind(id)
@@ -519,6 +532,11 @@ mod tests {
         assert!(ids::is_room_code(&created.code), "{}", created.code);
         let got = store.get_room(&created.id).await.unwrap().unwrap();
         assert_eq!(got, created);
+        assert_eq!(
+            store.room_by_code(&created.code).await.unwrap(),
+            Some(created.clone())
+        );
+        assert_eq!(store.room_by_code("00000000").await.unwrap(), None);
         let plain = store
             .create_room(new_room("Now", RoomKind::Bridge))
             .await

@@ -337,6 +337,8 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn create_room(&self, room: NewRoom) -> Result<Room, StoreError>;
     async fn list_rooms(&self) -> Result<Vec<Room>, StoreError>;
     async fn get_room(&self, id: &str) -> Result<Option<Room>, StoreError>;
+    /// The room with this [`Room::code`] (PIN join), by index.
+    async fn room_by_code(&self, code: &str) -> Result<Option<Room>, StoreError>;
     /// `Ok(false)` when no such room exists.
     async fn delete_room(&self, id: &str) -> Result<bool, StoreError>;
     /// Sets the room's status (the scheduler, or a host ending a room).

@@ -423,13 +423,7 @@ async fn resolve(state: &AppState, code: &str, pin: &str) -> Result<Option<Joine
     if !is_room_code(code) || !is_pin(pin) {
         return Ok(None);
     }
-    let Some(room) = state
-        .rooms
-        .list_rooms()
-        .await?
-        .into_iter()
-        .find(|r| r.code == code)
-    else {
+    let Some(room) = state.rooms.room_by_code(code).await? else {
         return Ok(None);
     };
     let Some(owner) = state.members.pin_owner(&state.pin_key.hash(pin)).await? else {

@@ -106,6 +106,12 @@ impl RoomStore for FakeStore {
             .cloned())
     }
 
+    async fn room_by_code(&self, code: &str) -> Result<Option<Room>, StoreError> {
+        self.check()?;
+        let rooms = self.rooms.lock().unwrap();
+        Ok(rooms.iter().find(|r| r.code == code).cloned())
+    }
+
     async fn delete_room(&self, id: &str) -> Result<bool, StoreError> {
         self.check()?;
         let mut rooms = self.rooms.lock().unwrap();
