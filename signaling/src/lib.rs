@@ -41,6 +41,7 @@ pub mod attendance;
 pub mod auth;
 pub mod backend;
 pub mod cors;
+mod csv_rows;
 pub mod events;
 pub mod extract;
 pub mod hub;

@@ -149,38 +149,21 @@ fn valid_phone(phone: &str) -> bool {
 /// Reads `id,name,phone,unit` CSV (header first, any column order, `phone`
 /// may be missing or empty). A leading UTF-8 byte-order mark is skipped.
 pub fn parse_csv(body: &[u8]) -> Result<Vec<Member>, MemberError> {
-    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(body);
-    let headers = reader
-        .headers()
-        .map_err(|e| MemberError::Malformed(format!("CSV header: {e}")))?
-        .clone();
-    let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                MemberError::Malformed(format!(
-                    "the CSV header must have id,name,phone,unit; no {name}"
-                ))
-            })
-    };
-    let (id, name, unit) = (column("id")?, column("name")?, column("unit")?);
-    let phone = column("phone").ok();
-    let mut members = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| MemberError::Malformed(format!("CSV: {e}")))?;
-        let field = |i: usize| record.get(i).unwrap_or("").to_owned();
-        members.push(Member {
-            id: field(id),
-            name: field(name),
-            phone: phone.map(field).filter(|p| !p.is_empty()),
-            unit: field(unit),
-        });
-    }
-    Ok(members)
+    let rows = crate::csv_rows::rows(body, &["id", "name", "unit"], &["phone"])
+        .map_err(MemberError::Malformed)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let [id, name, unit, phone]: [String; 4] =
+                row.try_into().expect("four columns asked for");
+            Member {
+                id,
+                name,
+                phone: Some(phone).filter(|p| !p.is_empty()),
+                unit,
+            }
+        })
+        .collect())
 }
 
 /// Checks `import` against the organisation's unit ids and the existing

@@ -101,39 +101,21 @@ fn valid_kind(kind: &str) -> bool {
 /// for a root). Fields are trimmed; a leading UTF-8 byte-order mark (as
 /// spreadsheets write) is skipped.
 pub fn parse_csv(body: &[u8]) -> Result<Vec<Unit>, OrgError> {
-    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(body);
-    let headers = reader
-        .headers()
-        .map_err(|e| OrgError::Malformed(format!("CSV header: {e}")))?
-        .clone();
-    let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                OrgError::Malformed(format!(
-                    "the CSV header must have id,kind,name,parent; no {name}"
-                ))
-            })
-    };
-    let (id, kind, name) = (column("id")?, column("kind")?, column("name")?);
-    let parent = column("parent").ok();
-    let mut units = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| OrgError::Malformed(format!("CSV: {e}")))?;
-        let field = |i: usize| record.get(i).unwrap_or("").to_owned();
-        let parent = parent.map(field).filter(|p| !p.is_empty());
-        units.push(Unit {
-            id: field(id),
-            kind: field(kind),
-            name: field(name),
-            parent,
-        });
-    }
-    Ok(units)
+    let rows = crate::csv_rows::rows(body, &["id", "kind", "name"], &["parent"])
+        .map_err(OrgError::Malformed)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let [id, kind, name, parent]: [String; 4] =
+                row.try_into().expect("four columns asked for");
+            Unit {
+                id,
+                kind,
+                name,
+                parent: Some(parent).filter(|p| !p.is_empty()),
+            }
+        })
+        .collect())
 }
 
 /// Checks `import` against the `existing` units; returns the number of
