@@ -205,7 +205,12 @@ impl Scheduler {
                 webhooks::emit(&self.app.events, vec![WebhookEvent::room_started(&opened)]).await;
             }
             Step::Close(window) => {
+                // `room_ended` for the participants, then admission goes by
+                // the stored status and the schedule again (425 until the
+                // next window's grace, 410 after the series), not by the
+                // hub's end flag (which a host's `/end` of this window set).
                 self.hub.end(&room.id);
+                self.hub.reopen(&room.id);
                 if let Err(error) = self.app.media.close_room(&room.id).await {
                     tracing::warn!(room = %room.id, %error, "could not close the room's sessions");
                 }

@@ -422,3 +422,35 @@ async fn a_double_booked_host_is_409_and_bad_rules_422() {
         .await;
     assert_eq!(no_window.status, 422);
 }
+
+/// After a window of a series closes, the next one's early joiners are let
+/// in (the end of one window does not shut the room for the series).
+#[tokio::test]
+async fn the_next_window_of_a_series_admits_early_joiners_again() {
+    let h = harness();
+    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
+    // Daily, today's window starts in 5 minutes (inside the grace).
+    let today = now + SignedDuration::from_mins(5);
+    let yesterday = today - SignedDuration::from_hours(24);
+    let room = h
+        .create(json!({
+            "name": "Daily bridge", "kind": "bridge", "recurrence": "FREQ=DAILY",
+            "starts_at": yesterday.to_string(),
+            "ends_at": (yesterday + SignedDuration::from_mins(60)).to_string()
+        }))
+        .await;
+    let id = room["id"].as_str().unwrap();
+    // Yesterday's window, held, then closed.
+    h.clock.set(yesterday + SignedDuration::from_mins(10));
+    h.scheduler.tick().await.unwrap();
+    assert_eq!(h.status(id).await, "open");
+    h.clock.set(now);
+    assert_eq!(h.scheduler.tick().await.unwrap(), Some(today));
+    assert_eq!(h.status(id).await, "scheduled");
+    assert_eq!(h.media.closed_rooms.lock().unwrap().len(), 1);
+    assert_eq!(
+        h.session(id, "join").await.status,
+        201,
+        "today's grace admits"
+    );
+}
