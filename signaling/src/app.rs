@@ -23,7 +23,9 @@
 //! | `/v1/pins`                            | POST            | operator              | configured |
 //! | `/v1/rooms/{id}/invite`               | GET             | operator              | configured |
 //! | `/v1/pin-join`                        | POST            | none (rate limited)   | configured |
+//! | `/v1/rooms/{id}/summary`              | GET             | any room role         | configured |
 //! | `/healthz`, `/metrics`                | GET             | none                  | none       |
+//! | `/l/…`, `/h/…`, `/b/…`, `/j`, `/console`, `/assets/…` | GET | none (pages, [`pages`]) | none |
 
 use std::sync::Arc;
 
@@ -41,7 +43,7 @@ use crate::backend::{AttendanceStore, MediaControl, OrgStore, RoomStore};
 use crate::cors::CorsConfig;
 use crate::hub::{self, Hub};
 use crate::{
-    attendance, invites, keys, members, openapi, org, participants, pins, problem, reach, rooms,
+    attendance, invites, keys, members, openapi, org, pages, participants, pins, problem, reach, rooms,
     sessions, socket,
 };
 
@@ -189,6 +191,7 @@ pub fn router_with_hub(state: AppState, hub: Hub) -> Router {
         .routes(routes!(rooms::get, rooms::delete))
         .routes(routes!(rooms::mint_token))
         .routes(routes!(rooms::occurrences))
+        .routes(routes!(rooms::summary))
         .routes(routes!(attendance::json))
         .routes(routes!(attendance::csv))
         .routes(routes!(reach::json))
@@ -232,6 +235,7 @@ pub fn router_with_hub(state: AppState, hub: Hub) -> Router {
         .split_for_parts();
     let document = openapi::Document::new(&api);
     router
+        .merge(pages::routes())
         .fallback(problem::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(problem::normalize))

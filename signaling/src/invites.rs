@@ -52,6 +52,9 @@ pub struct Invite {
     pub expires_at: String,
     /// `/v1/rooms/{id}/whep?token=…` (`/join?token=…` for a bridge).
     pub url: String,
+    /// The page to open, token in the fragment: `/l/{id}#token=…`
+    /// (`/b/…` for a bridge, `/h/…` for a host).
+    pub link: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -134,6 +137,7 @@ pub async fn invite(
             .mint(&claims)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         invites.push(Invite {
+            link: crate::pages::link_for(room.kind, role, &room.id, &token),
             url: format!("/v1/rooms/{}/{path}?token={token}", room.id),
             member,
             unit,
@@ -156,6 +160,7 @@ pub async fn invite(
                 "token",
                 "expires_at",
                 "url",
+                "link",
             ]
             .map(String::from)
             .to_vec(),
@@ -170,6 +175,7 @@ pub async fn invite(
                 i.token,
                 i.expires_at,
                 i.url,
+                i.link,
             ]
         }));
         return csv_response(rows);

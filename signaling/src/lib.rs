@@ -53,6 +53,7 @@ pub mod members;
 pub mod moderation;
 pub mod openapi;
 pub mod org;
+pub mod pages;
 pub mod participants;
 pub mod pins;
 pub mod problem;

@@ -350,6 +350,9 @@ pub struct Joined {
     /// Where a rally host publishes (WHIP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub whip_url: Option<String>,
+    /// The web page for this role (`/l/{room}`, `/b/{room}` or
+    /// `/h/{room}`); it reads the token from `#token=`.
+    pub page: String,
 }
 
 /// `POST /v1/pin-join` (no auth).
@@ -474,6 +477,7 @@ async fn resolve(state: &AppState, code: &str, pin: &str) -> Result<Option<Joine
         (RoomKind::Rally, _) => whep_url = Some(format!("{base}/whep")),
     }
     Ok(Some(Joined {
+        page: crate::pages::page_for(room.kind, role, &room.id),
         token,
         room: room.id,
         role,

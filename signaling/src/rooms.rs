@@ -166,6 +166,66 @@ pub async fn get(
     Ok(Json(RoomView::new(room, jiff::Timestamp::now())))
 }
 
+/// What a room's pages show, for any holder of one of its tokens: not the
+/// operator's view (no hosts, capacity or code).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RoomSummary {
+    pub id: String,
+    pub name: String,
+    pub kind: crate::backend::RoomKind,
+    pub status: RoomStatus,
+    /// The room's default listening profile.
+    pub profile: crate::backend::ListenProfile,
+    /// Whether early listeners wait in a lobby instead of being refused.
+    pub lobby: bool,
+    /// The window open now or the next to open (UTC, and in the room's zone).
+    pub next_starts_at: Option<jiff::Timestamp>,
+    pub next_ends_at: Option<jiff::Timestamp>,
+    pub next_starts_at_local: Option<String>,
+    /// The caller: its role here and the name its token carries.
+    pub role: Role,
+    pub caller_name: Option<String>,
+}
+
+/// `GET /v1/rooms/{id}/summary`
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{id}/summary",
+    tag = "rooms",
+    summary = "What the room's pages show: name, kind, status, next window, the caller's role",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("token" = Option<String>, Query, description = "room token")),
+    responses(
+        (status = 200, description = "The room, as its participants see it", body = RoomSummary),
+        (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for these credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "storage or media unavailable, or full", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn summary(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    grant: crate::auth::Grant,
+) -> Result<Json<RoomSummary>, ApiError> {
+    grant.check_room(&id)?;
+    let room = find_in_scope(&state, &grant.scope, &id).await?;
+    let view = RoomView::new(room, jiff::Timestamp::now());
+    Ok(Json(RoomSummary {
+        id: view.room.id,
+        name: view.room.name,
+        kind: view.room.kind,
+        status: view.room.status,
+        profile: view.room.profile,
+        lobby: view.room.lobby,
+        next_starts_at: view.next_starts_at,
+        next_ends_at: view.next_ends_at,
+        next_starts_at_local: view.next_starts_at_local,
+        role: grant.role,
+        caller_name: grant.name,
+    }))
+}
+
 #[utoipa::path(
     get,
     path = "/v1/rooms/{id}/occurrences",
