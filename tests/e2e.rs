@@ -906,3 +906,67 @@ fn a_member_joins_by_pin_and_hears_the_tone() {
     assert!(metrics.contains("sabha_pin_joins_total 1"), "{metrics}");
     let _ = fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------
+// The web pages in a real browser (tests/browser/*.py)
+// ---------------------------------------------------------------------------
+
+/// Where the browser scenarios put their screenshots (CI artifacts).
+fn screenshots_dir() -> PathBuf {
+    target_dir().join("browser-screenshots")
+}
+
+/// Runs `tests/browser/{name}.py`: it starts its own `sabha serve` and
+/// headless Chromium inside a network namespace of its own (only `lo`),
+/// drives the page, and prints one JSON report. Panics with the report,
+/// the driver's stderr and the server log unless it passed.
+fn run_browser(name: &str, limit: Duration) -> Value {
+    let _media = lock_media();
+    let py = python();
+    let log = std::env::temp_dir().join(format!("sabha-browser-{name}-{}.log", std::process::id()));
+    let _ = fs::remove_file(&log);
+    let mut cmd = Command::new(&py);
+    cmd.arg(repo_root().join(format!("tests/browser/{name}.py")))
+        .arg("--sabha")
+        .arg(env!("CARGO_BIN_EXE_sabha"))
+        .arg("--artifacts")
+        .arg(screenshots_dir())
+        .arg("--server-log")
+        .arg(&log)
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", py.display()));
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let status = wait_deadline(&mut child, limit);
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let server_log = tail(&fs::read_to_string(&log).unwrap_or_default(), 60);
+    eprintln!("--- browser `{name}` stderr ---\n{stderr}");
+    eprintln!("browser: `{name}` took {:.1} s", started.elapsed().as_secs_f64());
+    let report = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or(Value::Null);
+    let context = format!(
+        "\n--- report ---\n{}\n--- driver stderr (tail) ---\n{}\n--- server log (tail) ---\n{server_log}",
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+        tail(&stderr, 60),
+    );
+    match status {
+        None => panic!("browser `{name}`: killed after {limit:?}{context}"),
+        Some(s) if s.success() && report.get("ok") == Some(&Value::Bool(true)) => {
+            let _ = fs::remove_file(&log);
+            report
+        }
+        Some(s) => panic!("browser `{name}`: exit {s}{context}"),
+    }
+}
