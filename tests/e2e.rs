@@ -970,3 +970,16 @@ fn run_browser(name: &str, limit: Duration) -> Value {
         Some(s) => panic!("browser `{name}`: exit {s}{context}"),
     }
 }
+
+#[test]
+fn browser_listen_page_plays_the_tone_and_reconnects() {
+    let r = run_browser("listen", Duration::from_secs(240));
+    let weight = r["page_weight_bytes"].as_f64().expect("page weight");
+    assert!(weight <= 100.0 * 1024.0, "{weight} bytes before audio");
+    for label in ["standard", "low", "after_reconnect"] {
+        let hz = r[format!("heard_{label}")]["dominant_hz"].as_f64().expect("heard");
+        assert!((hz - 440.0).abs() <= 10.0, "{label}: {hz} Hz");
+    }
+    let low = r["packets_per_s"]["low"].as_f64().expect("low rate");
+    assert!(low < 25.0, "data saver still at {low} packets/s");
+}

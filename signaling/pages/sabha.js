@@ -276,14 +276,22 @@ export class RoomSocket {
   connect() {
     if (this.closed) return;
     const q = new URLSearchParams({ token: this.token });
-    if (this.session) q.set("session", this.session);
+    const session = this.session;
+    if (session) q.set("session", session);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${scheme}://${location.host}/v1/rooms/${this.room}/events?${q}`);
     this.ws = ws;
-    ws.addEventListener("open", () => (this.backoff = 500));
+    let opened = false;
+    ws.addEventListener("open", () => {
+      opened = true;
+      this.backoff = 500;
+    });
     ws.addEventListener("message", (e) => this.receive(e.data));
     ws.addEventListener("close", () => {
       if (this.ws !== ws || this.closed) return;
+      // Refused before opening while bound: the session is gone (404), so
+      // listen unbound until the page binds its next one.
+      if (!opened && this.session === session) this.session = null;
       setTimeout(() => this.connect(), this.backoff);
       this.backoff = Math.min(this.backoff * 2, 10000);
     });
@@ -305,6 +313,8 @@ export class RoomSocket {
       case "roster":
         p.clear();
         for (const x of m.participants) p.set(x.id, x);
+        // who speaks is part of the roster; later `speaking` events replace it
+        this.speaking = m.participants.filter((x) => x.speaking).map((x) => ({ id: x.id, level: 0 }));
         this.locked = m.locked;
         this.ended = m.ended;
         break;
@@ -313,6 +323,7 @@ export class RoomSocket {
         break;
       case "left":
         p.delete(m.participant);
+        this.speaking = this.speaking.filter((x) => x.id !== m.participant);
         break;
       case "muted":
       case "unmuted":
@@ -336,6 +347,7 @@ export class RoomSocket {
         break;
       case "room_ended":
         this.ended = true;
+        this.closed = true; // nothing more will happen in this room
         break;
       default:
     }

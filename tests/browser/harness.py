@@ -192,6 +192,19 @@ setTimeout(() => {
 """
 
 
+PACKET_RATE_JS = """
+const [ms, done] = arguments;
+const pc = (window.__sabhaPeers || []).filter(p => p.connectionState === 'connected').pop();
+if (!pc) { done({error: 'no connected RTCPeerConnection (track_peer_connections before open)'}); return; }
+const count = async () => {
+  let n = 0;
+  (await pc.getStats()).forEach(r => { if (r.type === 'inbound-rtp') n += r.packetsReceived; });
+  return n;
+};
+count().then(a => setTimeout(() => count().then(b => done({per_s: (b - a) * 1000 / ms})), ms));
+"""
+
+
 class Spectrum:
     """The average power spectrum of what an element played."""
 
@@ -307,6 +320,37 @@ class Browser:
         e.clear()
         e.send_keys(value)
 
+    def track_peer_connections(self):
+        """From the next page load on, keep every RTCPeerConnection the page
+        makes in window.__sabhaPeers (for getStats); injected through CDP,
+        which the page's CSP does not govern."""
+        self.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+          window.__sabhaPeers = [];
+          const Native = window.RTCPeerConnection;
+          window.RTCPeerConnection = function (...args) {
+            const pc = new Native(...args);
+            window.__sabhaPeers.push(pc);
+            return pc;
+          };
+          window.RTCPeerConnection.prototype = Native.prototype;
+        """})
+
+    def packet_rate(self, seconds=3.0):
+        """RTP packets per second the page's connected peer receives."""
+        raw = self.driver.execute_async_script(PACKET_RATE_JS, int(seconds * 1000))
+        if "error" in raw:
+            raise SetupError(f"{self.name}: {raw['error']}")
+        return raw["per_s"]
+
+    def page_weight(self):
+        """Bytes of the document and everything it loaded so far (encoded
+        body sizes as served; headers not counted)."""
+        return self.js("""
+          const nav = performance.getEntriesByType('navigation')[0];
+          let total = nav ? nav.encodedBodySize : 0;
+          for (const r of performance.getEntriesByType('resource')) total += r.encodedBodySize;
+          return total;""")
+
     # -- audio -----------------------------------------------------------
     def spectrum(self, selector="audio", seconds=3.0):
         raw = self.driver.execute_async_script(SPECTRUM_JS, selector, int(seconds * 1000))
@@ -320,7 +364,15 @@ class Browser:
         for entry in self.driver.get_log("browser"):
             self.console.append(entry)
         return [e["message"] for e in self.console if e.get("level") == "SEVERE"
-                and "favicon" not in e["message"]]
+                and not self.expected(e)]
+
+    @staticmethod
+    def expected(entry):
+        """A hang-up of a session the server had already ended (404 on
+        DELETE /v1/sessions/…) is logged by Chromium as a failed load; it is
+        the page doing the right thing, not an error."""
+        m = entry["message"]
+        return entry.get("source") == "network" and "/v1/sessions/" in m and "404" in m
 
     def screenshot(self, report, label, key_elements):
         """Saves <artifacts>/<label>.png and checks it: a real image, every key
