@@ -949,7 +949,10 @@ fn run_browser(name: &str, limit: Duration) -> Value {
     let stderr = err.join().unwrap_or_default();
     let server_log = tail(&fs::read_to_string(&log).unwrap_or_default(), 60);
     eprintln!("--- browser `{name}` stderr ---\n{stderr}");
-    eprintln!("browser: `{name}` took {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "browser: `{name}` took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let report = stdout
         .lines()
         .rev()
@@ -977,7 +980,9 @@ fn browser_listen_page_plays_the_tone_and_reconnects() {
     let weight = r["page_weight_bytes"].as_f64().expect("page weight");
     assert!(weight <= 100.0 * 1024.0, "{weight} bytes before audio");
     for label in ["standard", "low", "after_reconnect"] {
-        let hz = r[format!("heard_{label}")]["dominant_hz"].as_f64().expect("heard");
+        let hz = r[format!("heard_{label}")]["dominant_hz"]
+            .as_f64()
+            .expect("heard");
         assert!((hz - 440.0).abs() <= 10.0, "{label}: {hz} Hz");
     }
     let low = r["packets_per_s"]["low"].as_f64().expect("low rate");

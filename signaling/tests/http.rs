@@ -1350,3 +1350,116 @@ async fn the_openapi_document_and_the_router_agree() {
     }
     assert!(operations >= 25, "{operations} operations");
 }
+
+#[tokio::test]
+async fn pages_are_served_with_a_strict_policy_and_nothing_else_is() {
+    let h = harness();
+    for (path, needle) in [
+        ("/l/k3v9x0q2m7ab", "/assets/listen.js"),
+        ("/h/k3v9x0q2m7ab", "/assets/host.js"),
+        ("/b/k3v9x0q2m7ab", "/assets/bridge.js"),
+        ("/j", "/assets/pin.js"),
+        ("/j/40617289", "/assets/pin.js"),
+        ("/console", "/assets/console.js"),
+    ] {
+        let reply = h
+            .send(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(
+            reply.header(header::CONTENT_TYPE),
+            "text/html; charset=utf-8"
+        );
+        let csp = reply.header(header::CONTENT_SECURITY_POLICY);
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(
+            csp.contains("require-trusted-types-for 'script'"),
+            "{path}: {csp}"
+        );
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        assert_eq!(reply.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+        assert_eq!(reply.header(header::CACHE_CONTROL), "no-cache");
+        let html = String::from_utf8_lossy(&reply.body);
+        assert!(html.contains(needle), "{path} does not load {needle}");
+    }
+    let reply = h
+        .send(
+            Request::get("/assets/sabha.js")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header(header::CONTENT_TYPE),
+        "text/javascript; charset=utf-8"
+    );
+    assert!(
+        reply
+            .header(header::CONTENT_SECURITY_POLICY)
+            .contains("default-src 'none'")
+    );
+    for path in [
+        "/assets/nope.js",
+        "/assets/..%2f..%2fCargo.toml",
+        "/assets/../Cargo.toml",
+        "/assets/%2e%2e/Cargo.toml",
+        "/assets/listen.html",
+        "/l/",
+    ] {
+        h.send(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .problem(404);
+    }
+}
+
+#[tokio::test]
+async fn a_rooms_summary_is_for_its_token_holders() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let other = h.room("bridge").await;
+    let uri = format!("/v1/rooms/{}/tokens", room.id);
+    let reply = h
+        .send(json_request(
+            operator(Method::POST, &uri),
+            r#"{"role":"listener","name":"Asha"}"#,
+        ))
+        .await;
+    let minted: TokenResponse = reply.json();
+    let summary_of = |room: &str, token: &str| {
+        Request::get(format!("/v1/rooms/{room}/summary?token={token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let reply = h.send(summary_of(&room.id, &minted.token)).await;
+    assert_eq!(reply.status, 200);
+    let summary: serde_json::Value = reply.json();
+    assert_eq!(summary["id"], room.id.as_str());
+    assert_eq!(summary["kind"], "rally");
+    assert_eq!(summary["status"], "open");
+    assert_eq!(summary["role"], "listener");
+    assert_eq!(summary["caller_name"], "Asha");
+    assert!(summary.get("code").is_none() && summary.get("hosts").is_none());
+    h.send(summary_of(&other.id, &minted.token))
+        .await
+        .problem(403);
+    h.send(summary_of(&room.id, "not-a-token"))
+        .await
+        .problem(401);
+    h.send(
+        Request::get(format!("/v1/rooms/{}/summary", room.id))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .problem(401);
+    let reply = h
+        .send(
+            operator(Method::GET, &format!("/v1/rooms/{}/summary", other.id))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json::<serde_json::Value>()["role"], "host");
+}

@@ -283,6 +283,10 @@ async fn a_member_pin_joins_with_the_right_claims_and_role() {
         joined["whep_url"],
         format!("/v1/rooms/{}/whep", rally["id"].as_str().unwrap())
     );
+    assert_eq!(
+        joined["page"],
+        format!("/l/{}", rally["id"].as_str().unwrap())
+    );
     let claims = h
         .auth
         .tokens()
@@ -459,6 +463,7 @@ async fn invites_per_member_and_per_unit_as_json_and_csv() {
     assert_eq!(asha["phone"], "+919800000001");
     let token = asha["token"].as_str().unwrap();
     assert_eq!(asha["url"], format!("/v1/rooms/{id}/whep?token={token}"));
+    assert_eq!(asha["link"], format!("/l/{id}#token={token}"));
     let claims = h.auth.tokens().verify(token, unix_now()).unwrap();
     assert_eq!(
         (
