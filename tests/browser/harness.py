@@ -274,6 +274,7 @@ class Browser:
         self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": PHONE[0], "height": PHONE[1], "deviceScaleFactor": 2, "mobile": True})
         self.console = []
+        self.refusals = []
 
     # -- pages -----------------------------------------------------------
     def open(self, url):
@@ -366,13 +367,23 @@ class Browser:
         return [e["message"] for e in self.console if e.get("level") == "SEVERE"
                 and not self.expected(e)]
 
-    @staticmethod
-    def expected(entry):
-        """A hang-up of a session the server had already ended (404 on
-        DELETE /v1/sessions/…) is logged by Chromium as a failed load; it is
-        the page doing the right thing, not an error."""
+    def expect_refusal(self, path):
+        """The scenario provokes an error answer from `path` (a wrong PIN,
+        say): Chromium logs it as a failed load, which is not a page error."""
+        self.refusals.append(path)
+
+    def expected(self, entry):
+        """Failed loads that are the page doing the right thing: a hang-up
+        of a session the server had already ended (DELETE /v1/sessions/… is
+        404), the room socket re-binding after its session ended (the upgrade
+        with ?session= of the old one is 404, then it connects unbound), and
+        refusals the scenario provoked."""
         m = entry["message"]
-        return entry.get("source") == "network" and "/v1/sessions/" in m and "404" in m
+        if "/v1/sessions/" in m and "404" in m:
+            return True
+        if "/events?" in m and "session=" in m and "404" in m:
+            return True
+        return any(path in m for path in self.refusals)
 
     def screenshot(self, report, label, key_elements):
         """Saves <artifacts>/<label>.png and checks it: a real image, every key

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The Listen page in headless Chromium, against an aiortc publisher.
 
+0. A member opens the short link /j/{code}: a wrong PIN is refused on the
+   page, the right one lands on the Listen page of the room.
 1. The page before the button: the room's title, the big button, weight of
    everything it loaded (<= 100 KB), accessible names, a screenshot.
 2. Press Listen: the page plays the publisher's 440 Hz (WebAudio in the
@@ -22,6 +24,9 @@ import time
 import harness
 
 FREQ = 440
+NAME = "Asha Rao"
+UNITS = "id,kind,name,parent\nMH,state,Maharashtra,\nD1,district,Pune,MH\nB1,booth,Booth 1,D1\n"
+MEMBERS = "id,name,phone,unit\nm1,Asha Rao,+919800000001,B1\n"
 
 
 
@@ -34,7 +39,7 @@ def wait_session(browser, server, room, not_id=None, timeout=20.0):
 
     def ready():
         for p in listeners(server, room):
-            if p["name"] == "Asha" and p["id"] != not_id:
+            if p["name"] == NAME and p["id"] != not_id:
                 found["p"] = p
                 return True
         return False
@@ -51,17 +56,35 @@ def heard(browser, report, label, seconds=3.0):
 
 
 def body(server, report, args):
-    room = server.room("Evening rally", "rally")["id"]
+    server.ok("PUT", "/v1/org", UNITS.encode(), content_type="text/csv")
+    server.ok("PUT", "/v1/members", MEMBERS.encode(), content_type="text/csv")
+    created = server.room("Evening rally", "rally", unit="D1")
+    room, code = created["id"], created["code"]
+    pins = server.ok("POST", "/v1/pins", {"unit": "MH", "members": True})["pins"]
+    pin = next(p["pin"] for p in pins if p["id"] == "m1")
     host = server.token(room, "host", "Leader")
-    token = server.token(room, "listener", "Asha")
     peers = harness.Peers(server)
     browser = harness.Browser("listener", args.artifacts)
     try:
         peers.open("leader", "publish", f"/v1/rooms/{room}/whip", host, freqs=FREQ)
         browser.track_peer_connections()
 
+        # 0. the short link and a PIN
+        browser.open(f"{server.base}/j/{code}")
+        browser.wait(lambda: browser.find("#code").get_attribute("value") == code, "the code filled in")
+        browser.accessibility(report, "pin")
+        wrong = "000000" if pin != "000000" else "111111"
+        browser.expect_refusal("/v1/pin-join")
+        browser.fill("#pin", wrong)
+        browser.click("#go")
+        browser.wait(lambda: browser.visible("#state") and browser.text("#state"), "the refusal shown")
+        report.check("not right" in browser.text("#state"), f"wrong PIN: {browser.text('#state')!r}")
+        browser.screenshot(report, "pin-refused", ["#code", "#pin", "#go", "#state"])
+        browser.fill("#pin", pin)
+        browser.click("#go")
+        browser.wait(lambda: f"/l/{room}" in browser.driver.current_url, "the Listen page after the PIN")
+
         # 1. before the button
-        browser.open(f"{server.base}/l/{room}#token={token}")
         browser.wait_text("#title", "Evening rally")
         weight = browser.page_weight()
         report.fact("page_weight_bytes", weight)
@@ -118,7 +141,7 @@ def body(server, report, args):
         server.ok("POST", f"/v1/rooms/{room}/participants/{third['id']}/promote")
 
         def on_stage():
-            mine = [p for p in server.participants(room) if p["name"] == "Asha"]
+            mine = [p for p in server.participants(room) if p["name"] == NAME]
             return len(mine) == 1 and mine[0]["kind"] == "join" and mine[0]["on_stage"]
         browser.wait(on_stage, "Asha's /join session on stage, the WHEP one closed", timeout=20)
         browser.wait_text("#state", "stage", timeout=10)
