@@ -202,7 +202,9 @@ async function main() {
     button.classList.add("hidden");
     return show(null, "bad", error instanceof ApiError && error.status === 401 ? t("bad_token") : describe(error));
   }
-  $("#title").textContent = summary.name;
+  const title = $("#title");
+  delete title.dataset.i18n; // the room's name, in no language of ours
+  title.textContent = summary.name;
   document.title = `${summary.name} · Sabha`;
   saver.checked = initialSaver();
   if (summary.status === "ended") return ended();

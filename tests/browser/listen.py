@@ -133,6 +133,8 @@ def body(server, report, args):
         browser.wait_text("#lang", "English")
         report.check("सुन" in browser.text("#count") or "बोल" in browser.text("#speakers"),
                      f"strings not in Hindi: {browser.text('#count')!r} {browser.text('#speakers')!r}")
+        report.check(browser.text("#title") == "Evening rally",
+                     f"the title became {browser.text('#title')!r} in Hindi")
         browser.screenshot(report, "listen-hindi", ["#title", "#state", "#speakers"])
         browser.click("#lang")
         browser.wait_text("#lang", "हिन्दी")
