@@ -128,8 +128,9 @@ function leave() {
 }
 
 function ended() {
-  call?.stop();
+  const c = call;
   call = null;
+  c?.end();
   for (const track of mic?.getTracks() || []) track.stop();
   for (const b of document.querySelectorAll("main button")) b.disabled = true;
   setStatus("ended", "bad");

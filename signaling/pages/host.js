@@ -193,8 +193,9 @@ function stopLive() {
 }
 
 function ended() {
-  call?.stop();
+  const c = call;
   call = null;
+  c?.end();
   for (const b of document.querySelectorAll("main button")) b.disabled = true;
   $("#confirm-end").classList.add("hidden");
   setStatus("ended", "bad");

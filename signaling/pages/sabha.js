@@ -226,6 +226,7 @@ export class Call {
 
   /// The room ended (410 or room_ended): stop for good.
   end() {
+    this.location = null; // the server closed every session of the room: nothing to DELETE
     this.stop();
     this.state("ended");
   }
@@ -305,6 +306,11 @@ export class RoomSocket {
       case "roster":
         p.clear();
         for (const x of m.participants) p.set(x.id, x);
+        // a steady talker sends no new `speaking` event after a reconnect:
+        // the roster's flags are the truth (levels unknown: keep the old)
+        this.speaking = m.participants
+          .filter((x) => x.speaking)
+          .map((x) => this.speaking.find((s) => s.id === x.id) || { id: x.id, level: 127 });
         this.locked = m.locked;
         this.ended = m.ended;
         break;
