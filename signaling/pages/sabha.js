@@ -213,9 +213,14 @@ export class Call {
     await this.open();
   }
 
+  /// Hangs up: DELETE first, and close the connection once it is answered,
+  /// because a closing connection tells the server (DTLS close_notify),
+  /// which ends the session at once and turns the DELETE into a 404.
   static close({ pc, location }) {
-    if (pc) pc.close();
-    if (location) fetch(location, { method: "DELETE", keepalive: true }).catch(() => {});
+    if (!location) return pc?.close();
+    fetch(location, { method: "DELETE", keepalive: true })
+      .catch(() => {})
+      .finally(() => pc?.close());
   }
 
   hangupNow() {

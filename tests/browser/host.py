@@ -104,6 +104,7 @@ def body(server, report, args):
         row = f'#queue li[data-id="{sid}"]'
         browser.wait(lambda: browser.visible(row), "the raised hand in the queue")
         report.check("Ravi" in browser.text(row), f"queue row does not name Ravi: {browser.text(row)!r}")
+        browser.js("document.querySelector(arguments[0]).scrollIntoView({block: 'center'})", row)
         browser.screenshot(report, "host-live", ["#status", "#listeners", row, "#stop"])
         browser.click(f"{row} button.promote")
         promoted, seen = read_until(
