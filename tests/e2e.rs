@@ -1004,8 +1004,8 @@ fn browser_bridge_two_browsers_and_aiortc_hear_each_other_and_mute_holds() {
     assert_eq!(r["aiortc_hears"]["ok"], true, "{r:#}");
     assert_eq!(r["aiortc_hears_A_muted"]["ok"], true, "{r:#}");
     // B heard A's 500 Hz, then not while A was muted
-    let loud = report_f64(&r, "/B_hears/levels_db/500");
-    let muted = report_f64(&r, "/B_hears_A_muted/levels_db/500");
+    let loud = report_f64(&r, "/B_hears_spectrum/levels_db/500");
+    let muted = report_f64(&r, "/B_hears_A_muted_spectrum/levels_db/500");
     assert!(
         loud - muted >= 30.0,
         "A's mute took {loud} dB only to {muted} dB: {r:#}"

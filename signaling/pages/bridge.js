@@ -3,7 +3,7 @@
 // (the others stop hearing you) and also silences the local track.
 
 import { $, el, roomFromPath, tokenFor, api, Call, RoomSocket, describe, initPage } from "./sabha.js";
-import { addStrings, t, onLangChange } from "./i18n.js";
+import { addStrings, t, lang, onLangChange } from "./i18n.js";
 
 addStrings({
   en: {
@@ -168,12 +168,31 @@ function personRow(p) {
   return li;
 }
 
+/// Redraws a list only where it changed: a row is rebuilt when its
+/// signature changes, and the list is reordered only when its rows did.
+/// (`speaking` events come up to 5 times a second; rebuilding every row
+/// would swap buttons out from under a finger mid-tap.)
+function syncList(ul, items, sig, render) {
+  const old = new Map([...ul.children].map((li) => [li.dataset.id, li]));
+  const rows = items.map((p) => {
+    const s = sig(p);
+    const li = old.get(p.id);
+    if (li && li.dataset.sig === s) return li;
+    const fresh = render(p);
+    fresh.dataset.id = p.id;
+    fresh.dataset.sig = s;
+    return fresh;
+  });
+  const same = rows.length === ul.children.length && rows.every((li, i) => ul.children[i] === li);
+  if (!same) ul.replaceChildren(...rows);
+}
+
 function draw() {
   if (!socket) return;
   const everyone = [...socket.participants.values()].filter((p) => p.kind !== "listen");
-  const roster = $("#roster");
-  roster.replaceChildren(...everyone.map(personRow));
-  if (!everyone.length) roster.append(el("li", { class: "muted" }, t("nobody_here")));
+  const sig = (p) => JSON.stringify([p.name, p.muted, p.hand_raised, p.speaking, socket.session, lang()]);
+  syncList($("#roster"), everyone, sig, personRow);
+  $("#nobody").classList.toggle("hidden", everyone.length > 0);
   const names = socket.speakerNames();
   $("#speakers").textContent = names.length ? t("speaking_now", { names: names.join(", ") }) : t("nobody_speaking");
 

@@ -2,7 +2,7 @@
 // WHIP, and — with a host token — moderate the room over its event socket.
 
 import { $, el, roomFromPath, tokenFor, api, Call, RoomSocket, meter, describe, initPage } from "./sabha.js";
-import { addStrings, t, onLangChange } from "./i18n.js";
+import { addStrings, t, lang, onLangChange } from "./i18n.js";
 
 addStrings({
   en: {
@@ -245,6 +245,25 @@ function handRow(p) {
   );
 }
 
+/// Redraws a list only where it changed: a row is rebuilt when its
+/// signature changes, and the list is reordered only when its rows did.
+/// (`speaking` events come up to 5 times a second; rebuilding every row
+/// would swap buttons out from under a finger mid-tap.)
+function syncList(ul, items, sig, render) {
+  const old = new Map([...ul.children].map((li) => [li.dataset.id, li]));
+  const rows = items.map((p) => {
+    const s = sig(p);
+    const li = old.get(p.id);
+    if (li && li.dataset.sig === s) return li;
+    const fresh = render(p);
+    fresh.dataset.id = p.id;
+    fresh.dataset.sig = s;
+    return fresh;
+  });
+  const same = rows.length === ul.children.length && rows.every((li, i) => ul.children[i] === li);
+  if (!same) ul.replaceChildren(...rows);
+}
+
 function draw() {
   if (!socket) return;
   const everyone = [...socket.participants.values()];
@@ -254,15 +273,16 @@ function draw() {
   $("#speakers").textContent = names.length ? t("speaking_now", { names: names.join(", ") }) : t("nobody_speaking");
 
   const hands = everyone.filter((p) => p.hand_raised);
-  $("#queue").replaceChildren(...hands.map(handRow));
+  const sig = (p) => JSON.stringify([p.name, p.kind, p.muted, p.on_stage, p.hand_raised, p.speaking, socket.session, isHost, lang()]);
+  syncList($("#queue"), hands, sig, handRow);
   $("#no-hands").classList.toggle("hidden", hands.length > 0);
 
   // the stage first, then the audience
   const order = (p) => (p.kind === "listen" ? 1 : 0);
   const shown = everyone.sort((a, b) => order(a) - order(b)).slice(0, ROSTER_LIMIT);
   const roster = $("#roster");
-  roster.replaceChildren(...shown.map(personRow));
-  if (!everyone.length) roster.append(el("li", { class: "muted" }, t("nobody_here")));
+  syncList(roster, shown, sig, personRow);
+  $("#nobody").classList.toggle("hidden", everyone.length > 0);
   const more = $("#more");
   more.textContent = t("more_people", { n: everyone.length - shown.length });
   more.classList.toggle("hidden", everyone.length <= shown.length);

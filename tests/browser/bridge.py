@@ -81,8 +81,9 @@ def body(server, report, args):
         peer_check(report, "aiortc_hears", peer, (A_HZ, B_HZ), (PEER_HZ,))
 
         # -- speaking indicators ----------------------------------------------
-        def speaking(br):
-            return [e.text for e in br.driver.find_elements("css selector", "#roster li.speaking")]
+        def speaking(br):  # in one script: the roster is redrawn on every event
+            return br.js("return [...document.querySelectorAll('#roster li.speaking')]"
+                         ".map(e => e.textContent)")
         try:
             a.wait(lambda: {"Bela", "Chitra"} <= {w.split()[0] for w in speaking(a) if w},
                    "Bela and Chitra marked speaking on A", timeout=10)
@@ -126,9 +127,9 @@ def body(server, report, args):
         # -- hand and leave -------------------------------------------------------
         b.click("#hand")
         b.wait(lambda: b.find("#hand").get_attribute("aria-pressed") == "true", "B's hand up")
-        a.wait(lambda: any("Bela" in w for w in
-                           [e.text for e in a.driver.find_elements("css selector", "#roster li")]
-                           if "hand" in w), "B's hand on A's roster", timeout=5)
+        a.wait(lambda: any("Bela" in w and "hand" in w for w in
+                           a.js("return [...document.querySelectorAll('#roster li')]"
+                                ".map(e => e.textContent)")), "B's hand on A's roster", timeout=5)
         b.click("#hand")
         b.click("#leave")
         b.wait(lambda: b.visible("#join"), "B's Join button back after Leave")
