@@ -988,3 +988,48 @@ fn browser_listen_page_plays_the_tone_and_reconnects() {
     let low = r["packets_per_s"]["low"].as_f64().expect("low rate");
     assert!(low < 25.0, "data saver still at {low} packets/s");
 }
+
+/// `report[key]` as a number, with the report in the message if it is not.
+fn report_f64(report: &Value, pointer: &str) -> f64 {
+    report
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("report has no number at `{pointer}`: {report:#}"))
+}
+
+#[test]
+fn browser_host_page_publishes_the_microphone_and_moderates() {
+    let r = run_browser("host", Duration::from_secs(240));
+    for listener in ["listener0", "listener1"] {
+        let hz = report_f64(&r, &format!("/{listener}_hears/dominant_hz"));
+        assert!(
+            (hz - 660.0).abs() <= 10.0,
+            "{listener} heard {hz} Hz: {r:#}"
+        );
+    }
+    assert_eq!(r["whep_while_locked"], 423, "{r:#}");
+    assert_eq!(r["whep_after_end"], 410, "{r:#}");
+    assert_eq!(r["participants_after_end"], Value::Array(vec![]), "{r:#}");
+    assert_eq!(r["console_errors"], Value::Array(vec![]), "{r:#}");
+}
+
+#[test]
+fn browser_bridge_two_browsers_and_aiortc_hear_each_other_and_mute_holds() {
+    let r = run_browser("bridge", Duration::from_secs(240));
+    assert_eq!(r["aiortc_hears"]["ok"], true, "{r:#}");
+    assert_eq!(r["aiortc_hears_A_muted"]["ok"], true, "{r:#}");
+    // B heard A's 500 Hz, then not while A was muted
+    let loud = report_f64(&r, "/B_hears_spectrum/levels_db/500");
+    let muted = report_f64(&r, "/B_hears_A_muted_spectrum/levels_db/500");
+    assert!(
+        loud - muted >= 30.0,
+        "A's mute took {loud} dB only to {muted} dB: {r:#}"
+    );
+    for page in ["A", "B"] {
+        assert_eq!(
+            r[format!("console_errors_{page}")],
+            Value::Array(vec![]),
+            "{r:#}"
+        );
+    }
+}

@@ -213,9 +213,14 @@ export class Call {
     await this.open();
   }
 
+  /// Hangs up: DELETE first, and close the connection once it is answered,
+  /// because a closing connection tells the server (DTLS close_notify),
+  /// which ends the session at once and turns the DELETE into a 404.
   static close({ pc, location }) {
-    if (pc) pc.close();
-    if (location) fetch(location, { method: "DELETE", keepalive: true }).catch(() => {});
+    if (!location) return pc?.close();
+    fetch(location, { method: "DELETE", keepalive: true })
+      .catch(() => {})
+      .finally(() => pc?.close());
   }
 
   hangupNow() {
@@ -226,6 +231,7 @@ export class Call {
 
   /// The room ended (410 or room_ended): stop for good.
   end() {
+    this.location = null; // the server closed every session of the room: nothing to DELETE
     this.stop();
     this.state("ended");
   }
@@ -313,8 +319,11 @@ export class RoomSocket {
       case "roster":
         p.clear();
         for (const x of m.participants) p.set(x.id, x);
-        // who speaks is part of the roster; later `speaking` events replace it
-        this.speaking = m.participants.filter((x) => x.speaking).map((x) => ({ id: x.id, level: 0 }));
+        // a steady talker sends no new `speaking` event after a reconnect:
+        // the roster's flags are the truth (levels unknown: keep the old)
+        this.speaking = m.participants
+          .filter((x) => x.speaking)
+          .map((x) => this.speaking.find((s) => s.id === x.id) || { id: x.id, level: 127 });
         this.locked = m.locked;
         this.ended = m.ended;
         break;
