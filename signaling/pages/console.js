@@ -50,14 +50,9 @@ addStrings({
     problem: "{title} ({status}): {detail}",
     today_title: "Today's rooms",
     no_rooms: "No rooms today.",
-    rooms_count: "{n} rooms today. Live counts refresh every 5 seconds.",
-    col_name: "Name",
-    col_kind: "Kind",
+    rooms_count: "Rooms today: {n}. Live counts refresh every 5 seconds.",
+    live_n: "{n} live",
     col_unit: "Unit",
-    col_start: "Start",
-    col_status: "Status",
-    col_live: "Live",
-    col_actions: "Actions",
     col_who: "Name",
     col_member: "Member",
     col_role: "Role",
@@ -152,14 +147,9 @@ addStrings({
     problem: "{title} ({status}): {detail}",
     today_title: "आज की सभाएँ",
     no_rooms: "आज कोई सभा नहीं।",
-    rooms_count: "आज {n} सभाएँ। लाइव संख्या हर 5 सेकंड में ताज़ा होती है।",
-    col_name: "नाम",
-    col_kind: "प्रकार",
+    rooms_count: "आज की सभाएँ: {n}। लाइव संख्या हर 5 सेकंड में ताज़ा होती है।",
+    live_n: "{n} लाइव",
     col_unit: "इकाई",
-    col_start: "शुरुआत",
-    col_status: "स्थिति",
-    col_live: "लाइव",
-    col_actions: "कार्य",
     col_who: "नाम",
     col_member: "सदस्य",
     col_role: "भूमिका",
@@ -420,7 +410,7 @@ function signOut() {
   state.rows.clear();
   state.rooms = [];
   $("#tree").replaceChildren();
-  $("#rooms tbody").replaceChildren();
+  $("#rooms").replaceChildren();
   for (const id of ["#links", "#attendance", "#reach", "#app", "#signout"]) show($(id), false);
   show($("#signin"));
   say($("#signin-error"), "");
@@ -610,52 +600,45 @@ function statusText(s) {
   return t(`status_${s}`) || s;
 }
 
+/// One room of today's list: name, kind, unit, start, status and the live
+/// count, then its actions (a list, not a table: it wraps on a phone).
 function roomRow(room) {
   const cells = {
-    name: el("td", { text: room.name }),
-    kind: el("td"),
-    unit: el("td"),
-    start: el("td"),
-    status: el("td"),
-    live: el("td", { class: "live-count", text: "–" }),
+    name: el("strong", { class: "name" }),
+    meta: el("span", { class: "muted meta" }),
+    status: el("span", { class: "pill room-status" }),
+    live: el("span", { class: "pill live-count", text: "–" }),
   };
   const action = (key, fn) =>
-    el("button", { type: "button", "data-action": key, "data-i18n": key, text: t(key), on: { click: () => fn(room) } });
-  const actions = el(
-    "td",
-    {},
-    el(
-      "div",
-      { class: "row" },
-      action("host_link", (r) => link(r, "host")),
-      action("listener_link", (r) => link(r, "listener")),
-      action("attendance", showAttendance),
-      action("reach", openReach),
-    ),
-  );
+    el("button", { type: "button", "data-action": key, "data-i18n": key, text: t(key), on: { click: () => fn(row.room) } });
   const tr = el(
-    "tr",
+    "li",
     { "data-room": room.id },
-    cells.name,
-    cells.kind,
-    cells.unit,
-    cells.start,
+    el("span", { class: "who" }, cells.name, el("br"), cells.meta),
     cells.status,
     cells.live,
-    actions,
+    action("host_link", (r) => link(r, "host")),
+    action("listener_link", (r) => link(r, "listener")),
+    action("attendance", showAttendance),
+    action("reach", openReach),
   );
-  return { tr, cells, room };
+  const row = { tr, cells, room };
+  return row;
 }
 
 function fillRow(row, room) {
   row.room = room;
   row.cells.name.textContent = room.name;
-  row.cells.kind.textContent = t(`kind_${room.kind}_short`);
-  row.cells.unit.textContent = unitLabel(room.unit);
-  row.cells.start.textContent = roomTime(room.next_starts_at || room.starts_at, room.time_zone);
-  row.cells.status.replaceChildren(
-    el("span", { class: room.status === "open" ? "pill live" : "pill", text: statusText(room.status) }),
-  );
+  row.cells.meta.textContent = [
+    t(`kind_${room.kind}_short`),
+    unitLabel(room.unit),
+    roomTime(room.next_starts_at || room.starts_at, room.time_zone),
+  ].join(" · ");
+  row.cells.status.textContent = statusText(room.status);
+  row.cells.status.dataset.status = room.status;
+  row.cells.status.classList.toggle("live", room.status === "open");
+  const n = row.cells.live.dataset.count;
+  row.cells.live.textContent = n === undefined ? "–" : t("live_n", { n });
 }
 
 async function refreshRooms() {
@@ -670,7 +653,7 @@ async function refreshRooms() {
   }
   const today = rooms.filter((r) => isToday(r));
   state.rooms = today;
-  const body = $("#rooms tbody");
+  const body = $("#rooms");
   const keep = new Set(today.map((r) => r.id));
   for (const [id, row] of state.rows) {
     if (!keep.has(id)) {
@@ -696,8 +679,10 @@ async function refreshRooms() {
       if (!cell) return;
       try {
         const people = await call(`/v1/rooms/${room.id}/participants`);
-        cell.textContent = String(people.length);
+        cell.dataset.count = String(people.length);
+        cell.textContent = t("live_n", { n: people.length });
       } catch (_) {
+        delete cell.dataset.count;
         cell.textContent = "–";
       }
     }),
