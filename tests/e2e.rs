@@ -949,7 +949,10 @@ fn run_browser(name: &str, limit: Duration) -> Value {
     let stderr = err.join().unwrap_or_default();
     let server_log = tail(&fs::read_to_string(&log).unwrap_or_default(), 60);
     eprintln!("--- browser `{name}` stderr ---\n{stderr}");
-    eprintln!("browser: `{name}` took {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "browser: `{name}` took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let report = stdout
         .lines()
         .rev()
@@ -984,7 +987,10 @@ fn browser_console_schedules_a_room_and_charts_reach() {
     let chart = r["chart"].as_object().expect("chart facts");
     let expected = r["expected_reach"].as_object().expect("expected reach");
     assert!(!expected.is_empty(), "{r:#}");
-    assert_eq!(chart, expected, "the chart differs from the imported org: {r:#}");
+    assert_eq!(
+        chart, expected,
+        "the chart differs from the imported org: {r:#}"
+    );
     assert_eq!(r["chart_matches_api"], Value::Bool(true), "{r:#}");
     assert_eq!(r["attendance_names_ok"], Value::Bool(true), "{r:#}");
 }

@@ -43,8 +43,8 @@ use crate::backend::{AttendanceStore, MediaControl, OrgStore, RoomStore};
 use crate::cors::CorsConfig;
 use crate::hub::{self, Hub};
 use crate::{
-    attendance, invites, keys, members, openapi, org, pages, participants, pins, problem, reach, rooms,
-    sessions, socket,
+    attendance, invites, keys, members, openapi, org, pages, participants, pins, problem, reach,
+    rooms, sessions, socket,
 };
 
 /// Largest accepted request body. SDP offers are a few KiB; room and token

@@ -87,14 +87,23 @@ fn respond(asset: &Asset, cache: &'static str) -> Response {
     (
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(asset.content_type),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
             (
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(CONTENT_SECURITY_POLICY),
             ),
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
             (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
             (
                 HeaderName::from_static("permissions-policy"),
@@ -194,7 +203,8 @@ mod tests {
             let text = std::str::from_utf8(files[i].body).unwrap();
             for part in text.split("from \"./").skip(1) {
                 let name = part.split('"').next().unwrap();
-                let dep = asset(name).unwrap_or_else(|| panic!("{} imports unknown {name}", files[i].name));
+                let dep = asset(name)
+                    .unwrap_or_else(|| panic!("{} imports unknown {name}", files[i].name));
                 if !files.iter().any(|f| f.name == dep.name) {
                     files.push(dep);
                 }
@@ -208,7 +218,10 @@ mod tests {
     fn the_listen_page_weighs_under_100_kb_before_audio() {
         let files = with_imports(loaded_by(&LISTEN));
         let total: usize = LISTEN.body.len() + files.iter().map(|f| f.body.len()).sum::<usize>();
-        assert!(files.iter().any(|f| f.name == "listen.js"), "listen.js not loaded");
+        assert!(
+            files.iter().any(|f| f.name == "listen.js"),
+            "listen.js not loaded"
+        );
         assert!(total <= 100 * 1024, "listen page weighs {total} bytes");
     }
 
@@ -219,7 +232,11 @@ mod tests {
             let html = std::str::from_utf8(page.body).unwrap();
             assert!(!html.contains("<script>"), "{}: inline script", page.name);
             assert!(!html.contains("style="), "{}: inline style", page.name);
-            assert!(!html.contains("http://") && !html.contains("https://"), "{}: external URL", page.name);
+            assert!(
+                !html.contains("http://") && !html.contains("https://"),
+                "{}: external URL",
+                page.name
+            );
             assert!(html.contains("<html lang="), "{}: no lang", page.name);
         }
     }
@@ -227,7 +244,13 @@ mod tests {
     #[test]
     fn unknown_and_traversing_names_are_not_assets() {
         assert!(asset("sabha.js").is_some());
-        for name in ["../Cargo.toml", "..%2fCargo.toml", "", "listen.html", "SABHA.JS"] {
+        for name in [
+            "../Cargo.toml",
+            "..%2fCargo.toml",
+            "",
+            "listen.html",
+            "SABHA.JS",
+        ] {
             assert!(asset(name).is_none(), "{name}");
         }
     }
