@@ -1033,3 +1033,24 @@ fn browser_bridge_two_browsers_and_aiortc_hear_each_other_and_mute_holds() {
         );
     }
 }
+
+/// The operator console (`/console`): sign in (a wrong key is refused on
+/// screen), browse the org tree, schedule a room for a district through the
+/// form, find it in today's rooms, and read its reach chart and attendance
+/// after real WHEP listeners stayed a minute: the page's bars and names are
+/// checked against what the API says and what the imported org implies.
+#[test]
+fn browser_console_schedules_a_room_and_charts_reach() {
+    let r = run_browser("console", Duration::from_secs(300));
+    assert_eq!(r["wrong_key_refused"], Value::Bool(true), "{r:#}");
+    assert_eq!(r["scheduled_unit"], Value::from("D1"), "{r:#}");
+    let chart = r["chart"].as_object().expect("chart facts");
+    let expected = r["expected_reach"].as_object().expect("expected reach");
+    assert!(!expected.is_empty(), "{r:#}");
+    assert_eq!(
+        chart, expected,
+        "the chart differs from the imported org: {r:#}"
+    );
+    assert_eq!(r["chart_matches_api"], Value::Bool(true), "{r:#}");
+    assert_eq!(r["attendance_names_ok"], Value::Bool(true), "{r:#}");
+}

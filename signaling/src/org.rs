@@ -283,6 +283,10 @@ pub fn subtree(units: &[Unit], root: &str) -> HashSet<String> {
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     parent: Option<String>,
+    /// Only the top of what the caller sees: the roots of the organisation
+    /// (for a scoped key, its own unit). Where a tree view starts.
+    #[serde(default)]
+    roots: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -290,14 +294,17 @@ pub struct UnitList {
     pub units: Vec<Unit>,
 }
 
-/// `GET /v1/org[?parent=ID]`
+/// `GET /v1/org[?parent=ID][?roots=true]`
 #[utoipa::path(
     get,
     path = "/v1/org",
     tag = "organisation",
     summary = "List units",
     security(("bearer" = [])),
-    params(("parent" = Option<String>, Query, description = "only children of this unit")),
+    params(
+        ("parent" = Option<String>, Query, description = "only children of this unit"),
+        ("roots" = Option<bool>, Query, description = "only the top units the caller sees (a scoped key: its unit)"),
+    ),
     responses(
         (status = 200, description = "Units", body = UnitList),
         (status = 401, description = "no or bad credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -316,6 +323,10 @@ pub async fn list(
     }
     if let Some(parent) = q.parent {
         units.retain(|u| u.parent.as_deref() == Some(parent.as_str()));
+    }
+    if q.roots {
+        let seen: HashSet<String> = units.iter().map(|u| u.id.clone()).collect();
+        units.retain(|u| u.parent.as_ref().is_none_or(|p| !seen.contains(p)));
     }
     Ok(Json(UnitList { units }))
 }

@@ -1078,6 +1078,10 @@ async fn an_organisation_imports_from_csv_and_reads_back_as_a_tree() {
         24,
         "286 mandals over 12 districts"
     );
+    // Where a tree view starts: the roots only.
+    let roots: serde_json::Value = h.get_json("/v1/org?roots=true").await;
+    assert_eq!(roots["units"].as_array().unwrap().len(), 1, "{roots}");
+    assert_eq!(roots["units"][0]["id"], "MH");
 
     // JSON: rename a booth, move it, remove another; a bad tree changes nothing.
     let body =

@@ -407,3 +407,14 @@ async fn a_district_operator_sees_and_issues_only_its_own_members_and_pins() {
         assert_eq!(h.get(&uri, &k1).await.status, 404, "{uri}");
     }
 }
+
+#[tokio::test]
+async fn a_tree_view_starts_at_the_top_the_key_may_see() {
+    let h = two_districts().await;
+    let (_, district) = h.key("District one office", Some("D1")).await;
+    let root = h.get("/v1/org?roots=true", ROOT).await;
+    assert_eq!(root.status, 200, "{}", root.text());
+    assert_eq!(ids(&root.json()["units"], "id"), ["ST"]);
+    let scoped = h.get("/v1/org?roots=true", &district).await;
+    assert_eq!(ids(&scoped.json()["units"], "id"), ["D1"]);
+}
