@@ -482,7 +482,15 @@ async fn invites_per_member_and_per_unit_as_json_and_csv() {
     assert_eq!(csv.headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
     let text = csv.text();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "member,unit,name,phone,role,token,expires_at,url");
+    assert_eq!(
+        lines[0],
+        "member,unit,name,phone,role,token,expires_at,url,link"
+    );
+    assert!(
+        lines[1].contains(&format!(",/l/{id}#token=")),
+        "{}",
+        lines[1]
+    );
     assert_eq!(lines.len(), 2);
     assert!(
         lines[1].starts_with(",B1,Booth 1,,listener,"),
