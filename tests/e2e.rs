@@ -271,12 +271,7 @@ fn run_driver(
     let server_log = server.map(|s| s.log_tail(60)).unwrap_or_default();
     eprintln!("--- driver `{name}` stderr ---\n{stderr}");
     eprintln!("e2e: `{name}` took {:.1} s", elapsed.as_secs_f64());
-    let report = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .and_then(|l| serde_json::from_str::<Value>(l).ok())
-        .unwrap_or(Value::Null);
+    let report = last_json_line(&stdout);
     let sc = Scenario {
         name,
         code: status.and_then(|s| s.code()),
@@ -314,6 +309,16 @@ fn run_driver(
         serde_json::to_string_pretty(&failures).unwrap_or_default(),
         sc.context()
     );
+}
+
+/// A driver's report: the last line of its stdout that is a JSON object.
+fn last_json_line(stdout: &str) -> Value {
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or(Value::Null)
 }
 
 fn assert_ok(sc: &Scenario) {
@@ -953,12 +958,7 @@ fn run_browser(name: &str, limit: Duration) -> Value {
         "browser: `{name}` took {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let report = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .and_then(|l| serde_json::from_str::<Value>(l).ok())
-        .unwrap_or(Value::Null);
+    let report = last_json_line(&stdout);
     let context = format!(
         "\n--- report ---\n{}\n--- driver stderr (tail) ---\n{}\n--- server log (tail) ---\n{server_log}",
         serde_json::to_string_pretty(&report).unwrap_or_default(),

@@ -2,7 +2,7 @@
 // session on /join and plays the mix of everyone else; Mute is server-side
 // (the others stop hearing you) and also silences the local track.
 
-import { $, el, roomFromPath, tokenFor, api, Call, RoomSocket, describe, initPage } from "./sabha.js";
+import { $, el, roomFromPath, tokenFor, api, Call, RoomSocket, StatusLine, VOICE, callStatus, describe, initPage, syncList } from "./sabha.js";
 import { addStrings, t, lang, onLangChange } from "./i18n.js";
 
 addStrings({
@@ -40,21 +40,13 @@ addStrings({
 
 const room = roomFromPath();
 const token = tokenFor(room);
-const audioConstraints = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
 let socket = null;
 let call = null;
 let mic = null;
 /// What the user asked for with the Mute button (kept across reconnects).
 let wantMuted = false;
-let status = { key: "bridge_ready", cls: "", text: null };
-
-function setStatus(key, cls = "", text = null) {
-  status = { key, cls, text };
-  const s = $("#status");
-  s.className = `status ${cls}`.trim();
-  s.textContent = text ?? t(key);
-}
+let status = null; // StatusLine, once the page is up
 
 function showError(text) {
   const e = $("#error");
@@ -63,25 +55,6 @@ function showError(text) {
 }
 
 const me = () => (socket?.session ? socket.participants.get(socket.session) : undefined);
-
-function onCallState(state, detail) {
-  switch (state) {
-    case "connecting":
-      return setStatus("connecting", "warn");
-    case "live":
-      return setStatus("live", "live");
-    case "reconnecting":
-      return setStatus("reconnecting", "warn");
-    case "waiting":
-      return setStatus("", "warn", describe(detail));
-    case "ended":
-      return ended();
-    case "failed":
-      inCall(false);
-      return setStatus("", "bad", describe(detail));
-    default:
-  }
-}
 
 function inCall(on) {
   $("#join").classList.toggle("hidden", on);
@@ -94,9 +67,9 @@ async function join() {
   // play() inside the click keeps the user's gesture for autoplay
   program.play().catch(() => {});
   try {
-    mic = await navigator.mediaDevices.getUserMedia({ audio: audioConstraints });
+    mic = await navigator.mediaDevices.getUserMedia({ audio: VOICE });
   } catch (_) {
-    return setStatus("mic_denied", "bad");
+    return status.set("mic_denied", "bad");
   }
   const track = mic.getAudioTracks()[0];
   track.enabled = !wantMuted;
@@ -105,7 +78,7 @@ async function join() {
     token,
     direction: "sendrecv",
     track,
-    onState: onCallState,
+    onState: callStatus(status, { liveKey: "live", onFailed: () => inCall(false), onEnded: ended }),
     onSession: (id) => socket.bind(id),
     onStream: (s) => {
       program.srcObject = s;
@@ -124,7 +97,7 @@ function leave() {
   socket.bind(null);
   inCall(false);
   $("#join").textContent = t("join_again");
-  setStatus("left_call");
+  status.set("left_call");
 }
 
 function ended() {
@@ -133,7 +106,7 @@ function ended() {
   c?.end();
   for (const track of mic?.getTracks() || []) track.stop();
   for (const b of document.querySelectorAll("main button")) b.disabled = true;
-  setStatus("ended", "bad");
+  status.set("ended", "bad");
 }
 
 function toggleMute() {
@@ -168,25 +141,6 @@ function personRow(p) {
   return li;
 }
 
-/// Redraws a list only where it changed: a row is rebuilt when its
-/// signature changes, and the list is reordered only when its rows did.
-/// (`speaking` events come up to 5 times a second; rebuilding every row
-/// would swap buttons out from under a finger mid-tap.)
-function syncList(ul, items, sig, render) {
-  const old = new Map([...ul.children].map((li) => [li.dataset.id, li]));
-  const rows = items.map((p) => {
-    const s = sig(p);
-    const li = old.get(p.id);
-    if (li && li.dataset.sig === s) return li;
-    const fresh = render(p);
-    fresh.dataset.id = p.id;
-    fresh.dataset.sig = s;
-    return fresh;
-  });
-  const same = rows.length === ul.children.length && rows.every((li, i) => ul.children[i] === li);
-  if (!same) ul.replaceChildren(...rows);
-}
-
 function draw() {
   if (!socket) return;
   const everyone = [...socket.participants.values()].filter((p) => p.kind !== "listen");
@@ -209,17 +163,15 @@ function draw() {
 
 async function init() {
   initPage();
-  onLangChange(() => {
-    setStatus(status.key, status.cls, status.text);
-    draw();
-  });
+  status = new StatusLine($("#status"), "bridge_ready");
+  onLangChange(draw);
   $("#join").addEventListener("click", join);
   $("#leave").addEventListener("click", leave);
   $("#mute").addEventListener("click", toggleMute);
   $("#hand").addEventListener("click", toggleHand);
   if (!token) {
     $("#join").disabled = true;
-    return setStatus("no_token", "bad");
+    return status.set("no_token", "bad");
   }
   try {
     const summary = await api(`/v1/rooms/${encodeURIComponent(room)}/summary`, { token });
@@ -229,7 +181,7 @@ async function init() {
     if (summary.status === "ended") return ended();
   } catch (error) {
     $("#join").disabled = true;
-    return setStatus("", "bad", describe(error));
+    return status.set("", "bad", describe(error));
   }
   socket = new RoomSocket(room, token);
   socket.on("change", draw);

@@ -1,7 +1,7 @@
 // Speak / host page (/h/{room}#token=…): check the microphone, go live over
 // WHIP, and — with a host token — moderate the room over its event socket.
 
-import { $, el, roomFromPath, tokenFor, api, Call, RoomSocket, meter, describe, initPage } from "./sabha.js";
+import { $, el, roomFromPath, tokenFor, api, Call, RoomSocket, StatusLine, VOICE, callStatus, describe, initPage, meter, syncList } from "./sabha.js";
 import { addStrings, t, lang, onLangChange } from "./i18n.js";
 
 addStrings({
@@ -95,20 +95,12 @@ const ROSTER_LIMIT = 100;
 
 const room = roomFromPath();
 const token = tokenFor(room);
-const audioConstraints = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
 let stream = null;
 let call = null;
 let socket = null;
 let isHost = false;
-let status = { key: "host_ready", cls: "" };
-
-function setStatus(key, cls = "", text = null) {
-  status = { key, cls, text };
-  const s = $("#status");
-  s.className = `status ${cls}`.trim();
-  s.textContent = text ?? t(key);
-}
+let status = null; // StatusLine, once the page is up
 
 function showError(text) {
   const e = $("#error");
@@ -118,7 +110,7 @@ function showError(text) {
 
 async function microphone() {
   if (stream) return stream;
-  stream = await navigator.mediaDevices.getUserMedia({ audio: audioConstraints });
+  stream = await navigator.mediaDevices.getUserMedia({ audio: VOICE });
   const bar = $("#meter");
   meter(stream, (level) => {
     const v = Math.round(level * 100);
@@ -133,26 +125,7 @@ async function checkMic() {
     await microphone();
     $("#mic-hint").textContent = t("mic_ok");
   } catch (error) {
-    setStatus("mic_denied", "bad");
-  }
-}
-
-function onCallState(state, detail) {
-  switch (state) {
-    case "connecting":
-      return setStatus("connecting", "warn");
-    case "live":
-      return setStatus("you_live", "live");
-    case "reconnecting":
-      return setStatus("reconnecting", "warn");
-    case "waiting":
-      return setStatus("", "warn", describe(detail));
-    case "ended":
-      return ended();
-    case "failed":
-      showLive(false);
-      return setStatus("", "bad", describe(detail));
-    default:
+    status.set("mic_denied", "bad");
   }
 }
 
@@ -166,7 +139,7 @@ async function goLive() {
   try {
     mic = await microphone();
   } catch (_) {
-    return setStatus("mic_denied", "bad");
+    return status.set("mic_denied", "bad");
   }
   const program = $("#program");
   call = new Call({
@@ -174,7 +147,7 @@ async function goLive() {
     token,
     direction: "sendonly",
     track: mic.getAudioTracks()[0],
-    onState: onCallState,
+    onState: callStatus(status, { liveKey: "you_live", onFailed: () => showLive(false), onEnded: ended }),
     onSession: (id) => socket?.bind(id),
     onStream: (s) => {
       program.srcObject = s;
@@ -189,7 +162,7 @@ function stopLive() {
   call?.stop();
   call = null;
   showLive(false);
-  setStatus("stopped");
+  status.set("stopped");
 }
 
 function ended() {
@@ -198,7 +171,7 @@ function ended() {
   c?.end();
   for (const b of document.querySelectorAll("main button")) b.disabled = true;
   $("#confirm-end").classList.add("hidden");
-  setStatus("ended", "bad");
+  status.set("ended", "bad");
 }
 
 // --- the room ---------------------------------------------------------------
@@ -245,25 +218,6 @@ function handRow(p) {
   );
 }
 
-/// Redraws a list only where it changed: a row is rebuilt when its
-/// signature changes, and the list is reordered only when its rows did.
-/// (`speaking` events come up to 5 times a second; rebuilding every row
-/// would swap buttons out from under a finger mid-tap.)
-function syncList(ul, items, sig, render) {
-  const old = new Map([...ul.children].map((li) => [li.dataset.id, li]));
-  const rows = items.map((p) => {
-    const s = sig(p);
-    const li = old.get(p.id);
-    if (li && li.dataset.sig === s) return li;
-    const fresh = render(p);
-    fresh.dataset.id = p.id;
-    fresh.dataset.sig = s;
-    return fresh;
-  });
-  const same = rows.length === ul.children.length && rows.every((li, i) => ul.children[i] === li);
-  if (!same) ul.replaceChildren(...rows);
-}
-
 function draw() {
   if (!socket) return;
   const everyone = [...socket.participants.values()];
@@ -302,16 +256,14 @@ function connect() {
 
 async function init() {
   initPage();
-  onLangChange(() => {
-    setStatus(status.key, status.cls, status.text);
-    draw();
-  });
+  status = new StatusLine($("#status"), "host_ready");
+  onLangChange(draw);
   $("#check").addEventListener("click", checkMic);
   $("#live").addEventListener("click", goLive);
   $("#stop").addEventListener("click", stopLive);
   if (!token) {
     for (const b of document.querySelectorAll("main button")) b.disabled = true;
-    return setStatus("no_token", "bad");
+    return status.set("no_token", "bad");
   }
   $("#mute-all").addEventListener("click", () => {
     showError("");
@@ -334,7 +286,7 @@ async function init() {
     if (summary.status === "ended") return ended();
   } catch (error) {
     for (const b of document.querySelectorAll("main button")) b.disabled = true;
-    return setStatus("", "bad", describe(error));
+    return status.set("", "bad", describe(error));
   }
   connect();
   draw();

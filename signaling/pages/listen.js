@@ -4,7 +4,7 @@
 // for the low-rate profile (16 kb/s Opus in 60 ms packets).
 
 import { addStrings, onLangChange, t } from "./i18n.js";
-import { $, ApiError, Call, RoomSocket, api, describe, formatTime, initPage, roomFromPath, tokenFor } from "./sabha.js";
+import { $, ApiError, Call, RoomSocket, StatusLine, api, callStatus, describe, formatTime, initPage, roomFromPath, tokenFor } from "./sabha.js";
 
 addStrings({
   en: {
@@ -16,7 +16,6 @@ addStrings({
     stopped: "Stopped. Tap Listen to hear again.",
     data_saver: "Data saver (about 22 kb/s)",
     data_saver_hint: "Uses less data on a weak network. The sound is a little less clear.",
-    waiting_start: "Waiting for the start…",
     on_stage: "You are on stage: speak now.",
     promoted: "A host invited you to speak. Allow the microphone.",
     pin_link: "Join with a PIN",
@@ -30,7 +29,6 @@ addStrings({
     stopped: "रुका हुआ। फिर सुनने के लिए ‘सुनें’ दबाएँ।",
     data_saver: "डेटा बचत (लगभग 22 kb/s)",
     data_saver_hint: "कमज़ोर नेटवर्क पर कम डेटा। आवाज़ थोड़ी कम साफ़।",
-    waiting_start: "शुरू होने का इंतज़ार…",
     on_stage: "आप मंच पर हैं: अब बोलिए।",
     promoted: "होस्ट ने आपको बोलने बुलाया है। माइक्रोफ़ोन की अनुमति दें।",
     pin_link: "PIN से जुड़ें",
@@ -48,14 +46,7 @@ let socket = null;
 let call = null;
 let stage = null; // the /join call once a host promoted us
 let summary = null;
-let state = { key: "tap_to_listen", cls: "" };
-
-function show(key, cls = "", text = null) {
-  state = { key, cls, text };
-  const e = $("#state");
-  e.className = `status ${cls}`;
-  e.textContent = text ?? t(key);
-}
+const status = new StatusLine($("#state"), "tap_to_listen");
 
 function slowNetwork() {
   const c = navigator.connection;
@@ -76,29 +67,16 @@ function whepUrl() {
   return `/v1/rooms/${room}/whep?profile=${saver.checked ? "low" : "standard"}`;
 }
 
-function onState(s, detail) {
-  switch (s) {
-    case "connecting":
-      return show("connecting");
-    case "live":
-      return show(stage ? "on_stage" : "live", "live");
-    case "reconnecting":
-      return show(navigator.onLine === false ? "offline" : "reconnecting", "warn");
-    case "waiting":
-      return show(null, "warn", detail?.status === 425 ? `${t("waiting_start")} ${describe(detail)}` : describe(detail));
-    case "ended":
-      return ended();
-    case "failed":
-      button.classList.remove("hidden");
-      return show(null, "bad", describe(detail));
-    default:
-  }
-}
+const onState = callStatus(status, {
+  liveKey: () => (stage ? "on_stage" : "live"),
+  onFailed: () => button.classList.remove("hidden"),
+  onEnded: () => ended(),
+});
 
 function ended() {
   call?.stop();
   stage?.stop();
-  show("ended", "bad");
+  status.set("ended", "bad");
   button.classList.add("hidden");
   $("#now").classList.add("hidden");
 }
@@ -129,17 +107,17 @@ function stop() {
   audio.srcObject = null;
   button.classList.remove("hidden");
   $("#now").classList.add("hidden");
-  show("stopped");
+  status.set("stopped");
 }
 
 /// A host promoted this listener: it got a speaker token and a /join path.
 async function promoted(message) {
-  show("promoted", "warn");
+  status.set("promoted", "warn");
   let mic;
   try {
     mic = await navigator.mediaDevices.getUserMedia({ audio: true });
   } catch (_) {
-    return show("mic_denied", "bad");
+    return status.set("mic_denied", "bad");
   }
   const old = call;
   stage = new Call({
@@ -182,12 +160,9 @@ function redraw() {
 
 async function main() {
   initPage();
-  onLangChange(() => {
-    show(state.key, state.cls, state.text);
-    redraw();
-  });
+  onLangChange(redraw);
   if (!token) {
-    show("no_token", "bad");
+    status.set("no_token", "bad");
     button.classList.add("hidden");
     const link = document.createElement("a");
     link.href = "/j";
@@ -200,7 +175,7 @@ async function main() {
     summary = await api(`/v1/rooms/${room}/summary`, { token });
   } catch (error) {
     button.classList.add("hidden");
-    return show(null, "bad", error instanceof ApiError && error.status === 401 ? t("bad_token") : describe(error));
+    return status.set("", "bad", error instanceof ApiError && error.status === 401 ? t("bad_token") : describe(error));
   }
   const title = $("#title");
   delete title.dataset.i18n; // the room's name, in no language of ours
@@ -209,7 +184,7 @@ async function main() {
   saver.checked = initialSaver();
   if (summary.status === "ended") return ended();
   if (summary.status === "scheduled" && summary.next_starts_at) {
-    show(null, "", t("not_started", { time: formatTime(summary.next_starts_at) }));
+    status.set("", "", t("not_started", { time: formatTime(summary.next_starts_at) }));
   }
   socket = new RoomSocket(room, token);
   socket.on("change", redraw);

@@ -5,7 +5,7 @@
 // No framework and no markup from strings: the pages run under a strict
 // CSP with Trusted Types, so DOM is built with el() and textContent only.
 
-import { applyI18n, langButton, t } from "./i18n.js";
+import { applyI18n, langButton, onLangChange, t } from "./i18n.js";
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -431,6 +431,67 @@ export function describe(error) {
       return t("error", { detail: error.message || String(error) });
   }
 }
+
+/// A page's status line (role="status"): a string key (or a text) and a
+/// class (live, warn, bad), redrawn in the new language when it changes.
+export class StatusLine {
+  constructor(elem, key, cls = "") {
+    this.elem = elem;
+    this.set(key, cls);
+    onLangChange(() => this.set(this.key, this.cls, this.text));
+  }
+
+  set(key, cls = "", text = null) {
+    Object.assign(this, { key, cls, text });
+    this.elem.className = `status ${cls}`.trim();
+    this.elem.textContent = text ?? t(key);
+  }
+}
+
+/// A Call's onState for a status line: live shows liveKey (a key, or a
+/// function returning one); failed and ended call back first.
+export function callStatus(status, { liveKey = "live", onFailed, onEnded } = {}) {
+  return (state, detail) => {
+    switch (state) {
+      case "connecting":
+        return status.set("connecting", "warn");
+      case "live":
+        return status.set(typeof liveKey === "function" ? liveKey() : liveKey, "live");
+      case "reconnecting":
+        return status.set(navigator.onLine === false ? "offline" : "reconnecting", "warn");
+      case "waiting":
+        return status.set("", "warn", describe(detail));
+      case "ended":
+        return onEnded?.();
+      case "failed":
+        onFailed?.();
+        return status.set("", "bad", describe(detail));
+      default:
+    }
+  };
+}
+
+/// Redraws list `ul` as `items` (objects with an id), replacing only rows
+/// whose signature sig(item) changed: `speaking` events come up to 5
+/// times a second, and rebuilding every row would swap buttons out from
+/// under a finger mid-tap.
+export function syncList(ul, items, sig, render) {
+  const old = new Map([...ul.children].map((li) => [li.dataset.id, li]));
+  const rows = items.map((p) => {
+    const s = sig(p);
+    const li = old.get(p.id);
+    if (li && li.dataset.sig === s) return li;
+    const fresh = render(p);
+    fresh.dataset.id = p.id;
+    fresh.dataset.sig = s;
+    return fresh;
+  });
+  const same = rows.length === ul.children.length && rows.every((li, i) => ul.children[i] === li);
+  if (!same) ul.replaceChildren(...rows);
+}
+
+/// The microphone as a talking page wants it.
+export const VOICE = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
 /// Every page: strings in place, the language button wired.
 export function initPage() {
