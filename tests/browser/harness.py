@@ -284,9 +284,21 @@ class Browser:
         from selenium.webdriver.common.by import By
         return self.driver.find_element(By.CSS_SELECTOR, css)
 
-    def click(self, css):
+    def click(self, css, timeout=10.0):
+        """Clicks css once it is visible. Lists redraw rows whose state
+        changed (a speaking mark, a mute), so the element found may be
+        replaced before the click lands: then find it again and retry."""
+        from selenium.common.exceptions import StaleElementReferenceException
         self.wait(lambda: self.visible(css), f"{css} visible")
-        self.find(css).click()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.find(css).click()
+                return
+            except StaleElementReferenceException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def visible(self, css):
         from selenium.common.exceptions import NoSuchElementException
