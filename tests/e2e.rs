@@ -252,22 +252,8 @@ fn run_driver(
         .as_secs()
         .max(10);
     cmd.arg("--timeout").arg(inner.to_string());
-    cmd.args(extra)
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start driver {}: {e}", py.display()));
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let status = wait_deadline(&mut child, limit);
-    let elapsed = started.elapsed();
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
+    cmd.args(extra);
+    let (status, stdout, stderr, elapsed) = run_python(cmd, limit);
     let server_log = server.map(|s| s.log_tail(60)).unwrap_or_default();
     eprintln!("--- driver `{name}` stderr ---\n{stderr}");
     eprintln!("e2e: `{name}` took {:.1} s", elapsed.as_secs_f64());
@@ -309,6 +295,30 @@ fn run_driver(
         serde_json::to_string_pretty(&failures).unwrap_or_default(),
         sc.context()
     );
+}
+
+/// Runs a Python driver to its end or `limit` (then kills it): its exit
+/// status (`None` when killed), stdout, stderr and how long it took.
+fn run_python(
+    mut cmd: Command,
+    limit: Duration,
+) -> (Option<std::process::ExitStatus>, String, String, Duration) {
+    cmd.env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let status = wait_deadline(&mut child, limit);
+    let elapsed = started.elapsed();
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    (status, stdout, stderr, elapsed)
 }
 
 /// A driver's report: the last line of its stdout that is a JSON object.
@@ -937,27 +947,11 @@ fn run_browser(name: &str, limit: Duration) -> Value {
         .arg("--artifacts")
         .arg(screenshots_dir())
         .arg("--server-log")
-        .arg(&log)
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", py.display()));
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let status = wait_deadline(&mut child, limit);
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
+        .arg(&log);
+    let (status, stdout, stderr, elapsed) = run_python(cmd, limit);
     let server_log = tail(&fs::read_to_string(&log).unwrap_or_default(), 60);
     eprintln!("--- browser `{name}` stderr ---\n{stderr}");
-    eprintln!(
-        "browser: `{name}` took {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("browser: `{name}` took {:.1} s", elapsed.as_secs_f64());
     let report = last_json_line(&stdout);
     let context = format!(
         "\n--- report ---\n{}\n--- driver stderr (tail) ---\n{}\n--- server log (tail) ---\n{server_log}",
