@@ -74,8 +74,11 @@ const onState = callStatus(status, {
 });
 
 function ended() {
-  call?.stop();
-  stage?.stop();
+  // The server has closed every session of the room: end() hangs up
+  // without a DELETE (a rally's end would otherwise bring one per listener).
+  const calls = new Set([call, stage]);
+  call = stage = null;
+  for (const c of calls) c?.end();
   status.set("ended", "bad");
   button.classList.add("hidden");
   $("#now").classList.add("hidden");
