@@ -149,9 +149,7 @@ function redraw() {
   if (!socket) return;
   const names = socket.speakerNames();
   $("#speakers").textContent = names.length ? t("speaking_now", { names: names.join(", ") }) : t("nobody_speaking");
-  let listening = 0;
-  for (const p of socket.participants.values()) if (p.kind === "listen") listening++;
-  $("#count").textContent = t("listeners", { n: listening });
+  $("#count").textContent = t("listeners", { n: socket.listeners });
   const me = mine();
   const up = Boolean(me?.hand_raised);
   hand.setAttribute("aria-pressed", String(up));

@@ -253,6 +253,9 @@ export class RoomSocket {
     this.token = token;
     this.session = null;
     this.participants = new Map();
+    /// Listen sessions in the room. A listener's socket lists only the
+    /// stage and itself: the server counts the rest.
+    this.listeners = 0;
     this.speaking = [];
     this.locked = false;
     this.ended = false;
@@ -324,8 +327,12 @@ export class RoomSocket {
         this.speaking = m.participants
           .filter((x) => x.speaking)
           .map((x) => this.speaking.find((s) => s.id === x.id) || { id: x.id, level: 127 });
+        this.listeners = m.listeners;
         this.locked = m.locked;
         this.ended = m.ended;
+        break;
+      case "audience":
+        this.listeners = m.listeners;
         break;
       case "joined":
         p.set(m.participant.id, m.participant);

@@ -172,6 +172,7 @@ pub fn router(state: AppState) -> Router {
 /// same one to its [`crate::scheduler::Scheduler`].
 pub fn router_with_hub(state: AppState, hub: Hub) -> Router {
     hub::follow_media(&hub, state.media.subscribe());
+    hub::count_audience(&hub, hub::AUDIENCE_EVERY);
     attendance::follow_media(
         state.attendance.clone(),
         state.events.clone(),

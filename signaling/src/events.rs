@@ -61,10 +61,20 @@ pub struct Level {
 pub enum Event {
     /// The whole state, sent first on every socket (and again after a
     /// socket fell behind).
+    /// On an audience socket (a listener's) `participants` lists only the
+    /// stage and the socket's own session; `listeners` counts every WHEP
+    /// session either way.
     Roster {
         participants: Vec<Participant>,
+        listeners: usize,
         locked: bool,
         ended: bool,
+    },
+    /// How many listen (WHEP) sessions the room has, sent at most once per
+    /// [`crate::hub::AUDIENCE_EVERY`] while it changes: how an audience
+    /// socket learns of the crowd without one event per listener.
+    Audience {
+        listeners: usize,
     },
     Joined {
         participant: Participant,
@@ -115,6 +125,28 @@ pub struct Message {
     pub seq: u64,
     #[serde(flatten)]
     pub event: Event,
+}
+
+impl Event {
+    /// The participant an event is about, if it is about one.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Event::Joined { participant } => Some(&participant.id),
+            Event::Left { participant, .. }
+            | Event::Muted { participant }
+            | Event::Unmuted { participant }
+            | Event::HandRaised { participant }
+            | Event::HandLowered { participant }
+            | Event::Promoted { participant, .. }
+            | Event::Demoted { participant } => Some(participant),
+            Event::Roster { .. }
+            | Event::Audience { .. }
+            | Event::Speaking { .. }
+            | Event::Locked
+            | Event::Unlocked
+            | Event::RoomEnded => None,
+        }
+    }
 }
 
 impl Message {

@@ -11,19 +11,66 @@
 //! roster under the same lock, so a socket's first message and its stream of
 //! events neither overlap nor leave a gap.
 //!
+//! Each room has two streams. The **full** one carries every event, for
+//! hosts, speakers and bridge participants. The **audience** one, for
+//! listeners' sockets, leaves out every event about a listen (WHEP)
+//! session — joins, leaves, hands — and carries instead an `audience`
+//! count at most once per [`AUDIENCE_EVERY`]; a listener still gets the
+//! events about itself, on a channel of its own session. Without that, a
+//! rally of N listeners with open pages sends N events to N sockets as it
+//! fills: N² frames, 2.5 billion at 50,000. Now each listener's join costs
+//! one frame (to the few full sockets) plus its share of a count.
+//!
 //! Lock and end are in memory only: a restart forgets them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::backend::{MediaEvent, Role, SpeakerLevel};
+use crate::backend::{MediaEvent, Role, SessionKind, SpeakerLevel};
 use crate::events::{Event, Level, Message, Participant};
 
 /// Events buffered per room for a slow socket before it lags (it then gets
 /// a fresh roster).
 pub const ROOM_EVENTS_CAPACITY: usize = 256;
+
+/// Events buffered for one listener's own session (its hand, its
+/// promotion): few, and a lag only costs a fresh roster.
+const OWN_EVENTS_CAPACITY: usize = 16;
+
+/// How often a changing listener count goes out as an `audience` event.
+pub const AUDIENCE_EVERY: Duration = Duration::from_secs(1);
+
+/// What a socket sees of a room: see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// Every event.
+    Full,
+    /// The stage and the socket's own session; the crowd as a count.
+    Audience,
+}
+
+impl View {
+    /// Listeners watch the stage; everyone else (hosts, speakers, bridge
+    /// participants) runs or takes part in the room and sees all of it.
+    pub fn for_role(role: Role) -> Self {
+        if role == Role::Listener {
+            View::Audience
+        } else {
+            View::Full
+        }
+    }
+}
+
+/// A socket's streams: the room's (full or audience) and, for a listener
+/// bound to its session, that session's own events.
+pub struct Subscription {
+    pub roster: Message,
+    pub room: broadcast::Receiver<Message>,
+    pub own: Option<broadcast::Receiver<Message>>,
+}
 
 /// Every room's control-plane state. Cheap to clone.
 #[derive(Clone, Default)]
@@ -48,7 +95,16 @@ struct RoomState {
     ended: bool,
     /// The last event's number; the roster snapshot carries it.
     seq: u64,
+    /// The full stream.
     events: broadcast::Sender<Message>,
+    /// The audience stream.
+    stage: broadcast::Sender<Message>,
+    /// Listen sessions' own events, for those whose socket is bound.
+    own: HashMap<String, broadcast::Sender<Message>>,
+    /// Listen sessions in `participants`.
+    listeners: usize,
+    /// `listeners` changed since the last `audience` event.
+    listeners_changed: bool,
 }
 
 impl Default for RoomState {
@@ -59,28 +115,72 @@ impl Default for RoomState {
             ended: false,
             seq: 0,
             events: broadcast::channel(ROOM_EVENTS_CAPACITY).0,
+            stage: broadcast::channel(ROOM_EVENTS_CAPACITY).0,
+            own: HashMap::new(),
+            listeners: 0,
+            listeners_changed: false,
         }
     }
 }
 
 impl RoomState {
+    /// Sends `event` to the full stream, and to the audience stream unless
+    /// it is about a listen session, which gets it on its own channel
+    /// instead. Call it while the subject is still in `participants`.
     fn emit(&mut self, event: Event) {
         self.seq += 1;
-        // No receiver is fine: nobody is watching this room.
-        let _ = self.events.send(Message {
+        let message = Message {
             seq: self.seq,
             event,
-        });
+        };
+        let crowd = message
+            .event
+            .subject()
+            .filter(|id| self.is_listener(id))
+            .map(str::to_owned);
+        match crowd {
+            Some(id) => {
+                if let Some(own) = self.own.get(&id) {
+                    let _ = own.send(message.clone());
+                }
+            }
+            // No receiver is fine: nobody is watching this room.
+            None => drop(self.stage.send(message.clone())),
+        }
+        let _ = self.events.send(message);
     }
 
-    fn roster(&self) -> Message {
+    fn is_listener(&self, id: &str) -> bool {
+        self.participants
+            .iter()
+            .any(|p| p.id == id && p.kind == SessionKind::Listen)
+    }
+
+    fn roster(&self, view: View, session: Option<&str>) -> Message {
+        let participants = match view {
+            View::Full => self.participants.clone(),
+            View::Audience => self
+                .participants
+                .iter()
+                .filter(|p| p.kind != SessionKind::Listen || Some(p.id.as_str()) == session)
+                .cloned()
+                .collect(),
+        };
         Message {
             seq: self.seq,
             event: Event::Roster {
-                participants: self.participants.clone(),
+                participants,
+                listeners: self.listeners,
                 locked: self.locked,
                 ended: self.ended,
             },
+        }
+    }
+
+    fn count_listener(&mut self, participant: &Participant, delta: isize) {
+        if participant.kind == SessionKind::Listen {
+            self.listeners = self.listeners.saturating_add_signed(delta);
+            self.listeners_changed = true;
         }
     }
 
@@ -122,6 +222,7 @@ impl Hub {
         let state = rooms.rooms.entry(room.to_owned()).or_default();
         admission(state, participant.role)?;
         let id = participant.id.clone();
+        state.count_listener(&participant, 1);
         state.participants.push(participant.clone());
         state.emit(Event::Joined { participant });
         rooms.sessions.insert(id, room.to_owned());
@@ -135,11 +236,13 @@ impl Hub {
         let room = rooms.sessions.remove(session)?;
         let state = rooms.rooms.get_mut(&room)?;
         let index = state.participants.iter().position(|p| p.id == session)?;
-        let participant = state.participants.remove(index);
         state.emit(Event::Left {
             participant: session.to_owned(),
             reason: reason.to_owned(),
         });
+        let participant = state.participants.remove(index);
+        state.count_listener(&participant, -1);
+        state.own.remove(session);
         Some(participant)
     }
 
@@ -207,6 +310,9 @@ impl Hub {
         }
         state.ended = true;
         let gone: Vec<String> = state.participants.drain(..).map(|p| p.id).collect();
+        state.own.clear();
+        state.listeners = 0;
+        state.listeners_changed = false;
         state.emit(Event::RoomEnded);
         for id in gone {
             rooms.sessions.remove(&id);
@@ -240,14 +346,47 @@ impl Hub {
         }
     }
 
-    /// The roster now, and every event after it.
-    pub fn subscribe(&self, room: &str) -> (Message, broadcast::Receiver<Message>) {
-        self.with_room(room, |state| (state.roster(), state.events.subscribe()))
+    /// The roster now, and every event after it that `view` shows, for a
+    /// socket bound to `session` (if any).
+    pub fn subscribe(&self, room: &str, view: View, session: Option<&str>) -> Subscription {
+        self.with_room(room, |state| {
+            let own = match (view, session) {
+                (View::Audience, Some(id)) if state.is_listener(id) => Some(
+                    state
+                        .own
+                        .entry(id.to_owned())
+                        .or_insert_with(|| broadcast::channel(OWN_EVENTS_CAPACITY).0)
+                        .subscribe(),
+                ),
+                _ => None,
+            };
+            Subscription {
+                roster: state.roster(view, session),
+                room: match view {
+                    View::Full => state.events.subscribe(),
+                    View::Audience => state.stage.subscribe(),
+                },
+                own,
+            }
+        })
     }
 
     /// A fresh roster, for a socket that fell behind.
-    pub fn roster(&self, room: &str) -> Message {
-        self.with_room(room, |state| state.roster())
+    pub fn roster(&self, room: &str, view: View, session: Option<&str>) -> Message {
+        self.with_room(room, |state| state.roster(view, session))
+    }
+
+    /// Sends an `audience` event to every room whose listener count
+    /// changed since the last one. [`count_audience`] calls it every
+    /// [`AUDIENCE_EVERY`].
+    pub fn flush_audience(&self) {
+        let mut rooms = self.lock();
+        for state in rooms.rooms.values_mut() {
+            if std::mem::take(&mut state.listeners_changed) {
+                let listeners = state.listeners;
+                state.emit(Event::Audience { listeners });
+            }
+        }
     }
 
     /// Applies what the media side observed.
@@ -296,6 +435,27 @@ fn admission(state: &RoomState, role: Role) -> Result<(), Refusal> {
     } else {
         Ok(())
     }
+}
+
+/// Spawns the task that sends listener counts ([`Hub::flush_audience`])
+/// every `every`. It ends when every handle to the hub is gone.
+pub fn count_audience(hub: &Hub, every: Duration) {
+    let weak = hub.downgrade();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match weak.upgrade() {
+                Some(inner) => Hub {
+                    inner,
+                    schedule_changed: Arc::default(),
+                }
+                .flush_audience(),
+                None => return,
+            }
+        }
+    });
 }
 
 /// Spawns the task that applies media events to `hub`. It ends when the
@@ -348,7 +508,11 @@ mod tests {
     fn roster_then_events_in_sequence() {
         let hub = Hub::default();
         hub.join("r", person("s1", Role::Host)).unwrap();
-        let (roster, mut rx) = hub.subscribe("r");
+        let Subscription {
+            roster,
+            room: mut rx,
+            ..
+        } = hub.subscribe("r", View::Full, None);
         assert_eq!(roster.seq, 1);
         let Event::Roster { participants, .. } = roster.event else {
             panic!("{roster:?}")
@@ -369,6 +533,93 @@ mod tests {
             }
         );
         assert!(hub.leave("s2", "left").is_none(), "second notice is silent");
+    }
+
+    fn listener(id: &str) -> Participant {
+        Participant {
+            kind: SessionKind::Listen,
+            on_stage: false,
+            ..person(id, Role::Listener)
+        }
+    }
+
+    fn drain(rx: &mut broadcast::Receiver<Message>) -> Vec<Event> {
+        std::iter::from_fn(|| rx.try_recv().ok().map(|m| m.event)).collect()
+    }
+
+    #[test]
+    fn the_audience_sees_the_stage_and_a_count_not_the_crowd() {
+        let hub = Hub::default();
+        hub.join("r", person("host", Role::Host)).unwrap();
+        hub.join("r", listener("me")).unwrap();
+        hub.join("r", listener("l1")).unwrap();
+        let mut full = hub.subscribe("r", View::Full, None).room;
+        let mine = hub.subscribe("r", View::Audience, Some("me"));
+        let Event::Roster {
+            participants,
+            listeners,
+            ..
+        } = &mine.roster.event
+        else {
+            panic!("{:?}", mine.roster)
+        };
+        let ids: Vec<&str> = participants.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["host", "me"], "the stage and myself");
+        assert_eq!(*listeners, 2);
+        let (mut audience, mut own) = (mine.room, mine.own.expect("a listener's own channel"));
+
+        for i in 2..50 {
+            hub.join("r", listener(&format!("l{i}"))).unwrap();
+        }
+        hub.leave("l1", "left").unwrap();
+        let raise = |p: &mut Participant| {
+            p.hand_raised = true;
+            Some(Event::HandRaised {
+                participant: p.id.clone(),
+            })
+        };
+        hub.update("r", "l2", raise).unwrap();
+        hub.update("r", "me", raise).unwrap();
+        hub.join("r", person("guest", Role::Speaker)).unwrap();
+        hub.flush_audience();
+        hub.flush_audience(); // nothing changed since: no second count
+
+        let seen = drain(&mut audience);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(matches!(&seen[0], Event::Joined { participant } if participant.id == "guest"));
+        assert_eq!(seen[1], Event::Audience { listeners: 49 });
+        assert_eq!(
+            drain(&mut own),
+            [Event::HandRaised {
+                participant: "me".into()
+            }]
+        );
+        // Hosts see everything: 48 joins, a leave, two hands, a join, the count.
+        assert_eq!(drain(&mut full).len(), 48 + 1 + 2 + 1 + 1);
+    }
+
+    #[test]
+    fn own_channels_are_for_listeners_and_end_with_the_session() {
+        let hub = Hub::default();
+        hub.join("r", listener("me")).unwrap();
+        hub.join("r", person("p", Role::Participant)).unwrap();
+        assert!(hub.subscribe("r", View::Audience, Some("p")).own.is_none());
+        assert!(hub.subscribe("r", View::Full, Some("me")).own.is_none());
+        assert!(
+            hub.subscribe("r", View::Audience, Some("ghost"))
+                .own
+                .is_none()
+        );
+        let mut own = hub.subscribe("r", View::Audience, Some("me")).own.unwrap();
+        hub.leave("me", "left").unwrap();
+        assert!(matches!(own.try_recv().unwrap().event, Event::Left { .. }));
+        assert_eq!(
+            own.try_recv(),
+            Err(broadcast::error::TryRecvError::Closed),
+            "the session is gone"
+        );
+        assert_eq!(View::for_role(Role::Listener), View::Audience);
+        assert_eq!(View::for_role(Role::Host), View::Full);
     }
 
     #[test]
@@ -394,7 +645,7 @@ mod tests {
     fn update_emits_only_on_change() {
         let hub = Hub::default();
         hub.join("r", person("s1", Role::Participant)).unwrap();
-        let (_, mut rx) = hub.subscribe("r");
+        let mut rx = hub.subscribe("r", View::Full, None).room;
         let mute = |p: &mut Participant| {
             (!p.muted).then(|| {
                 p.muted = true;
@@ -416,7 +667,7 @@ mod tests {
         let hub = Hub::default();
         hub.join("r", person("s1", Role::Participant)).unwrap();
         hub.join("r", person("s2", Role::Participant)).unwrap();
-        let (_, mut rx) = hub.subscribe("r");
+        let mut rx = hub.subscribe("r", View::Full, None).room;
         hub.handle_media(MediaEvent::Speaking {
             room: "r".into(),
             speakers: vec![SpeakerLevel {

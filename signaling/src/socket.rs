@@ -13,6 +13,10 @@
 //! session got it in `Location`, nobody else sees it except through the
 //! roster of their own room.
 //!
+//! A listener's socket sees the audience view of the room (the stage, a
+//! count of the crowd, and its own session's events: [`crate::hub`]);
+//! everyone else's sees all of it.
+//!
 //! One task per socket: a `select!` between the next client frame and the
 //! next room event. A socket that falls more than
 //! [`crate::hub::ROOM_EVENTS_CAPACITY`] events behind gets a fresh `roster`
@@ -23,12 +27,13 @@ use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::app::AppState;
 use crate::auth::Grant;
 use crate::events::{Command, ErrorMessage, Message};
-use crate::hub::Hub;
+use crate::hub::{Hub, Subscription, View};
 use crate::moderation::{Actor, CommandError, execute};
 use crate::problem::ApiError;
 use crate::rooms::find_in_scope;
@@ -85,7 +90,13 @@ pub async fn events(
 }
 
 async fn run(mut socket: WebSocket, state: AppState, hub: Hub, room: String, actor: Actor) {
-    let (roster, mut events) = hub.subscribe(&room);
+    let view = View::for_role(actor.role);
+    let session = actor.session.as_deref();
+    let Subscription {
+        roster,
+        room: mut events,
+        mut own,
+    } = hub.subscribe(&room, view, session);
     if send(&mut socket, &roster, &actor).await.is_err() {
         return;
     }
@@ -97,13 +108,29 @@ async fn run(mut socket: WebSocket, state: AppState, hub: Hub, room: String, act
             },
             event = events.recv() => match event {
                 Ok(message) => send(&mut socket, &message, &actor).await,
-                Err(RecvError::Lagged(_)) => send(&mut socket, &hub.roster(&room), &actor).await,
+                Err(RecvError::Lagged(_)) => send(&mut socket, &hub.roster(&room, view, session), &actor).await,
                 Err(RecvError::Closed) => return, // the room was deleted
+            },
+            event = next_own(&mut own) => match event {
+                Ok(message) => send(&mut socket, &message, &actor).await,
+                Err(RecvError::Lagged(_)) => send(&mut socket, &hub.roster(&room, view, session), &actor).await,
+                Err(RecvError::Closed) => {
+                    own = None; // the session left; the room goes on
+                    Ok(())
+                }
             },
         };
         if delivered.is_err() {
             return; // the client is gone
         }
+    }
+}
+
+/// The next event of a listener's own session; never, without one.
+async fn next_own(own: &mut Option<broadcast::Receiver<Message>>) -> Result<Message, RecvError> {
+    match own {
+        Some(own) => own.recv().await,
+        None => std::future::pending().await,
     }
 }
 

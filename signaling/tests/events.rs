@@ -91,11 +91,18 @@ impl Client {
         }
     }
 
-    /// The next message, which must be of type `kind`.
+    /// The next message, which must be of type `kind`. Listener counts
+    /// (`audience`) come once a second whenever the count changed, so
+    /// other expectations skip them.
     async fn expect(&mut self, kind: &str) -> Value {
-        let message = self.next().await;
-        assert_eq!(message["type"], kind, "{message}");
-        message
+        loop {
+            let message = self.next().await;
+            if message["type"] == "audience" && kind != "audience" {
+                continue;
+            }
+            assert_eq!(message["type"], kind, "{message}");
+            return message;
+        }
     }
 
     async fn send(&mut self, command: Value) {
@@ -225,7 +232,7 @@ async fn roster_joined_self_mute_and_left() {
     let (mut host, roster) = s.host(&room.id).await;
     assert_eq!(
         roster,
-        json!({"type": "roster", "seq": 0, "participants": [], "locked": false, "ended": false})
+        json!({"type": "roster", "seq": 0, "participants": [], "listeners": 0, "locked": false, "ended": false})
     );
 
     let token = s.token(&room.id, Role::Participant, "Asha");
@@ -366,6 +373,70 @@ async fn rally_listener_on_whep_is_promoted_with_a_token() {
     assert_eq!(joined["participant"]["role"], "speaker");
     assert_eq!(joined["participant"]["on_stage"], true);
     assert_eq!(s.media.is_muted(&on_stage), None, "never muted");
+}
+
+#[tokio::test]
+async fn a_listener_sees_the_stage_and_a_count_not_the_other_listeners() {
+    let s = serve().await;
+    let room = s.room("rally").await;
+    let (mut host, _) = s.host(&room.id).await;
+    let token = s.token(&room.id, Role::Listener, "Meera");
+    let me = s.open(&room.id, "whep", &token).await;
+    let other = s.open(&room.id, "whep", &token).await;
+    let (mut socket, roster) = s.connect(&room.id, &token, Some(&me)).await;
+    assert_eq!(roster["listeners"], 2);
+    let ids: Vec<&Value> = roster["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["id"])
+        .collect();
+    assert_eq!(ids, [&json!(me)], "myself, not the other listener");
+
+    let third = s.open(&room.id, "whep", &token).await;
+    s.http(
+        Method::DELETE,
+        &format!("/v1/sessions/{other}"),
+        &token,
+        None,
+    )
+    .await;
+    let speaker = s.token(&room.id, Role::Speaker, "Leader");
+    let on_stage = s.open(&room.id, "whip", &speaker).await;
+    // The stage's join comes through; the crowd's joins and leaves do not,
+    // only their count, which may go out between any two of these changes
+    // and ends at 2 (me and the third).
+    let (mut stage_joined, mut count) = (false, Value::Null);
+    while !stage_joined || count != 2 {
+        let message = socket.next().await;
+        match message["type"].as_str() {
+            Some("audience") => count = message["listeners"].clone(),
+            Some("joined") if message["participant"]["id"] == on_stage.as_str() => {
+                stage_joined = true
+            }
+            _ => panic!("a listener sees only the stage and counts: {message}"),
+        }
+    }
+    // The host saw every one of them.
+    for expected in [&me, &other, &third] {
+        assert_eq!(
+            host.expect("joined").await["participant"]["id"],
+            expected.as_str()
+        );
+    }
+    assert_eq!(host.expect("left").await["participant"], other.as_str());
+    assert_eq!(
+        host.expect("joined").await["participant"]["id"],
+        on_stage.as_str()
+    );
+
+    // Events about myself still reach me.
+    socket.send(json!({"type": "raise_hand"})).await;
+    assert_eq!(
+        socket.expect("hand_raised").await["participant"],
+        me.as_str()
+    );
+    assert_eq!(host.expect("hand_raised").await["participant"], me.as_str());
 }
 
 #[tokio::test]

@@ -474,6 +474,14 @@ class Peers:
         """sabha_e2e.analyse_tone over the peer's last `seconds`."""
         return sabha_e2e.analyse_tone(peer.last_samples(seconds), expect_hz, **kw)
 
+    def hang_up(self, peer):
+        """Ends one peer's session (DELETE) and its connection."""
+        async def go():
+            self.peers.remove(peer)
+            await peer.delete(self.server.api)
+            await peer.close()
+        self.run(go())
+
     def close(self):
         async def go():
             for p in self.peers:

@@ -6,7 +6,8 @@
 1. The page before the button: the room's title, the big button, weight of
    everything it loaded (<= 100 KB), accessible names, a screenshot.
 2. Press Listen: the page plays the publisher's 440 Hz (WebAudio in the
-   page, +-10 Hz) and names the speaker.
+   page, +-10 Hz) and names the speaker. Two more WHEP listeners come and
+   go: the page's count follows (the server's `audience` counts).
 3. Raise hand: the server's roster has the hand up.
 4. Data saver on: a new session in the low profile (60 ms packets: about
    17 packets/s instead of 50) and the tone is still heard.
@@ -99,6 +100,15 @@ def body(server, report, args):
         heard(browser, report, "standard")
         browser.wait_text("#speakers", "Leader", timeout=10)
         browser.screenshot(report, "listen-live", ["#title", "#state", "#speakers", "#hand", "#stop"])
+
+        # 2b. the crowd is a count: two more listeners are counted, though
+        # a listener's socket never lists them
+        listener_token = server.token(room, "listener", "Crowd")
+        crowd = [peers.open(f"crowd{i}", "listen", f"/v1/rooms/{room}/whep", listener_token) for i in range(2)]
+        browser.wait_text("#count", "3 listening", timeout=10)
+        for peer in crowd:
+            peers.hang_up(peer)
+        browser.wait_text("#count", "1 listening", timeout=10)
 
         # 3. raise hand
         browser.wait(lambda: browser.find("#hand").is_enabled(), "the hand button enabled")
