@@ -42,6 +42,7 @@ TONE_HZ = 440.0
 # Seconds added to a step's own settle + hold + setup for its `timeout`.
 STEP_SLACK_S = 120
 SETUP_S_PER_PEER = 0.5  # the interop client's own budget per listener
+BRIDGE_LISTEN_LEAD_S = 3.0  # the bridge's listeners join this long after its talkers
 
 CHILDREN = []  # Popen objects started here (own process groups)
 CLEANUPS = []  # callables run once on exit
@@ -55,20 +56,35 @@ def log(msg):
 # Processes: everything we start is tracked and stopped on exit
 # ---------------------------------------------------------------------------
 def spawn(cmd, seconds, **kw):
-    """Start `cmd` under coreutils `timeout` (SIGINT first, so the interop
-    client DELETEs its sessions, then SIGKILL) in its own process group."""
-    full = ["timeout", "--signal=INT", "--kill-after=15", str(int(seconds))] + list(cmd)
+    """Start `cmd` under coreutils `timeout` (SIGTERM, then SIGKILL 15 s
+    later) in a process group of its own."""
+    full = ["timeout", "--kill-after=15", str(int(seconds))] + list(cmd)
     p = subprocess.Popen(full, start_new_session=True, **kw)
     CHILDREN.append(p)
     return p
 
 
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
 def stop(p, grace=10.0):
+    """SIGINT to the command itself (not through `timeout`, which would pass
+    it on a second time), so an interop client DELETEs its sessions; then
+    SIGKILL to the whole group."""
     if p.poll() is None:
+        for pid in children(p.pid):
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
         try:
-            os.killpg(p.pid, signal.SIGINT)
             p.wait(grace)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+        except subprocess.TimeoutExpired:
             pass
     if p.poll() is None:
         try:
@@ -187,6 +203,7 @@ def free_ports():
 class Sabha:
     def __init__(self, a, tmp, label):
         self.a = a
+        self.label = label
         self.key = "sk_bench_" + secrets.token_hex(16)
         self.data = tempfile.mkdtemp(prefix=f"sabha-{label}-", dir=tmp)
         http, media = free_ports()
@@ -211,8 +228,7 @@ class Sabha:
 
     def server_pid(self):
         """The sabha process itself (the child of `timeout`)."""
-        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-            kids = [int(x) for x in f.read().split()]
+        kids = children(self.proc.pid)
         if len(kids) != 1:
             raise RuntimeError(f"expected one sabha under timeout, found {kids}")
         return kids[0]
@@ -237,9 +253,26 @@ class Sabha:
     def token(self, room, role):
         return self.post(f"/v1/rooms/{room}/tokens", {"role": role, "name": "bench"})["token"]
 
+    def counters(self):
+        """Totals from /metrics that tell a late server from a late client."""
+        want = {"sabha_audio_packets_out_total": "server_audio_packets_out",
+                "sabha_mixer_ticks_total": "mixer_ticks",
+                "sabha_mixer_tick_overruns_total": "mixer_tick_overruns"}
+        out = {}
+        try:
+            with urllib.request.urlopen(self.base + "/metrics", timeout=5) as r:
+                for line in r.read().decode().splitlines():
+                    name, _, value = line.partition(" ")
+                    if name in want:
+                        out[want[name]] = int(float(value))
+        except (OSError, ValueError) as e:
+            log(f"/metrics: {e}")
+        return out
+
     def stop(self):
         stop(self.proc)
         self.log.close()
+        shutil.copy(self.log.name, os.path.join(self.a.raw_dir, f"sabha-{self.label}.log"))
 
 
 def client(a, *args):
@@ -295,7 +328,7 @@ def janus_fanout(a, tmp, n):
         windows, rows = j.bench(["streaming", "--n", str(n), "--decode-every", str(a.decode_every),
                                  "--concurrency", str(a.concurrency), "--settle", str(a.settle),
                                  "--hold", str(a.hold), "--freq", str(TONE_HZ)],
-                                budget, os.path.join(tmp, f"janus-fanout-{n}.json"))
+                                budget, os.path.join(a.raw_dir, f"janus-fanout-{n}.json"))
     finally:
         j.stop()
     jr = rows[-1] if rows else {}
@@ -316,7 +349,7 @@ def sabha_fanout(a, tmp, n):
                            "--token", speak, "--freq", str(TONE_HZ), "--duration", str(budget)),
                     budget + 30, stdout=subprocess.DEVNULL)
         time.sleep(a.publish_lead)
-        out = os.path.join(tmp, f"sabha-fanout-{n}.json")
+        out = os.path.join(a.raw_dir, f"sabha-fanout-{n}.json")
         doc = run_client(a, client(a, "listen", "--whep", f"{s.base}/v1/rooms/{room}/whep",
                                    "--token", listen, "-n", str(n),
                                    "--concurrency", str(a.concurrency),
@@ -326,6 +359,7 @@ def sabha_fanout(a, tmp, n):
                                    "--server-pid", str(s.pid), "--json-out", out),
                          budget, out)
         stop(pub)
+        counters = s.counters()
     finally:
         s.stop()
         CLEANUPS.remove(s.stop)
@@ -334,7 +368,7 @@ def sabha_fanout(a, tmp, n):
     return row("fanout", n, "sabha", sm, n, peers_ok=sm.get("ok"),
                freq_ok=sum(1 for x in decoded if x.get("dominant_hz") is not None
                            and abs(x["dominant_hz"] - TONE_HZ) <= 5),
-               decoded=len(decoded), idle_rss_mb=idle_rss,
+               decoded=len(decoded), idle_rss_mb=idle_rss, **counters,
                error=doc.get("fatal") or sm.get("first_error"))
 
 
@@ -350,7 +384,7 @@ def janus_bridge(a, tmp):
                                  "--decode-every", str(a.decode_every),
                                  "--concurrency", str(a.concurrency), "--settle", str(a.settle),
                                  "--hold", str(a.hold)],
-                                budget, os.path.join(tmp, "janus-bridge.json"))
+                                budget, os.path.join(a.raw_dir, "janus-bridge.json"))
     finally:
         j.stop()
     jr = rows[-1] if rows else {}
@@ -370,27 +404,75 @@ def sabha_bridge(a, tmp):
     try:
         room = s.room("bridge")
         tok = s.token(room, "participant")
-        budget = a.settle + a.hold + p * SETUP_S_PER_PEER + STEP_SLACK_S
-        out = os.path.join(tmp, "sabha-bridge.json")
-        # /join is sendrecv only: the P-T silent members send digital silence
-        doc = run_client(a, client(a, "join", "--join", f"{s.base}/v1/rooms/{room}/join",
-                                   "--token", tok, "--k", str(t), "--silent-talkers", str(p - t),
-                                   "--concurrency", str(a.concurrency), "--settle", str(a.settle),
-                                   "--hold-seconds", str(a.hold), "--server-pid", str(s.pid),
-                                   "--json-out", out),
-                         budget, out)
+        join_url = f"{s.base}/v1/rooms/{room}/join"
+        common = ["--token", tok, "--concurrency", str(a.concurrency), "--server-pid", str(s.pid)]
+        if a.bridge_silent == "join":
+            # every member on /join (sendrecv); the P-T silent ones send digital silence
+            budget = a.settle + a.hold + p * SETUP_S_PER_PEER + STEP_SLACK_S
+            out = os.path.join(a.raw_dir, "sabha-bridge.json")
+            doc = run_client(a, client(a, "join", "--join", join_url, "--k", str(t),
+                                       "--silent-talkers", str(p - t), "--settle", str(a.settle),
+                                       "--hold-seconds", str(a.hold), "--json-out", out, *common),
+                             budget, out)
+            sm, docs = doc.get("summary", {}), [doc]
+        else:
+            sm, docs = sabha_bridge_whep(a, s, room, join_url, common)
+        counters = s.counters()
     finally:
         s.stop()
         CLEANUPS.remove(s.stop)
-    sm = doc.get("summary", {})
+    fatal = next((d["fatal"] for d in docs if d.get("fatal")), None)
+    js = docs[0].get("summary", {})
     return row("bridge", p, "sabha", sm, p, peers_ok=sm.get("ok"), talkers=t,
-               mix_check=f"{sm.get('hear_all_others')}/{p} hear all others, "
-                         f"{sm.get('self_absent')}/{t} own tone absent" if sm else None,
-               error=doc.get("fatal") or sm.get("first_error"))
+               silent_members=a.bridge_silent,
+               mix_check=f"{js.get('hear_all_others')}/{js.get('talkers')} talkers hear all others, "
+                         f"{js.get('self_absent')}/{t} own tone absent" if js else None,
+               error=fatal or sm.get("first_error"), **counters)
+
+
+def sabha_bridge_whep(a, s, room, join_url, common):
+    """T talkers on /join and P-T recv-only members on the bridge's WHEP, as
+    Janus' bench has T talkers and P-T muted recv-only participants. Two
+    client processes (one would be saturated by 20 full talkers); the listen
+    window (all P present) gives the server CPU, and the talkers' packet rate
+    over their own window, which covers it, is added to the listeners'."""
+    p, t = a.bridge_participants, a.bridge_talkers
+    budget = a.settle + a.hold + p * SETUP_S_PER_PEER + STEP_SLACK_S + BRIDGE_LISTEN_LEAD_S
+    jout = os.path.join(a.raw_dir, "sabha-bridge-join.json")
+    lout = os.path.join(a.raw_dir, "sabha-bridge-listen.json")
+    join = spawn(client(a, "join", "--join", join_url, "--k", str(t), "--settle", str(a.settle),
+                        "--hold-seconds", str(a.hold + 2 * BRIDGE_LISTEN_LEAD_S),
+                        "--json-out", jout, *common), budget, stdout=subprocess.DEVNULL)
+    time.sleep(BRIDGE_LISTEN_LEAD_S)
+    ldoc = run_client(a, client(a, "listen", "--whep", f"{s.base}/v1/rooms/{room}/whep",
+                                "-n", str(p - t), "--settle", str(a.settle),
+                                "--duration", str(a.hold), "--decode-every", str(a.decode_every),
+                                "--json-out", lout, *common), budget, lout)
+    join.wait()
+    try:
+        with open(jout) as f:
+            jdoc = json.load(f)
+    except (OSError, ValueError):
+        jdoc = {"fatal": f"no JSON from the join client (exit {join.returncode})"}
+    js, ls = jdoc.get("summary", {}), ldoc.get("summary", {})
+    if "packets_in_window" not in js or "packets_in_window" not in ls:
+        return {"ok": None, "first_error": js.get("first_error") or ls.get("first_error")}, [jdoc, ldoc]
+    secs = ls["window_s"]
+    pkts = ls["packets_in_window"] + js["packets_in_window"] * secs / js["window_s"]
+    cpu_s = ls["server_cpu_pct"] / 100.0 * secs
+    sm = {"ok": (js.get("ok") or 0) + (ls.get("ok") or 0), "window_s": secs,
+          "packets_in_window": round(pkts), "server_cpu_pct": ls["server_cpu_pct"],
+          "server_cpu_us_per_packet": round(1e6 * cpu_s / max(1.0, pkts), 3),
+          "server_rss_mb": ls["server_rss_mb"],
+          "delivery_min": min(js["delivery_min"], ls["delivery_min"]),
+          "client_cpu_pct": round(js["client_cpu_pct"] + ls["client_cpu_pct"], 1),
+          "host_busy_pct": ls["host_busy_pct"],
+          "first_error": js.get("first_error") or ls.get("first_error")}
+    return sm, [jdoc, ldoc]
 
 
 def add_ratios(rows):
-    """Janus CPU / Sabha CPU per delivered packet, on each Sabha row."""
+    """Janus CPU / Sabha CPU per delivered packet (and per run), on each Sabha row."""
     by = {(r["scenario"], r["n"], r["server"]): r for r in rows}
     for r in rows:
         if r["server"] != "sabha":
@@ -398,6 +480,9 @@ def add_ratios(rows):
         j = by.get((r["scenario"], r["n"], "janus"))
         if j and j.get("cpu_us_per_packet") and r.get("cpu_us_per_packet"):
             r["janus_over_sabha"] = round(j["cpu_us_per_packet"] / r["cpu_us_per_packet"], 2)
+        if j and j.get("server_cpu_pct") and r.get("server_cpu_pct"):
+            # same people, same window length: the bridge's cost, whatever was delivered
+            r["janus_over_sabha_cpu"] = round(j["server_cpu_pct"] / r["server_cpu_pct"], 2)
 
 
 COLUMNS = [("scenario", "scenario", "{}"), ("n", "N", "{}"), ("server", "server", "{}"),
@@ -405,7 +490,7 @@ COLUMNS = [("scenario", "scenario", "{}"), ("n", "N", "{}"), ("server", "server"
            ("server_rss_mb", "RSS MB", "{:.1f}"), ("delivered_pps", "pkt/s", "{:.0f}"),
            ("cpu_us_per_packet", "CPU us/pkt", "{:.2f}"), ("delivery", "delivery", "{:.4f}"),
            ("delivery_min", "min", "{:.3f}"), ("host_busy_pct", "host %", "{:.0f}"),
-           ("janus_over_sabha", "Janus/Sabha", "{:.1f}x")]
+           ("janus_over_sabha", "J/S per pkt", "{:.1f}x"), ("janus_over_sabha_cpu", "J/S CPU", "{:.1f}x")]
 
 
 def table(rows):
@@ -449,6 +534,10 @@ def parse(argv):
     ap.add_argument("--bridge-participants", type=int, default=20, help="bridge size (default 20)")
     ap.add_argument("--bridge-talkers", type=int, default=3,
                     help="of them sending a tone; the rest are silent (default 3)")
+    ap.add_argument("--bridge-silent", choices=["whep", "join"], default="whep",
+                    help="Sabha's silent members: recv-only on the bridge's WHEP, like Janus' muted "
+                         "recv-only participants (default), or sendrecv on /join sending digital "
+                         "silence (one client process then runs all P talkers and saturates)")
     ap.add_argument("--scenarios", default="fanout,bridge", help="fanout,bridge (default both)")
     ap.add_argument("--servers", default="janus,sabha", help="janus,sabha (default both)")
     ap.add_argument("--settle", type=float, default=5.0,
@@ -462,7 +551,8 @@ def parse(argv):
     ap.add_argument("--publish-lead", type=float, default=3.0,
                     help="seconds between Sabha's publisher and its listeners (default 3)")
     ap.add_argument("--json-out", default=None,
-                    help="all rows as JSON (default target/bench-vs-janus/results.json)")
+                    help="all rows as JSON (default target/bench-vs-janus/results.json); the "
+                         "clients' JSON and the server logs go to raw/ next to it")
     ap.add_argument("--interop", default=os.environ.get("SABHA_INTEROP")
                     or os.path.join(REPO, "..", "shared", "interop"),
                     help="the interop directory ($SABHA_INTEROP, default ../shared/interop)")
@@ -485,6 +575,8 @@ def parse(argv):
         ap.error("--settle must be >= 0 and --hold >= 1")
     a.interop = os.path.abspath(a.interop)
     a.json_out = a.json_out or os.path.join(target, "bench-vs-janus", "results.json")
+    # the clients' own JSON documents of every step, kept for a closer look
+    a.raw_dir = os.path.join(os.path.dirname(os.path.abspath(a.json_out)), "raw")
     biggest = max(a.listeners + [a.bridge_participants])
     a.step_budget_s = int(2 * (a.settle + a.hold) + biggest * SETUP_S_PER_PEER + STEP_SLACK_S)
     return a
@@ -503,6 +595,7 @@ def main(argv):
     atexit.register(cleanup)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    os.makedirs(a.raw_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="bench-vs-janus-")
     CLEANUPS.insert(0, lambda: shutil.rmtree(tmp, ignore_errors=True))
     info = machine()
@@ -543,7 +636,7 @@ def main(argv):
         json.dump({"machine": info, "settings": {k: (sorted(v) if isinstance(v, set) else v)
                                                  for k, v in vars(a).items()},
                    "rows": rows}, f, indent=1)
-    print(f"rows written to {a.json_out}")
+    print(f"rows written to {a.json_out}; each client's own JSON in {a.raw_dir}/")
     return 0 if all("cpu_us_per_packet" in r for r in rows) else 1
 
 
