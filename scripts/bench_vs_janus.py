@@ -91,23 +91,33 @@ def stop(p, grace=10.0):
             os.killpg(p.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        p.wait()
+        try:
+            # bounded: from the signal handler, the main thread may hold this
+            # Popen's wait lock, and an unbounded wait would never return
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def cleanup():
+    """Clients first (newest first, while their servers still answer their
+    DELETEs), then the servers, Janus and the temporary directory."""
+    for p in reversed(CHILDREN):
+        stop(p, grace=5.0)
     while CLEANUPS:
         try:
             CLEANUPS.pop()()
         except Exception as e:  # noqa: BLE001 -- keep cleaning up
             log(f"cleanup: {e}")
-    for p in CHILDREN:
-        stop(p, grace=5.0)
 
 
 def on_signal(signum, _frame):
-    log(f"signal {signum}: cleaning up")
+    """Stop everything and leave at once: unwinding would run the steps'
+    own `finally` blocks against what is already gone."""
+    signal.signal(signum, signal.SIG_IGN)
+    log(f"signal {signum}: stopping every process started here")
     cleanup()
-    sys.exit(128 + signum)
+    os._exit(128 + signum)
 
 
 # ---------------------------------------------------------------------------
@@ -272,7 +282,10 @@ class Sabha:
     def stop(self):
         stop(self.proc)
         self.log.close()
-        shutil.copy(self.log.name, os.path.join(self.a.raw_dir, f"sabha-{self.label}.log"))
+        try:
+            shutil.copy(self.log.name, os.path.join(self.a.raw_dir, f"sabha-{self.label}.log"))
+        except OSError as e:
+            log(f"server log not kept: {e}")
 
 
 def client(a, *args):
