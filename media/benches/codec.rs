@@ -10,11 +10,25 @@ use std::time::Instant;
 
 use sabha_media::SessionId;
 use sabha_media::opus::{
-    EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder, OpusEncoder, SAMPLE_RATE,
+    Application, Bandwidth, EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder,
+    OpusEncoder, SAMPLE_RATE,
 };
-use sabha_media::room::{Profile, Room, RoomConfig};
+use sabha_media::room::{BRIDGE_ENCODER, Profile, Room, RoomConfig};
 
-const FRAMES: usize = 500;
+/// Frames per row; `-- --frames N` to change (e.g. fewer under callgrind).
+fn frames() -> usize {
+    arg_after("--frames")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500)
+}
+
+/// The value after `flag` on the command line (`cargo bench … -- flag value`).
+fn arg_after(flag: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+}
 
 fn speech_like(index: usize) -> Frame {
     // Two tones with a slow amplitude envelope: enough structure to keep the
@@ -34,35 +48,33 @@ fn micros_per(frames: usize, start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e6 / frames as f64
 }
 
-fn encode_row(complexity: u8) -> (f64, f64, usize) {
-    let settings = EncoderSettings {
-        complexity,
-        ..EncoderSettings::default()
-    };
+fn encode_row(settings: EncoderSettings) -> (f64, f64, usize) {
+    let frames = frames();
     let mut enc = OpusEncoder::new(settings).expect("encoder");
     let mut dec = OpusDecoder::new().expect("decoder");
-    let input: Vec<Frame> = (0..FRAMES).map(speech_like).collect();
-    let mut packets = Vec::with_capacity(FRAMES);
+    let input: Vec<Frame> = (0..frames).map(speech_like).collect();
+    let mut packets = Vec::with_capacity(frames);
     let mut buf = [0u8; MAX_PACKET];
     let start = Instant::now();
     for f in &input {
         let n = enc.encode(f, &mut buf).expect("encode");
         packets.push(buf[..n].to_vec());
     }
-    let enc_us = micros_per(FRAMES, start);
+    let enc_us = micros_per(frames, start);
     let mut out = [0i16; FRAME_SAMPLES];
     let start = Instant::now();
     for p in &packets {
         dec.decode(p, &mut out).expect("decode");
         black_box(&out);
     }
-    let dec_us = micros_per(FRAMES, start);
-    let bytes = packets.iter().map(Vec::len).sum::<usize>() / FRAMES;
+    let dec_us = micros_per(frames, start);
+    let bytes = packets.iter().map(Vec::len).sum::<usize>() / frames;
     (enc_us, dec_us, bytes)
 }
 
-fn room_tick_row(talkers: usize, talking: usize, listeners: usize) -> f64 {
-    let mut room = Room::new(RoomConfig::default()).expect("room");
+fn room_tick_row(config: RoomConfig, talkers: usize, talking: usize, listeners: usize) -> f64 {
+    let frames = frames();
+    let mut room = Room::new(config).expect("room");
     for t in 0..talkers {
         room.add_talker(SessionId(t as u64), true).expect("talker");
     }
@@ -77,7 +89,7 @@ fn room_tick_row(talkers: usize, talking: usize, listeners: usize) -> f64 {
     let packets: Vec<Vec<Vec<u8>>> = enc
         .iter_mut()
         .map(|e| {
-            (0..FRAMES)
+            (0..frames)
                 .map(|i| {
                     let n = e.encode(&speech_like(i), &mut buf).expect("encode");
                     buf[..n].to_vec()
@@ -86,7 +98,7 @@ fn room_tick_row(talkers: usize, talking: usize, listeners: usize) -> f64 {
         })
         .collect();
     let mut elapsed = 0.0;
-    for i in 0..FRAMES {
+    for i in 0..frames {
         for (t, p) in packets.iter().enumerate() {
             room.receive(SessionId(t as u64), i as u64, &p[i], None);
         }
@@ -95,35 +107,122 @@ fn room_tick_row(talkers: usize, talking: usize, listeners: usize) -> f64 {
         black_box(room.deliveries().count());
         elapsed += start.elapsed().as_secs_f64();
     }
-    elapsed * 1e6 / FRAMES as f64
+    elapsed * 1e6 / frames as f64
+}
+
+/// Encoder settings compared by the first table: the rally default, the
+/// complexity ladder, and the bridge candidates (wideband SILK).
+fn encoder_variants() -> Vec<EncoderSettings> {
+    let full = EncoderSettings::default();
+    let wide = EncoderSettings {
+        bandwidth: Bandwidth::Wide,
+        ..full
+    };
+    let mut variants: Vec<EncoderSettings> = [0u8, 3, 5, 7, 10]
+        .iter()
+        .map(|&complexity| EncoderSettings { complexity, ..full })
+        .collect();
+    variants.push(EncoderSettings {
+        application: Application::Audio,
+        ..full
+    });
+    variants.extend(
+        [0u8, 1, 3, 5, 10]
+            .iter()
+            .map(|&complexity| EncoderSettings { complexity, ..wide }),
+    );
+    variants.push(EncoderSettings {
+        inband_fec: false,
+        ..BRIDGE_ENCODER
+    });
+    variants.push(BRIDGE_ENCODER);
+    variants.push(EncoderSettings {
+        bitrate_bps: 16_000,
+        ..BRIDGE_ENCODER
+    });
+    variants.push(EncoderSettings {
+        bandwidth: Bandwidth::Narrow,
+        ..BRIDGE_ENCODER
+    });
+    variants
+}
+
+/// The room configuration before bridge encoders: every encoder fullband,
+/// complexity 5 (what `RoomConfig` used for everything until issue 6).
+fn rally_everywhere() -> RoomConfig {
+    RoomConfig {
+        bridge_encoder: RoomConfig::default().encoder,
+        ..RoomConfig::default()
+    }
 }
 
 fn main() {
-    println!("Opus, 20 ms mono 48 kHz frames at 32 kb/s ({FRAMES} frames each)");
-    println!("| complexity | encode µs/frame | decode µs/frame | bytes/frame |");
-    println!("|---:|---:|---:|---:|");
-    for c in [0u8, 3, 5, 7, 10] {
-        let (e, d, b) = encode_row(c);
-        println!("| {c} | {e:.1} | {d:.1} | {b} |");
-    }
-    println!();
-    println!("Room tick (decode, mix, encode once per distinct mix), default config");
-    println!("| participants on stage | talking | listeners | µs per tick | % of one core |");
-    println!("|---:|---:|---:|---:|---:|");
-    let rows = [
-        (1, 1, 10_000),
-        (3, 3, 0),
-        (5, 3, 0),
-        (20, 3, 0),
-        (50, 3, 0),
-        (100, 3, 0),
-        (200, 3, 0),
-        (20, 6, 0),
-    ];
-    for (talkers, talking, listeners) in rows {
-        let us = room_tick_row(talkers, talking, listeners);
+    // `-- --only encode`, `tick`, `bridge` or `bridge-before`: one table or row.
+    let only = arg_after("--only");
+    let frames = frames();
+    if only.is_none() || only.as_deref() == Some("encode") {
+        println!("Opus, 20 ms mono 48 kHz frames ({frames} frames each)");
         println!(
-            "| {talkers} | {talking} | {listeners} | {us:.0} | {:.2} |",
+            "| complexity | band | application | kb/s | FEC | encode µs/frame | decode µs/frame | bytes/frame |"
+        );
+        println!("|---:|---|---|---:|---|---:|---:|---:|");
+        // `-- --variant N`: row N alone (callgrind counts one encoder).
+        let pick: Option<usize> = arg_after("--variant").and_then(|v| v.parse().ok());
+        for (i, v) in encoder_variants().into_iter().enumerate() {
+            if pick.is_some_and(|p| p != i) {
+                continue;
+            }
+            let (e, d, b) = encode_row(v);
+            println!(
+                "| {} | {:?} | {:?} | {} | {} | {e:.1} | {d:.1} | {b} |",
+                v.complexity,
+                v.bandwidth,
+                v.application,
+                v.bitrate_bps / 1000,
+                if v.inband_fec { "on" } else { "off" },
+            );
+        }
+        println!();
+    }
+    if only.as_deref() == Some("encode") {
+        return;
+    }
+    println!("Room tick (decode, mix, encode once per distinct mix); talkers send fullband");
+    println!(
+        "| config | participants on stage | talking | listeners | µs per tick | % of one core |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let rows = [
+        ("default", 1, 1, 10_000),
+        ("default", 3, 3, 0),
+        ("default", 5, 3, 0),
+        ("fullband c5 everywhere", 20, 3, 0),
+        ("default", 20, 3, 0),
+        ("default", 50, 3, 0),
+        ("default", 100, 3, 0),
+        ("default", 200, 3, 0),
+        ("default", 20, 6, 0),
+        ("default", 20, 3, 100),
+    ];
+    for (name, talkers, talking, listeners) in rows {
+        // `-- --only bridge` / `bridge-before`: one 20-person, 3-talker row.
+        let bridge_row = (talkers, talking, listeners) == (20, 3, 0);
+        let skip = match only.as_deref() {
+            Some("bridge") => !bridge_row || name != "default",
+            Some("bridge-before") => !bridge_row || name == "default",
+            _ => false,
+        };
+        if skip {
+            continue;
+        }
+        let config = if name == "default" {
+            RoomConfig::default()
+        } else {
+            rally_everywhere()
+        };
+        let us = room_tick_row(config, talkers, talking, listeners);
+        println!(
+            "| {name} | {talkers} | {talking} | {listeners} | {us:.0} | {:.2} |",
             us / 20_000.0 * 100.0
         );
     }

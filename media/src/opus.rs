@@ -8,7 +8,7 @@
 //! All audio inside Sabha is 48 kHz mono, 20 ms frames ([`FRAME_SAMPLES`]).
 //! Stereo packets from clients are decoded down to mono by the decoder.
 
-use ropus::{Application, Bitrate, Channels, DecodeMode, InbandFec, Signal};
+use ropus::{Bitrate, Channels, DecodeMode, InbandFec, Signal};
 
 /// Sample rate of every PCM buffer in the media core.
 pub const SAMPLE_RATE: u32 = 48_000;
@@ -30,12 +30,63 @@ pub enum CodecError {
     Decode(String),
 }
 
+/// The widest audio band an encoder may code (RFC 6716 §2: the encoder
+/// picks the mode within it). Speech needs no more than wideband; a phone
+/// leg is narrowband anyway. Wideband and below is SILK only, which costs
+/// about a third of fullband hybrid SILK + CELT (docs/media.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bandwidth {
+    /// 4 kHz audio band (8 kHz sampling).
+    Narrow,
+    /// 8 kHz audio band (16 kHz sampling).
+    Wide,
+    /// 12 kHz audio band.
+    SuperWide,
+    /// 20 kHz audio band; the encoder chooses by bitrate.
+    #[default]
+    Full,
+}
+
+impl Bandwidth {
+    fn to_ropus(self) -> ropus::Bandwidth {
+        match self {
+            Bandwidth::Narrow => ropus::Bandwidth::Narrowband,
+            Bandwidth::Wide => ropus::Bandwidth::Wideband,
+            Bandwidth::SuperWide => ropus::Bandwidth::Superwideband,
+            Bandwidth::Full => ropus::Bandwidth::Fullband,
+        }
+    }
+
+    /// The highest frequency the band carries, in Hz.
+    pub fn top_hz(self) -> u32 {
+        match self {
+            Bandwidth::Narrow => 4_000,
+            Bandwidth::Wide => 8_000,
+            Bandwidth::SuperWide => 12_000,
+            Bandwidth::Full => 20_000,
+        }
+    }
+}
+
+/// The encoder's tuning (RFC 6716 `OPUS_APPLICATION_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Application {
+    /// Speech: favours SILK and intelligibility.
+    #[default]
+    Voip,
+    /// Music and general audio: favours CELT.
+    Audio,
+}
+
 /// Settings of one encoder. Chosen by measurement, documented in docs/media.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncoderSettings {
     pub bitrate_bps: u32,
     /// 0..=10. Encodes dominate mixer CPU; see `sabha bench` for the trade-off.
     pub complexity: u8,
+    /// The widest band coded.
+    pub bandwidth: Bandwidth,
+    pub application: Application,
     pub inband_fec: bool,
     /// Off by default: Opus DTX classifies a steady tone or hum as background
     /// noise and replaces it with comfort noise after about a second. Rooms
@@ -48,6 +99,8 @@ impl Default for EncoderSettings {
         Self {
             bitrate_bps: 32_000,
             complexity: 5,
+            bandwidth: Bandwidth::Full,
+            application: Application::Voip,
             inband_fec: true,
             dtx: false,
         }
@@ -57,27 +110,61 @@ impl Default for EncoderSettings {
 /// Encodes the 20 ms frames of one mix.
 pub struct OpusEncoder {
     inner: ropus::Encoder,
+    settings: EncoderSettings,
 }
 
 impl OpusEncoder {
     pub fn new(settings: EncoderSettings) -> Result<Self, CodecError> {
         let err = |e: &dyn std::fmt::Display| CodecError::Encode(e.to_string());
-        let bitrate = Bitrate::try_bits(settings.bitrate_bps).map_err(|e| err(&e))?;
-        let inband = if settings.inband_fec {
-            InbandFec::Enabled
-        } else {
-            InbandFec::Disabled
+        let application = match settings.application {
+            Application::Voip => ropus::Application::Voip,
+            Application::Audio => ropus::Application::Audio,
         };
-        let inner = ropus::Encoder::builder(SAMPLE_RATE, Channels::Mono, Application::Voip)
-            .bitrate(bitrate)
+        let inner = ropus::Encoder::builder(SAMPLE_RATE, Channels::Mono, application)
+            .bitrate(bitrate(settings)?)
             .complexity(settings.complexity)
+            .max_bandwidth(settings.bandwidth.to_ropus())
             .signal(Signal::Voice)
-            .inband_fec(inband)
-            .packet_loss_perc(if settings.inband_fec { 10 } else { 0 })
+            .inband_fec(inband_fec(settings))
+            .packet_loss_perc(loss_perc(settings))
             .dtx(settings.dtx)
             .build()
             .map_err(|e| err(&e))?;
-        Ok(Self { inner })
+        Ok(Self { inner, settings })
+    }
+
+    pub fn settings(&self) -> EncoderSettings {
+        self.settings
+    }
+
+    /// Switches to other settings mid-stream, as Opus allows (the encoder
+    /// changes mode or band between two frames; the decoder follows). A
+    /// different [`Application`] needs a new encoder: that one starts afresh.
+    pub fn reconfigure(&mut self, settings: EncoderSettings) -> Result<(), CodecError> {
+        if settings == self.settings {
+            return Ok(());
+        }
+        if settings.application != self.settings.application {
+            *self = Self::new(settings)?;
+            return Ok(());
+        }
+        let err = |e: ropus::EncodeError| CodecError::Encode(e.to_string());
+        self.inner.set_bitrate(bitrate(settings)?).map_err(err)?;
+        self.inner
+            .set_complexity(settings.complexity)
+            .map_err(err)?;
+        self.inner
+            .set_max_bandwidth(settings.bandwidth.to_ropus())
+            .map_err(err)?;
+        self.inner
+            .set_inband_fec(inband_fec(settings))
+            .map_err(err)?;
+        self.inner
+            .set_packet_loss_perc(loss_perc(settings))
+            .map_err(err)?;
+        self.inner.set_dtx(settings.dtx).map_err(err)?;
+        self.settings = settings;
+        Ok(())
     }
 
     /// Encodes one frame into `out`, returning the packet length.
@@ -95,6 +182,22 @@ impl OpusEncoder {
             .encode(pcm, out)
             .map_err(|e| CodecError::Encode(e.to_string()))
     }
+}
+
+fn bitrate(settings: EncoderSettings) -> Result<Bitrate, CodecError> {
+    Bitrate::try_bits(settings.bitrate_bps).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+fn inband_fec(settings: EncoderSettings) -> InbandFec {
+    if settings.inband_fec {
+        InbandFec::Enabled
+    } else {
+        InbandFec::Disabled
+    }
+}
+
+fn loss_perc(settings: EncoderSettings) -> u8 {
+    if settings.inband_fec { 10 } else { 0 }
 }
 
 /// Decodes one talker's packets, with loss concealment and in-band FEC.

@@ -18,8 +18,8 @@ use crate::SessionId;
 use crate::jitter::{JitterBuffer, JitterStats, Playout};
 use crate::mixer::MixBus;
 use crate::opus::{
-    CodecError, DTX_MAX_LEN, EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder,
-    OpusEncoder,
+    Application, Bandwidth, CodecError, DTX_MAX_LEN, EncoderSettings, FRAME_SAMPLES, Frame,
+    MAX_PACKET, OpusDecoder, OpusEncoder,
 };
 use crate::speech::{Loudness, SpeechConfig, frame_dbfs, select_loudest};
 
@@ -28,7 +28,12 @@ use crate::speech::{Loudness, SpeechConfig, frame_dbfs, select_loudest};
 pub struct RoomConfig {
     /// Frames a talker's jitter buffer holds before playout (20 ms each).
     pub jitter_depth: usize,
+    /// The program while the room has listeners (a rally): what the many hear.
     pub encoder: EncoderSettings,
+    /// Every mix-minus, and the program while the room has no listeners (a
+    /// bridge, where only its talkers hear it): speech, so wideband SILK at a
+    /// fraction of the cost of fullband.
+    pub bridge_encoder: EncoderSettings,
     /// Ticks a talker keeps their own mix-minus after their last frame, so a
     /// pause between words does not flip them between two encoders.
     pub talker_hangover_ticks: u32,
@@ -43,6 +48,7 @@ impl Default for RoomConfig {
         Self {
             jitter_depth: 2,
             encoder: EncoderSettings::default(),
+            bridge_encoder: BRIDGE_ENCODER,
             talker_hangover_ticks: 50,
             idle_after_ticks: 10,
             speech: SpeechConfig::default(),
@@ -90,10 +96,22 @@ pub enum Profile {
     Low,
 }
 
+/// Settings of bridge encoders (docs/media.md, "Measured costs").
+pub const BRIDGE_ENCODER: EncoderSettings = EncoderSettings {
+    bitrate_bps: 32_000,
+    complexity: 1,
+    bandwidth: Bandwidth::Wide,
+    application: Application::Voip,
+    inband_fec: true,
+    dtx: false,
+};
+
 /// Settings of the low-rate program encoder.
 const LOW_PROFILE: EncoderSettings = EncoderSettings {
     bitrate_bps: 16_000,
     complexity: 5,
+    bandwidth: Bandwidth::Full,
+    application: Application::Voip,
     inband_fec: true,
     dtx: false,
 };
@@ -200,7 +218,7 @@ impl Room {
             low_listeners: Vec::new(),
             low: None,
             bus: MixBus::default(),
-            program_encoder: OpusEncoder::new(config.encoder)?,
+            program_encoder: OpusEncoder::new(config.bridge_encoder)?,
             program: None,
             previous_program: None,
             candidates: Vec::new(),
@@ -216,7 +234,7 @@ impl Room {
     pub fn add_talker(&mut self, id: SessionId, hears_room: bool) -> Result<(), CodecError> {
         let minus = if hears_room {
             Some(MinusMix {
-                encoder: OpusEncoder::new(self.config.encoder)?,
+                encoder: OpusEncoder::new(self.config.bridge_encoder)?,
                 hangover: 0,
                 payload: None,
             })
@@ -338,8 +356,9 @@ impl Room {
             // Muted talkers and talkers whose packets say "silence" are not
             // decoded (unless they are mid-word in the mix).
             let says_silence = t.ext_level.is_some_and(|l| l >= speech.silent_ext_level);
-            let decode = !t.muted && (t.in_mix || t.loudness.speaking() || !says_silence);
-            Self::play_out(t, decode, &mut self.stats);
+            let quiet = !t.in_mix && !t.loudness.speaking();
+            let decode = !t.muted && (!quiet || !says_silence);
+            Self::play_out(t, decode, quiet, &mut self.stats);
             t.loudness
                 .update(t.active.then(|| frame_dbfs(&t.pcm)), &speech);
         }
@@ -358,6 +377,7 @@ impl Room {
         self.encode_minus_mixes(idle);
         self.previous_program = self.program.take();
         if !idle && self.program_has_audience() {
+            self.tune_program_encoder();
             self.bus.program(&mut self.scratch);
             self.program = encode(
                 &mut self.program_encoder,
@@ -367,6 +387,19 @@ impl Room {
             );
         }
         self.encode_low_program(idle);
+    }
+
+    /// Rally quality while listeners hear the program, bridge quality while
+    /// only the room's own talkers do. Opus switches between two frames.
+    fn tune_program_encoder(&mut self) {
+        let want = if self.listeners.is_empty() {
+            self.config.bridge_encoder
+        } else {
+            self.config.encoder
+        };
+        if let Err(e) = self.program_encoder.reconfigure(want) {
+            tracing::warn!(error = %e, "program encoder kept its settings");
+        }
     }
 
     /// Every third tick, the last 60 ms of program as one low-rate packet.
@@ -462,9 +495,12 @@ impl Room {
         }
     }
 
-    fn play_out(t: &mut Talker, decode: bool, stats: &mut RoomStats) {
+    /// `quiet`: the talker is neither mixed nor speaking, so an Opus DTX
+    /// frame (≤ 2 bytes: silence or comfort noise) from them is not decoded.
+    fn play_out(t: &mut Talker, decode: bool, quiet: bool, stats: &mut RoomStats) {
         let playout = t.jitter.pop();
-        if !decode {
+        let dtx = matches!(playout, Playout::Packet(p) if p.len() <= DTX_MAX_LEN);
+        if !decode || (quiet && dtx) {
             t.active = false;
             if !matches!(playout, Playout::Silent) {
                 stats.decodes_skipped += 1;
@@ -858,6 +894,22 @@ mod tests {
         assert!(stats.encodes <= 4 * 50);
     }
 
+    /// A client in Opus DTX sends TOC-only frames: a talker who is not
+    /// speaking costs no decode for them, even without RFC 6464 levels.
+    #[test]
+    fn dtx_frames_of_a_quiet_talker_are_not_decoded() {
+        let mut room = Room::new(RoomConfig::default()).unwrap();
+        room.add_talker(SessionId(1), true).unwrap();
+        room.add_talker(SessionId(2), true).unwrap();
+        for tick in 0..50u64 {
+            room.receive(SessionId(1), tick, &[0x48], None);
+            room.tick();
+        }
+        let stats = room.stats();
+        assert_eq!(stats.decodes, 0, "{stats:?}");
+        assert!(stats.decodes_skipped >= 45, "{stats:?}");
+    }
+
     #[test]
     fn low_profile_listeners_share_one_60ms_encode_under_24_kbps() {
         let mut room = Room::new(RoomConfig::default()).unwrap();
@@ -910,6 +962,79 @@ mod tests {
             "{:?}",
             room.stats()
         );
+    }
+
+    /// The audio band of an Opus packet from its TOC byte (RFC 6716 §3.1), Hz.
+    fn band_hz(packet: &[u8]) -> u32 {
+        match packet[0] >> 3 {
+            0..=3 | 16..=19 => 4_000,
+            4..=7 => 6_000,
+            8..=11 | 20..=23 => 8_000,
+            12..=13 | 24..=27 => 12_000,
+            _ => 20_000,
+        }
+    }
+
+    /// A bridge codes wideband speech: 1 kHz and 6 kHz tones pass its
+    /// mix-minus and program alike, 11 kHz does not; once the room has
+    /// listeners (a rally) the program encoder is the fullband one again.
+    #[test]
+    fn a_bridge_passes_speech_band_and_a_rally_stays_fullband() {
+        let mut room = Room::new(RoomConfig::default()).unwrap();
+        let mut sources = [
+            Source::new(1, 1_000.0),
+            Source::new(2, 6_000.0),
+            Source::new(3, 11_000.0),
+        ];
+        for s in &sources {
+            room.add_talker(s.id, true).unwrap();
+        }
+        room.add_talker(SessionId(4), true).unwrap(); // silent: hears the program
+        let mut ears = Ears::default();
+        for tick in 0..100 {
+            for s in sources.iter_mut() {
+                s.send(&mut room);
+            }
+            room.tick();
+            ears.hear(&room);
+            // Never more than wideband; the encoder starts narrow on the
+            // silence of the jitter buffer's priming and widens within a second.
+            for (_, d) in room.deliveries() {
+                let band = band_hz(d.payload);
+                assert!(band <= 8_000, "tick {tick}: {:?} codes {band} Hz", d.mix);
+                assert!(
+                    tick < 50 || band == 8_000,
+                    "tick {tick}: {:?} {band} Hz",
+                    d.mix
+                );
+            }
+        }
+        let own = ears.tail(1);
+        let rel = relative_db(own, SAMPLE_RATE, 11_000.0, 6_000.0);
+        assert!(rel < -30.0, "11 kHz at {rel:.1} dB in a wideband mix-minus");
+        let rel = relative_db(own, SAMPLE_RATE, 1_000.0, 6_000.0);
+        assert!(rel < -30.0, "the 1 kHz talker hears itself at {rel:.1} dB");
+        let program = ears.tail(4);
+        let rel = relative_db(program, SAMPLE_RATE, 6_000.0, 1_000.0);
+        assert!(rel.abs() < 6.0, "6 kHz is {rel:.1} dB against 1 kHz");
+        let rel = relative_db(program, SAMPLE_RATE, 11_000.0, 1_000.0);
+        assert!(rel < -30.0, "11 kHz at {rel:.1} dB in a wideband program");
+
+        // A listener joins: the program becomes fullband, mix-minus stays wideband.
+        room.add_listener(SessionId(9), Profile::Standard).unwrap();
+        for _ in 0..50 {
+            for s in sources.iter_mut() {
+                s.send(&mut room);
+            }
+            room.tick();
+            ears.hear(&room);
+        }
+        // The band within the limit is the encoder's choice by content.
+        assert_eq!(room.program_encoder.settings(), room.config.encoder);
+        for (id, d) in room.deliveries().filter(|(_, d)| d.mix == Mix::MixMinus) {
+            let band = band_hz(d.payload);
+            assert_eq!(band, 8_000, "member {} gets {:?} at {band} Hz", id.0, d.mix);
+        }
     }
 
     /// A mixed talker whose packets stall for 80 ms (still speaking under the
