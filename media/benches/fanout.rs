@@ -11,6 +11,12 @@
 //!   str0m's RTCP and STUN handling, timers) divided by the audio packets —
 //!   the media core's CPU per delivered listener-packet, before the
 //!   `sendmmsg` the driver adds.
+//!
+//! `SABHA_BENCH_LISTENERS=N SABHA_BENCH_SECONDS=S` runs one row instead of
+//! the table. For an instruction profile of the steady state (repeatable on
+//! a busy machine), run it under callgrind collecting inside [`steady`]
+//! only, and read the engine's entry points inclusively (docs/media.md,
+//! "Where the time goes").
 
 // A benchmark is a stopwatch: it reads the clock the media core never does.
 #![allow(clippy::disallowed_methods)]
@@ -31,11 +37,6 @@ thread_local! {
     static LAST_CALL_NS: Cell<u128> = const { Cell::new(0) };
 }
 
-/// RTP, not RTCP (RFC 5761 §4).
-fn is_rtp(datagram: &[u8]) -> bool {
-    matches!(datagram, [0x80..=0xbf, pt, ..] if !(192..=223).contains(pt))
-}
-
 fn enter() {
     ENTERED.set(Some(Instant::now()));
 }
@@ -49,7 +50,7 @@ fn exit() {
 }
 
 fn polled(out: &Output, datagram: &[u8]) {
-    if matches!(out, Output::Transmit(_)) && is_rtp(datagram) {
+    if matches!(out, Output::Transmit(_)) && sim::is_rtp(datagram) {
         AUDIO_PACKETS.set(AUDIO_PACKETS.get() + 1);
         AUDIO_NS.set(AUDIO_NS.get() + LAST_CALL_NS.get());
     }
@@ -76,7 +77,7 @@ fn rally(listeners: usize, seconds: u64) -> Row {
     sim.engine_enter = enter;
     sim.engine_exit = exit;
     sim.engine_polled = polled;
-    sim.run_for(Duration::from_secs(seconds));
+    steady(&mut sim, seconds);
     let packets = AUDIO_PACKETS.get().max(1);
     Row {
         listeners,
@@ -86,11 +87,25 @@ fn rally(listeners: usize, seconds: u64) -> Row {
     }
 }
 
+/// The measured steady state: everyone connected, the speaker talking.
+#[inline(never)]
+fn steady(sim: &mut sim::Sim, seconds: u64) {
+    sim.run_for(Duration::from_secs(seconds));
+}
+
+fn env(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
 fn main() {
     println!("Fan-out: media-core CPU per forwarded audio packet (one publisher, N listeners)");
     println!("| listeners | audio packets | build + SRTP µs/packet | engine total µs/packet |");
     println!("|---:|---:|---:|---:|");
-    for (listeners, seconds) in [(100, 4), (1_000, 2)] {
+    let rows = match (env("SABHA_BENCH_LISTENERS"), env("SABHA_BENCH_SECONDS")) {
+        (Some(n), seconds) => vec![(n as usize, seconds.unwrap_or(2))],
+        _ => vec![(100, 4), (1_000, 2)],
+    };
+    for (listeners, seconds) in rows {
         let r = rally(listeners, seconds);
         println!(
             "| {} | {} | {:.2} | {:.2} |",

@@ -22,6 +22,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,6 +155,35 @@ pub struct EngineStats {
     pub audio: RoomStats,
 }
 
+/// Hashes a [`SessionId`] with one multiply: ids are counted out by the
+/// engine, never chosen by a peer, so SipHash's flooding resistance buys
+/// nothing on the map every forwarded packet looks up (twice per
+/// listener-packet; docs/media.md, "Where the time goes").
+#[derive(Default)]
+struct SessionIdHasher(u64);
+
+impl Hasher for SessionIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `SessionId`'s derived `Hash`; this
+        // keeps any other key correct, if slower.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        // Fibonacci hashing: the table indexes by the low bits and tags by
+        // the top seven, and the multiply spreads sequential ids over both.
+        self.0 = (self.0 ^ id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type SessionMap = HashMap<SessionId, Session, BuildHasherDefault<SessionIdHasher>>;
+
 struct RoomEntry {
     key: String,
     room: Room,
@@ -202,7 +232,7 @@ pub struct Engine {
     config: EngineConfig,
     crypto: Arc<CryptoProvider>,
     dtls_cert: DtlsCert,
-    sessions: HashMap<SessionId, Session>,
+    sessions: SessionMap,
     rooms: HashMap<RoomIdx, RoomEntry>,
     room_index: HashMap<String, RoomIdx>,
     by_ufrag: HashMap<String, SessionId>,
@@ -256,7 +286,7 @@ impl Engine {
             config,
             crypto,
             dtls_cert,
-            sessions: HashMap::new(),
+            sessions: SessionMap::default(),
             rooms: HashMap::new(),
             room_index: HashMap::new(),
             by_ufrag: HashMap::new(),
@@ -670,10 +700,10 @@ impl Engine {
             if report_speakers && let Some(event) = speaking_news(entry) {
                 self.events.push_back(event);
             }
+            // Whether a member can take audio yet is checked once, when its
+            // record is polled (`Session::write_audio`): looking the session
+            // up here as well would cost a second cache miss per packet.
             for (id, delivery) in entry.room.deliveries() {
-                if !self.sessions.get(&id).is_some_and(Session::takes_audio) {
-                    continue;
-                }
                 // Deliveries of one payload come together: compare with the last.
                 let last = self.fanout_payloads.last();
                 if !last.is_some_and(|p| Arc::ptr_eq(&p.payload, delivery.payload)) {

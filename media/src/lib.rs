@@ -25,7 +25,7 @@
 //!   mixes and encodes once per distinct mix. Knows nothing of WebRTC.
 //! - [`sdp`]: offer checks with errors a client can act on.
 //! - `session`: one str0m `Rtc` (ICE-lite, DTLS-SRTP, RTP mode).
-//! - `srtp`: the fan-out send path — RTP built and SRTP-protected into the
+//! - [`srtp`]: the fan-out send path — RTP built and SRTP-protected into the
 //!   driver's buffer with the session's DTLS-exported keys, no allocation.
 //! - [`engine`]: all sessions and rooms of a shard, datagram demux, timers.
 //! - [`analysis`]: tone frequency and level of PCM, for tests and load checks.
@@ -40,7 +40,7 @@ pub mod room;
 pub mod sdp;
 mod session;
 pub mod speech;
-mod srtp;
+pub mod srtp;
 
 pub use engine::{
     DATAGRAM_MAX, Drops, Engine, EngineConfig, EngineStats, Event, OpenError, Opened, Output,

@@ -50,11 +50,23 @@ const LABEL_SALT: u8 = 0x02;
 /// The DTLS-SRTP export of one session: both directions' master keys and
 /// salts, `client key | server key | client salt | server salt`.
 #[derive(Clone)]
-pub(crate) struct ExportedKeys {
+pub struct ExportedKeys {
     material: Vec<u8>,
     profile: SrtpProfile,
     /// We were the DTLS client: our keys are the left-hand ones.
     client: bool,
+}
+
+impl ExportedKeys {
+    /// Keys as a DTLS-SRTP export delivers them, for a sender made outside
+    /// a session (the SRTP benchmark); `client` when we were the DTLS client.
+    pub fn new(material: Vec<u8>, profile: SrtpProfile, client: bool) -> Self {
+        Self {
+            material,
+            profile,
+            client,
+        }
+    }
 }
 
 impl std::fmt::Debug for ExportedKeys {
@@ -361,7 +373,7 @@ impl Cipher {
 }
 
 /// One outgoing audio stream of a session: RTP numbering and SRTP state.
-pub(crate) struct SrtpSender {
+pub struct SrtpSender {
     cipher: Cipher,
     ssrc: u32,
     /// SRTP packet index of the next packet: ROC << 16 | sequence number.
