@@ -17,6 +17,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MediaEngine};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -43,6 +44,8 @@ const MAX_PCM: usize = 10 * SAMPLE_RATE as usize;
 /// A silent member sends its DTX frame this often, like a browser.
 const DTX_EVERY: Duration = Duration::from_millis(400);
 const FRAME: Duration = Duration::from_millis(20);
+/// Pace of the client's ICE connectivity checks.
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -166,8 +169,15 @@ impl Peer {
             RtpCodecKind::Audio,
         )?;
         let now = Instant::now();
+        // webrtc-rs nominates on its check tick (200 ms by default), which
+        // would put ~400 ms of client pacing into join → first audio;
+        // browsers are quicker, so is this.
+        let settings = SettingEngineBuilder::new()
+            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), None)
+            .build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(settings)
             .with_media_engine(media)
             .build(now)?;
 
@@ -269,10 +279,6 @@ impl Peer {
 
     pub fn socket(&mut self) -> &mut mio::net::UdpSocket {
         &mut self.socket
-    }
-
-    pub fn is_talker(&self) -> bool {
-        self.sender.is_some()
     }
 
     /// Reads every datagram waiting on the socket (edge-triggered epoll).

@@ -35,6 +35,9 @@ pub struct Row {
     pub join_p50_ms: Option<f64>,
     pub join_p95_ms: Option<f64>,
     pub join_max_ms: Option<f64>,
+    /// POST → ICE and DTLS connected, same peers.
+    pub connect_p50_ms: Option<f64>,
+    pub connect_p95_ms: Option<f64>,
     /// Failed joins of this step by kind (`http_503`, `ice`, `dtls`, `no_audio`, …).
     pub errors: BTreeMap<String, u64>,
     /// Increase of `sabha_mixer_tick_overruns_total` over the window.

@@ -363,6 +363,7 @@ impl<'a> Runner<'a> {
         };
         let before: HashMap<usize, &PeerSnap> = before.iter().map(|s| (s.id, s)).collect();
         let mut joins = Vec::new();
+        let mut connects = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut heard = BTreeMap::new();
         for s in &after {
@@ -386,6 +387,9 @@ impl<'a> Runner<'a> {
                 }
                 if let Some(first) = s.rx.first_at {
                     joins.push((first - s.posted_at).as_secs_f64() * 1000.0);
+                }
+                if let Some(at) = s.connected_at {
+                    connects.push((at - s.posted_at).as_secs_f64() * 1000.0);
                 }
             }
             if !e.receiver || s.state != State::Connected {
@@ -451,6 +455,8 @@ impl<'a> Runner<'a> {
         row.join_p50_ms = percentile(&mut joins, 50.0);
         row.join_p95_ms = percentile(&mut joins, 95.0);
         row.join_max_ms = percentile(&mut joins, 100.0);
+        row.connect_p50_ms = percentile(&mut connects, 50.0);
+        row.connect_p95_ms = percentile(&mut connects, 95.0);
         if let (Some(a), Some(b)) = (&m0, &m1) {
             let name = "sabha_mixer_tick_overruns_total";
             row.late_ticks = metric(b, name) - metric(a, name);
