@@ -192,7 +192,10 @@ mod tests {
 
     #[test]
     fn mix_minus_fails_when_a_talker_hears_itself() {
-        let (a, b) = (decode(&Clip::tone(440).unwrap(), 1), decode(&Clip::tone(620).unwrap(), 1));
+        let (a, b) = (
+            decode(&Clip::tone(440).unwrap(), 1),
+            decode(&Clip::tone(620).unwrap(), 1),
+        );
         let mix: Vec<i16> = a.iter().zip(&b).map(|(x, y)| x / 2 + y / 2).collect();
         assert!(Verdict::judge(0, "talker", &b, &[620], Some(440)).ok);
         let echo = Verdict::judge(0, "talker", &mix, &[620], Some(440));

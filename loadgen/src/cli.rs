@@ -28,7 +28,12 @@ pub struct Common {
     #[arg(long, global = true, conflicts_with = "spawn", requires_all = ["key", "server_pid"])]
     pub url: Option<String>,
     /// Operator key of that server.
-    #[arg(long, global = true, env = "SABHA_OPERATOR_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "SABHA_OPERATOR_KEY",
+        hide_env_values = true
+    )]
     #[serde(skip)]
     pub key: Option<String>,
     /// Pid of that server, for CPU and RSS from /proc.
@@ -121,7 +126,9 @@ impl Cli {
     pub fn validate(&self) -> Result<(), String> {
         let c = &self.common;
         if c.url.is_none() && c.spawn.is_none() {
-            return Err("give --spawn PATH_TO_SABHA or --url URL --key KEY --server-pid PID".into());
+            return Err(
+                "give --spawn PATH_TO_SABHA or --url URL --key KEY --server-pid PID".into(),
+            );
         }
         if c.threads == 0 || c.threads > 64 || c.http_threads == 0 || c.http_threads > 256 {
             return Err("--threads must be 1..=64 and --http-threads 1..=256".into());
@@ -169,7 +176,7 @@ impl Cli {
                 rooms * participants
             }
         };
-        if peers < 2 || peers > MAX_PEERS {
+        if !(2..=MAX_PEERS).contains(&peers) {
             return Err(format!("{peers} peers: the cap is {MAX_PEERS}"));
         }
         Ok(())
@@ -192,8 +199,30 @@ mod tests {
         assert!(ok(&["fanout", "--listeners", "20"]).is_ok());
         assert!(ok(&["fanout", "--listeners", "20000"]).is_err());
         assert!(ok(&["fanout", "--listeners", "20", "--step", "0"]).is_err());
-        assert!(ok(&["bridges", "--rooms", "2", "--participants", "5", "--talkers", "2"]).is_ok());
-        assert!(ok(&["bridges", "--rooms", "2", "--participants", "5", "--talkers", "5"]).is_err());
+        assert!(
+            ok(&[
+                "bridges",
+                "--rooms",
+                "2",
+                "--participants",
+                "5",
+                "--talkers",
+                "2"
+            ])
+            .is_ok()
+        );
+        assert!(
+            ok(&[
+                "bridges",
+                "--rooms",
+                "2",
+                "--participants",
+                "5",
+                "--talkers",
+                "5"
+            ])
+            .is_err()
+        );
         assert!(ok(&["storm", "--listeners", "30", "--within", "0"]).is_err());
         assert!(parse(&["sabha-loadgen", "fanout", "--listeners", "2"]).is_err());
         let url = ["sabha-loadgen", "--url", "http://127.0.0.1:1", "--key", "k"];

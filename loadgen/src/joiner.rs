@@ -103,7 +103,8 @@ impl Joiner {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        let locations = std::mem::take(&mut *self.locations.lock().unwrap_or_else(|p| p.into_inner()));
+        let locations =
+            std::mem::take(&mut *self.locations.lock().unwrap_or_else(|p| p.into_inner()));
         let chunks: Vec<Vec<String>> = locations.chunks(256).map(<[String]>::to_vec).collect();
         let mut ok = 0;
         let total = locations.len();

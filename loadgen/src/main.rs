@@ -61,7 +61,11 @@ fn main() -> ExitCode {
     }
     eprintln!(
         "sabha-loadgen: {} ({} of {} sessions DELETEd)",
-        if passed { "all checks passed" } else { "checks failed" },
+        if passed {
+            "all checks passed"
+        } else {
+            "checks failed"
+        },
         result.deleted.0,
         result.deleted.1
     );
@@ -91,7 +95,9 @@ fn peers(s: &Scenario) -> usize {
     match s {
         Scenario::Fanout { listeners, .. } | Scenario::Storm { listeners, .. } => listeners + 1,
         Scenario::Bridges {
-            rooms, participants, ..
+            rooms,
+            participants,
+            ..
         } => rooms * participants,
     }
 }
@@ -111,11 +117,12 @@ fn raise_nofile(want: usize) {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };
-    let want = (want as u64).min(hard);
+    let need = want as u64;
+    let want = need.min(hard);
     if want > soft && setrlimit(Resource::RLIMIT_NOFILE, want, hard).is_err() {
         eprintln!("sabha-loadgen: could not raise RLIMIT_NOFILE to {want} (hard {hard})");
     }
-    if (want as u64) < 1024 && hard < 1024 {
-        eprintln!("sabha-loadgen: RLIMIT_NOFILE hard limit {hard} is low");
+    if hard < need {
+        eprintln!("sabha-loadgen: RLIMIT_NOFILE hard limit {hard} < {need} needed; joins may fail");
     }
 }

@@ -164,7 +164,6 @@ impl Peer {
             RTCRtpCodecParameters {
                 rtp_codec: opus_codec(),
                 payload_type: OPUS_PT,
-                ..Default::default()
             },
             RtpCodecKind::Audio,
         )?;
@@ -300,7 +299,8 @@ impl Peer {
         // RFC 7983: 128..=191 is RTP or RTCP; RTCP types are 64..=95 after
         // the marker bit (RFC 5761).
         if d.len() >= 12 && (128..=191).contains(&d[0]) && !(64..=95).contains(&(d[1] & 0x7f)) {
-            self.rx.count(u16::from_be_bytes([d[2], d[3]]), d.len(), now);
+            self.rx
+                .count(u16::from_be_bytes([d[2], d[3]]), d.len(), now);
             if !self.sampled {
                 return;
             }
@@ -329,12 +329,13 @@ impl Peer {
         self.drain(now);
     }
 
-    /// Sends the frame that is due and returns when the next one is.
-    pub fn on_send(&mut self, now: Instant) -> Option<Instant> {
-        let due = self.next_send?;
-        let s = self.sender.as_mut()?;
+    /// Sends the frame that is due and sets when the next one is.
+    pub fn on_send(&mut self, now: Instant) {
+        let (Some(due), Some(s)) = (self.next_send, self.sender.as_mut()) else {
+            return;
+        };
         let (payload, step, every) = match &s.send {
-            Send::Nothing => return None,
+            Send::Nothing => return,
             Send::Tone(clip) => {
                 let f = &clip.frames[s.frame % clip.frames.len()];
                 (f, FRAME_SAMPLES as u32, FRAME)
@@ -373,7 +374,6 @@ impl Peer {
             next = now + every;
         }
         self.next_send = Some(next);
-        Some(next)
     }
 
     /// Sends what `rtc` wants sent, follows its state and reads its RTP.
@@ -389,11 +389,9 @@ impl Peer {
         }
         while let Some(event) = self.pc.poll_event() {
             match event {
-                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(s) => {
-                    if s == RTCIceConnectionState::Connected {
-                        self.ice_connected = true;
-                    }
-                }
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                    RTCIceConnectionState::Connected,
+                ) => self.ice_connected = true,
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => match s {
                     RTCPeerConnectionState::Connected => {
                         self.state = State::Connected;

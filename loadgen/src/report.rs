@@ -107,7 +107,11 @@ pub fn line(r: &Row) -> String {
         r.error_count(),
         r.late_ticks,
         format!("{}/{}", r.heard_ok, r.heard_total),
-        if hz.is_empty() { "-".into() } else { format!("{} Hz", hz.join(",")) }
+        if hz.is_empty() {
+            "-".into()
+        } else {
+            format!("{} Hz", hz.join(","))
+        }
     )
 }
 
@@ -130,8 +134,12 @@ pub fn svg(rows: &[Row], title: &str) -> String {
         .iter()
         .map(|r| r.server_cpu_pct)
         .fold(10.0f64, f64::max)
-        .mul_add(1.1, 0.0);
-    let min_del = rows.iter().map(|r| r.delivery).fold(0.99f64, f64::min).max(0.0);
+        * 1.1;
+    let min_del = rows
+        .iter()
+        .map(|r| r.delivery)
+        .fold(0.99f64, f64::min)
+        .max(0.0);
     let x = |v: f64| l + pw * v / max_x;
     let y_cpu = |v: f64| t + ph * (1.0 - v / max_cpu);
     let y_del = |v: f64| t + ph * (1.0 - (v - min_del) / (1.0 - min_del).max(1e-9));
@@ -214,11 +222,18 @@ pub fn svg(rows: &[Row], title: &str) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Writes `doc` to `path` and the plot to `path` + `.svg`.
-pub fn write(path: &Path, doc: &serde_json::Value, rows: &[Row], title: &str) -> std::io::Result<()> {
+pub fn write(
+    path: &Path,
+    doc: &serde_json::Value,
+    rows: &[Row],
+    title: &str,
+) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(doc).map_err(std::io::Error::other)?;
     std::fs::write(path, text + "\n")?;
     let mut svg_path = path.as_os_str().to_owned();

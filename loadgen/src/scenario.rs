@@ -105,7 +105,13 @@ impl<'a> Runner<'a> {
                 listeners,
                 step,
                 profile,
-            } => self.fanout(*listeners, step.unwrap_or(*listeners), *profile, "fanout", None),
+            } => self.fanout(
+                *listeners,
+                step.unwrap_or(*listeners),
+                *profile,
+                "fanout",
+                None,
+            ),
             Scenario::Storm {
                 listeners,
                 within,
@@ -162,13 +168,18 @@ impl<'a> Runner<'a> {
         self.join(vec![publisher], self.cli.common.ramp, 0);
         self.wait_connected(0);
 
-        let query = if profile == Profile::Low { "?profile=low" } else { "" };
+        let query = if profile == Profile::Low {
+            "?profile=low"
+        } else {
+            ""
+        };
         let every = self.cli.common.decode_every;
         let mut added = 0;
         let mut step_no = 1;
         while added < listeners {
             if Instant::now() > self.deadline {
-                self.failures.push("--duration reached before the last step".into());
+                self.failures
+                    .push("--duration reached before the last step".into());
                 return Ok(());
             }
             let n = step.min(listeners - added);
@@ -209,7 +220,9 @@ impl<'a> Runner<'a> {
         let silence = Arc::new(Clip::silence().map_err(|e| RunError::Codec(e.to_string()))?);
         let mut jobs = Vec::new();
         for r in 0..rooms {
-            let room = self.api.create_room("bridge", &format!("loadgen bridge {r}"))?;
+            let room = self
+                .api
+                .create_room("bridge", &format!("loadgen bridge {r}"))?;
             let token: Arc<str> = self.api.mint(&room, "participant")?.into();
             let has_silent = talkers < members;
             // At least one sampled member per room; both kinds in the first two.
@@ -217,7 +230,7 @@ impl<'a> Runner<'a> {
                 let (talker, silent) = (j == 0 && talkers > 1, has_silent && j == talkers);
                 if r < 2 {
                     talker || silent
-                } else if r % 2 == 0 && talkers > 1 || !has_silent {
+                } else if (r % 2 == 0 && talkers > 1) || !has_silent {
                     j == 0
                 } else {
                     silent
@@ -271,7 +284,9 @@ impl<'a> Runner<'a> {
     /// Queues the jobs at `rate` and collects their HTTP outcomes.
     fn join(&mut self, jobs: Vec<Job>, rate: f64, step: usize) {
         let total = jobs.len();
-        let Some(joiner) = self.joiner.as_ref() else { return };
+        let Some(joiner) = self.joiner.as_ref() else {
+            return;
+        };
         let tty = self.tty;
         let queued = joiner.join_paced(jobs, rate, self.deadline, |n| {
             if tty && (n % 50 == 0 || n == total) {
@@ -280,8 +295,9 @@ impl<'a> Runner<'a> {
         });
         let queued = queued.min(total);
         if queued < total {
-            self.failures
-                .push(format!("step {step}: --duration reached after {queued} of {total} joins"));
+            self.failures.push(format!(
+                "step {step}: --duration reached after {queued} of {total} joins"
+            ));
         }
         let mut got = 0;
         let wait_until = Instant::now() + Duration::from_secs(30);
@@ -319,7 +335,9 @@ impl<'a> Runner<'a> {
     fn wait_connected(&self, step: usize) {
         let until = Instant::now() + CONNECT_WAIT;
         while Instant::now() < until.min(self.deadline) {
-            let Ok(snaps) = self.snapshots(false, false) else { break };
+            let Ok(snaps) = self.snapshots(false, false) else {
+                break;
+            };
             let pending = snaps.iter().filter(|s| {
                 let e = &self.expect[&s.id];
                 e.step == step
@@ -377,7 +395,9 @@ impl<'a> Runner<'a> {
             }
             if e.step == step {
                 match s.state {
-                    State::Connecting => *row.errors.entry("connect_timeout".into()).or_default() += 1,
+                    State::Connecting => {
+                        *row.errors.entry("connect_timeout".into()).or_default() += 1
+                    }
                     State::IceFailed => *row.errors.entry("ice".into()).or_default() += 1,
                     State::DtlsFailed => *row.errors.entry("dtls".into()).or_default() += 1,
                     State::Connected if e.receiver && s.rx.first_at.is_none() => {
@@ -488,7 +508,8 @@ impl<'a> Runner<'a> {
                 .push(format!("{at}: join errors {:?} {first:?}", row.errors));
         }
         if row.heard_total == 0 {
-            self.failures.push(format!("{at}: no sampled peer decoded audio"));
+            self.failures
+                .push(format!("{at}: no sampled peer decoded audio"));
         }
         for v in row.verdicts.iter().filter(|v| !v.ok) {
             self.failures.push(format!(

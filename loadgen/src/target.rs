@@ -52,7 +52,8 @@ impl Target {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("sabha-loadgen-{}-{stamp}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sabha-loadgen-{}-{stamp}", std::process::id()));
         let data = dir.join("data");
         fs::create_dir_all(&data)?;
         let key = format!("sabha-loadgen-{stamp:x}");
@@ -61,11 +62,20 @@ impl Target {
         let log_path = dir.join("server.log");
         let log = fs::File::create(&log_path)?;
         let child = Command::new(bin)
-            .args(["serve", "--http", &http.to_string(), "--media", &media.to_string()])
+            .args([
+                "serve",
+                "--http",
+                &http.to_string(),
+                "--media",
+                &media.to_string(),
+            ])
             .arg("--data-dir")
             .arg(&data)
             .env("SABHA_OPERATOR_KEY", &key)
-            .env("SABHA_LOG", std::env::var("SABHA_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "SABHA_LOG",
+                std::env::var("SABHA_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -81,7 +91,10 @@ impl Target {
         let api = Api::new(&target.base, &target.key, 1);
         let deadline = Instant::now() + START_TIMEOUT;
         while !api.healthy() {
-            let exited = target.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = target
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() > deadline {
                 target.keep_dir();
                 return Err(TargetError::NotHealthy(
