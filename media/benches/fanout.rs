@@ -23,38 +23,12 @@
 
 #[path = "../tests/sim/mod.rs"]
 mod sim;
+#[path = "common/stopwatch.rs"]
+mod stopwatch;
 
-use std::cell::Cell;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sabha_media::{Output, SessionKind};
-
-thread_local! {
-    static ENTERED: Cell<Option<Instant>> = const { Cell::new(None) };
-    static ENGINE_NS: Cell<u128> = const { Cell::new(0) };
-    static AUDIO_NS: Cell<u128> = const { Cell::new(0) };
-    static AUDIO_PACKETS: Cell<u64> = const { Cell::new(0) };
-    static LAST_CALL_NS: Cell<u128> = const { Cell::new(0) };
-}
-
-fn enter() {
-    ENTERED.set(Some(Instant::now()));
-}
-
-fn exit() {
-    if let Some(t) = ENTERED.take() {
-        let ns = t.elapsed().as_nanos();
-        LAST_CALL_NS.set(ns);
-        ENGINE_NS.set(ENGINE_NS.get() + ns);
-    }
-}
-
-fn polled(out: &Output, datagram: &[u8]) {
-    if matches!(out, Output::Transmit(_)) && sim::is_rtp(datagram) {
-        AUDIO_PACKETS.set(AUDIO_PACKETS.get() + 1);
-        AUDIO_NS.set(AUDIO_NS.get() + LAST_CALL_NS.get());
-    }
-}
+use sabha_media::SessionKind;
 
 struct Row {
     listeners: usize,
@@ -71,19 +45,15 @@ fn rally(listeners: usize, seconds: u64) -> Row {
     }
     // Connect everyone first: DTLS handshakes are not the steady state.
     sim.run_for(Duration::from_secs(2));
-    ENGINE_NS.set(0);
-    AUDIO_NS.set(0);
-    AUDIO_PACKETS.set(0);
-    sim.engine_enter = enter;
-    sim.engine_exit = exit;
-    sim.engine_polled = polled;
+    stopwatch::reset();
+    stopwatch::attach(&mut sim);
     steady(&mut sim, seconds);
-    let packets = AUDIO_PACKETS.get().max(1);
+    let packets = stopwatch::audio_packets().max(1);
     Row {
         listeners,
-        packets: AUDIO_PACKETS.get(),
-        build_us: AUDIO_NS.get() as f64 / 1e3 / packets as f64,
-        total_us: ENGINE_NS.get() as f64 / 1e3 / packets as f64,
+        packets: stopwatch::audio_packets(),
+        build_us: stopwatch::audio_ns() as f64 / 1e3 / packets as f64,
+        total_us: stopwatch::engine_ns() as f64 / 1e3 / packets as f64,
     }
 }
 

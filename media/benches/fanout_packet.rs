@@ -22,39 +22,13 @@
 
 #[path = "../tests/sim/mod.rs"]
 mod sim;
+#[path = "common/stopwatch.rs"]
+mod stopwatch;
 
-use std::cell::Cell;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sabha_media::{Output, SessionKind, TICK};
-
-thread_local! {
-    static ENTERED: Cell<Option<Instant>> = const { Cell::new(None) };
-    static LAST_CALL_NS: Cell<u64> = const { Cell::new(0) };
-    static ENGINE_NS: Cell<u64> = const { Cell::new(0) };
-    static AUDIO_NS: Cell<u64> = const { Cell::new(0) };
-    static AUDIO_PACKETS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn enter() {
-    ENTERED.set(Some(Instant::now()));
-}
-
-fn exit() {
-    if let Some(t) = ENTERED.take() {
-        let ns = t.elapsed().as_nanos() as u64;
-        LAST_CALL_NS.set(ns);
-        ENGINE_NS.set(ENGINE_NS.get() + ns);
-    }
-}
-
-fn polled(out: &Output, datagram: &[u8]) {
-    if matches!(out, Output::Transmit(_)) && sim::is_rtp(datagram) {
-        AUDIO_PACKETS.set(AUDIO_PACKETS.get() + 1);
-        AUDIO_NS.set(AUDIO_NS.get() + LAST_CALL_NS.get());
-    }
-}
+use sabha_media::{SessionKind, TICK};
 
 fn listeners() -> usize {
     std::env::var("SABHA_BENCH_LISTENERS")
@@ -74,9 +48,7 @@ fn connected_rally(listeners: usize) -> sim::Sim {
     let connected = sim.clients.iter().filter(|c| c.connected).count();
     assert_eq!(connected, listeners + 1, "everyone connects");
     sim.deliver_audio = false;
-    sim.engine_enter = enter;
-    sim.engine_exit = exit;
-    sim.engine_polled = polled;
+    stopwatch::attach(&mut sim);
     sim
 }
 
@@ -84,11 +56,9 @@ fn connected_rally(listeners: usize) -> sim::Sim {
 /// exactly `ticks × listeners` audio packets (a tick may land on either
 /// side of the run's edge).
 fn run_ticks(sim: &mut sim::Sim, ticks: u64, listeners: usize, counter: fn() -> u64) -> Duration {
-    ENGINE_NS.set(0);
-    AUDIO_NS.set(0);
-    AUDIO_PACKETS.set(0);
+    stopwatch::reset();
     sim.run_for(TICK * ticks as u32);
-    let packets = AUDIO_PACKETS.get().max(1);
+    let packets = stopwatch::audio_packets().max(1);
     let wanted = ticks * listeners as u64;
     Duration::from_nanos((counter() as f64 * wanted as f64 / packets as f64) as u64)
 }
@@ -100,10 +70,10 @@ fn fanout(c: &mut Criterion) {
     group.throughput(Throughput::Elements(n as u64));
     group.sample_size(10);
     group.bench_function("build_srtp", |b| {
-        b.iter_custom(|ticks| run_ticks(&mut sim, ticks, n, || AUDIO_NS.get()))
+        b.iter_custom(|ticks| run_ticks(&mut sim, ticks, n, stopwatch::audio_ns))
     });
     group.bench_function("engine_total", |b| {
-        b.iter_custom(|ticks| run_ticks(&mut sim, ticks, n, || ENGINE_NS.get()))
+        b.iter_custom(|ticks| run_ticks(&mut sim, ticks, n, stopwatch::engine_ns))
     });
     group.finish();
 }
