@@ -281,10 +281,12 @@ impl Peer {
     }
 
     /// Reads every datagram waiting on the socket (edge-triggered epoll).
-    pub fn on_readable(&mut self, buf: &mut [u8]) {
+    /// `now` is read once per wake-up, not per datagram: arrival times only
+    /// feed gaps of over 100 ms.
+    pub fn on_readable(&mut self, buf: &mut [u8], now: Instant) {
         loop {
             match self.socket.recv_from(buf) {
-                Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                Ok((n, from)) => self.on_datagram(&buf[..n], from, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => {
                     self.rtc_errors += 1;
@@ -294,8 +296,7 @@ impl Peer {
         }
     }
 
-    fn on_datagram(&mut self, d: &[u8], from: SocketAddr) {
-        let now = Instant::now();
+    fn on_datagram(&mut self, d: &[u8], from: SocketAddr, now: Instant) {
         // RFC 7983: 128..=191 is RTP or RTCP; RTCP types are 64..=95 after
         // the marker bit (RFC 5761).
         if d.len() >= 12 && (128..=191).contains(&d[0]) && !(64..=95).contains(&(d[1] & 0x7f)) {

@@ -178,7 +178,7 @@ fn run(mut poll: Poll, commands: mpsc::Receiver<Command>) {
         for ev in events.iter() {
             let Token(idx) = ev.token();
             if let Some(peer) = peers.get_mut(idx) {
-                peer.on_readable(&mut buf);
+                peer.on_readable(&mut buf, now);
                 arm(&mut heap, peer, idx, now);
             }
         }

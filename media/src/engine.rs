@@ -157,8 +157,8 @@ pub struct EngineStats {
 
 /// Hashes a [`SessionId`] with one multiply: ids are counted out by the
 /// engine, never chosen by a peer, so SipHash's flooding resistance buys
-/// nothing on the map every forwarded packet looks up (twice per
-/// listener-packet; docs/media.md, "Where the time goes").
+/// nothing on the map every forwarded packet looks up (docs/media.md,
+/// "Where the time goes").
 #[derive(Default)]
 struct SessionIdHasher(u64);
 
@@ -550,7 +550,8 @@ impl Engine {
             let Some(s) = self.sessions.get_mut(&o.session) else {
                 continue;
             };
-            let Some((opus_pt, red_pt)) = s.payload_types() else {
+            // Not connected yet, or closing: skip before building any RED.
+            let (true, Some((opus_pt, red_pt))) = (s.takes_audio(), s.payload_types()) else {
                 continue;
             };
             let shared = &self.fanout_payloads[o.payload as usize];
@@ -701,8 +702,8 @@ impl Engine {
                 self.events.push_back(event);
             }
             // Whether a member can take audio yet is checked once, when its
-            // record is polled (`Session::write_audio`): looking the session
-            // up here as well would cost a second cache miss per packet.
+            // record is polled (`poll_fanout`): looking the session up here
+            // as well would cost a second cache miss per packet.
             for (id, delivery) in entry.room.deliveries() {
                 // Deliveries of one payload come together: compare with the last.
                 let last = self.fanout_payloads.last();

@@ -127,28 +127,6 @@ pub struct Message {
     pub event: Event,
 }
 
-impl Event {
-    /// The participant an event is about, if it is about one.
-    pub fn subject(&self) -> Option<&str> {
-        match self {
-            Event::Joined { participant } => Some(&participant.id),
-            Event::Left { participant, .. }
-            | Event::Muted { participant }
-            | Event::Unmuted { participant }
-            | Event::HandRaised { participant }
-            | Event::HandLowered { participant }
-            | Event::Promoted { participant, .. }
-            | Event::Demoted { participant } => Some(participant),
-            Event::Roster { .. }
-            | Event::Audience { .. }
-            | Event::Speaking { .. }
-            | Event::Locked
-            | Event::Unlocked
-            | Event::RoomEnded => None,
-        }
-    }
-}
-
 impl Message {
     /// The message as the socket bound to `session` may see it: a promotion
     /// token goes only to the promoted participant, since anyone holding it

@@ -124,27 +124,31 @@ impl Default for RoomState {
 }
 
 impl RoomState {
-    /// Sends `event` to the full stream, and to the audience stream unless
-    /// it is about a listen session, which gets it on its own channel
-    /// instead. Call it while the subject is still in `participants`.
+    /// Sends a room-wide event (lock, speaking, counts…) to both streams.
     fn emit(&mut self, event: Event) {
+        self.send(event, None);
+    }
+
+    /// Sends an event about session `id`: to the full stream, and to the
+    /// audience stream unless it is a listen session, whose own channel
+    /// gets it instead.
+    fn emit_about(&mut self, id: &str, kind: SessionKind, event: Event) {
+        self.send(event, (kind == SessionKind::Listen).then_some(id));
+    }
+
+    fn send(&mut self, event: Event, listener: Option<&str>) {
         self.seq += 1;
         let message = Message {
             seq: self.seq,
             event,
         };
-        let crowd = message
-            .event
-            .subject()
-            .filter(|id| self.is_listener(id))
-            .map(str::to_owned);
-        match crowd {
+        // No receiver is fine: nobody is watching.
+        match listener {
             Some(id) => {
-                if let Some(own) = self.own.get(&id) {
+                if let Some(own) = self.own.get(id) {
                     let _ = own.send(message.clone());
                 }
             }
-            // No receiver is fine: nobody is watching this room.
             None => drop(self.stage.send(message.clone())),
         }
         let _ = self.events.send(message);
@@ -221,10 +225,10 @@ impl Hub {
         let mut rooms = self.lock();
         let state = rooms.rooms.entry(room.to_owned()).or_default();
         admission(state, participant.role)?;
-        let id = participant.id.clone();
+        let (id, kind) = (participant.id.clone(), participant.kind);
         state.count_listener(&participant, 1);
         state.participants.push(participant.clone());
-        state.emit(Event::Joined { participant });
+        state.emit_about(&id, kind, Event::Joined { participant });
         rooms.sessions.insert(id, room.to_owned());
         Ok(())
     }
@@ -236,10 +240,15 @@ impl Hub {
         let room = rooms.sessions.remove(session)?;
         let state = rooms.rooms.get_mut(&room)?;
         let index = state.participants.iter().position(|p| p.id == session)?;
-        state.emit(Event::Left {
-            participant: session.to_owned(),
-            reason: reason.to_owned(),
-        });
+        let kind = state.participants[index].kind;
+        state.emit_about(
+            session,
+            kind,
+            Event::Left {
+                participant: session.to_owned(),
+                reason: reason.to_owned(),
+            },
+        );
         let participant = state.participants.remove(index);
         state.count_listener(&participant, -1);
         state.own.remove(session);
@@ -280,7 +289,7 @@ impl Hub {
             let event = change(participant);
             let after = participant.clone();
             if let Some(event) = event {
-                state.emit(event);
+                state.emit_about(&after.id, after.kind, event);
             }
             Some(after)
         })
