@@ -182,7 +182,10 @@ impl Hasher for SessionIdHasher {
     }
 }
 
-type SessionMap = HashMap<SessionId, Session, BuildHasherDefault<SessionIdHasher>>;
+/// Sessions are boxed: a `Session` (str0m's `Rtc` inline) is about 10 KB,
+/// and a table of inline values keeps that much per empty slot, up to half
+/// its capacity. Boxed, an empty slot costs a pointer.
+type SessionMap = HashMap<SessionId, Box<Session>, BuildHasherDefault<SessionIdHasher>>;
 
 struct RoomEntry {
     key: String,
@@ -275,6 +278,15 @@ fn speaking_news(entry: &mut RoomEntry) -> Option<Event> {
     })
 }
 
+/// Whether a table of `len` entries in `capacity` slots is worth shrinking:
+/// small tables are left alone, as are tables that still hold a quarter.
+fn mostly_empty(len: usize, capacity: usize) -> bool {
+    capacity > SHRINK_ABOVE && len * 4 < capacity
+}
+
+/// Tables with at most this many slots are never shrunk.
+const SHRINK_ABOVE: usize = 64;
+
 impl Engine {
     pub fn new(config: EngineConfig, now: Instant) -> Result<Self, OpenError> {
         let crypto = Arc::new(srtp::capturing_provider());
@@ -363,7 +375,7 @@ impl Engine {
         self.by_ufrag.insert(creds.ufrag.clone(), id);
         let first_seq = rand::random::<u16>() >> 1;
         let session = Session::new(kind, room_idx, rtc, creds, keys, now, first_seq);
-        self.sessions.insert(id, session);
+        self.sessions.insert(id, Box::new(session));
         self.enqueue(id);
         tracing::debug!(session = id.0, room, ?kind, "session opened");
         Ok(Opened {
@@ -732,6 +744,56 @@ impl Engine {
             .collect();
         for id in stale {
             self.close_session(id, CloseReason::ConnectTimeout);
+        }
+        self.shrink_tables();
+    }
+
+    /// Gives back the memory of tables that grew for a crowd that has left
+    /// (a rally's end, a wave of abandoned phones): a table at most a
+    /// quarter full is shrunk to twice its length. Rehashing allocates, so
+    /// it happens here, once a sweep, and only after such a drop.
+    fn shrink_tables(&mut self) {
+        fn shrunk<K, V, S>(map: &mut HashMap<K, V, S>)
+        where
+            K: Eq + std::hash::Hash,
+            S: std::hash::BuildHasher,
+        {
+            if mostly_empty(map.len(), map.capacity()) {
+                map.shrink_to(map.len() * 2);
+            }
+        }
+        shrunk(&mut self.sessions);
+        shrunk(&mut self.by_ufrag);
+        shrunk(&mut self.by_addr);
+        shrunk(&mut self.rooms);
+        shrunk(&mut self.room_index);
+        if mostly_empty(self.ready.len(), self.ready.capacity()) {
+            self.ready.shrink_to(self.ready.len() * 2);
+        }
+        if mostly_empty(self.events.len(), self.events.capacity()) {
+            self.events.shrink_to(self.events.len() * 2);
+        }
+        // A session's timer entries are dropped lazily, when they come to
+        // the top; those of closed sessions can lie far in the future.
+        // Rebuilt when mostly stale, so they cannot pile up over a day of
+        // rallies.
+        if self.timers.len() > SHRINK_ABOVE + 2 * self.sessions.len() {
+            let sessions = &self.sessions;
+            self.timers.retain(|&Reverse((t, id))| {
+                sessions.get(&id).is_some_and(|s| s.deadline == Some(t))
+            });
+        }
+        if mostly_empty(self.timers.len(), self.timers.capacity()) {
+            self.timers.shrink_to(self.timers.len() * 2);
+        }
+        // One packet per member and tick, two ticks' worth when the driver
+        // fell behind: room for that stays, so a steady room never regrows.
+        let packets = self.sessions.len() * 2;
+        if mostly_empty(packets, self.fanout.capacity()) {
+            self.fanout.shrink_to(packets * 2);
+        }
+        for entry in self.rooms.values_mut() {
+            entry.room.shrink_members();
         }
     }
 

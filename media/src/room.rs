@@ -282,6 +282,19 @@ impl Room {
         self.low_listeners.retain(|&l| l != id);
     }
 
+    /// Gives back the member lists' memory after most members left (the
+    /// engine calls it once a sweep; it allocates only when it shrinks).
+    pub fn shrink_members(&mut self) {
+        fn shrunk<T>(v: &mut Vec<T>) {
+            if v.capacity() > 16 && v.len() * 4 < v.capacity() {
+                v.shrink_to(v.len() * 2);
+            }
+        }
+        shrunk(&mut self.talkers);
+        shrunk(&mut self.listeners);
+        shrunk(&mut self.low_listeners);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.talkers.is_empty() && self.listeners.is_empty() && self.low_listeners.is_empty()
     }

@@ -18,7 +18,10 @@ use rand::{Rng, SeedableRng};
 use sabha_media::opus::{
     EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder, OpusEncoder, SAMPLE_RATE,
 };
-use sabha_media::{DATAGRAM_MAX, Engine, EngineConfig, Output, Profile, RoomConfig, SessionKind};
+use sabha_media::{
+    CloseReason, DATAGRAM_MAX, Engine, EngineConfig, Event as EngineEvent, Output, Profile,
+    RoomConfig, SessionId, SessionKind,
+};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
@@ -197,6 +200,8 @@ pub struct Sim {
     rng: StdRng,
     next_frame: Instant,
     pub dropped: u64,
+    /// Every session the engine closed, why, and when (virtual time).
+    pub closed: Vec<(SessionId, CloseReason, Instant)>,
     /// Called around every call into the engine (and only the engine), so a
     /// test can measure what the engine alone does, e.g. allocations.
     pub engine_enter: fn(),
@@ -236,6 +241,7 @@ impl Sim {
             rng: StdRng::seed_from_u64(seed),
             next_frame: now,
             dropped: 0,
+            closed: Vec::new(),
             engine_enter: || {},
             engine_exit: || {},
             engine_polled: |_, _| {},
@@ -286,10 +292,13 @@ impl Sim {
         let mut change = rtc.sdp_api();
         let mid = change.add_media(MediaKind::Audio, direction, None, None, None);
         let (offer, pending) = change.apply().expect("offer");
+        let offer = offer.to_sdp_string();
+        (self.engine_enter)();
         let opened = self
             .engine
-            .open_session(self.now, room, kind, profile, &offer.to_sdp_string())
+            .open_session(self.now, room, kind, profile, &offer)
             .expect("engine accepts the offer");
+        (self.engine_exit)();
         self.session_ids.push(opened.id);
         self.answers.push(opened.answer.clone());
         let answer = SdpAnswer::from_sdp_string(&opened.answer).expect("answer parses");
@@ -466,6 +475,9 @@ impl Sim {
                         });
                     let bytes = self.buf[..t.len].to_vec();
                     self.send(t.source, t.destination, bytes, link);
+                }
+                Output::Event(EngineEvent::Closed { id, reason, .. }) => {
+                    self.closed.push((id, reason, self.now));
                 }
                 Output::Event(_) => {}
                 Output::Timeout(_) => break,
