@@ -32,6 +32,11 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_DATABASE_FILE: &str = "sabha.db";
 /// `tracing` filter.
 pub const DEFAULT_LOG: &str = "info";
+/// How long a drain waits for open sessions: long enough for a speaker to
+/// finish a sentence and clients to reconnect elsewhere, short enough for
+/// Kubernetes' default 30 s grace (set `terminationGracePeriodSeconds` above
+/// this).
+pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
 
 /// `sabha serve` flags. Every one is optional: absent means "ask the next
 /// source" (environment, file, default).
@@ -91,6 +96,10 @@ pub struct ServeArgs {
     /// open; earlier gets 425 Too Early [default: 600]
     #[arg(long, env = "SABHA_EARLY_JOIN_GRACE_S", value_name = "SECONDS")]
     pub early_join_grace_s: Option<u64>,
+    /// Seconds open sessions may go on after SIGTERM before their rooms are
+    /// closed; new sessions get 503 meanwhile [default: 30]
+    #[arg(long, env = "SABHA_DRAIN_TIMEOUT_S", value_name = "SECONDS")]
+    pub drain_timeout_s: Option<u64>,
     /// Log filter, e.g. `info` or `sabha=debug,tower_http=debug` [default: info]
     #[arg(long, env = "SABHA_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -152,6 +161,7 @@ struct FileConfig {
     cors_whep_any_origin: Option<bool>,
     time_zone: Option<String>,
     early_join_grace_s: Option<u64>,
+    drain_timeout_s: Option<u64>,
     log: Option<String>,
     webhook_urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
@@ -177,6 +187,8 @@ pub struct ServeConfig {
     /// An IANA zone name that the bundled zone database knows.
     pub time_zone: String,
     pub early_join_grace_s: u64,
+    /// How long a drain (SIGTERM) waits for open sessions to end.
+    pub drain_timeout: Duration,
     pub log: String,
     /// Checked http:// URLs; empty: no webhooks.
     pub webhook_urls: Vec<String>,
@@ -337,6 +349,11 @@ impl ServeConfig {
                 .early_join_grace_s
                 .or(file.early_join_grace_s)
                 .unwrap_or(sabha_signaling::app::DEFAULT_EARLY_JOIN_GRACE_S),
+            drain_timeout: Duration::from_secs(
+                args.drain_timeout_s
+                    .or(file.drain_timeout_s)
+                    .unwrap_or(DEFAULT_DRAIN_TIMEOUT_S),
+            ),
             log: args
                 .log
                 .or(file.log)
@@ -604,9 +621,10 @@ mod tests {
             })
             .map(|line| format!("{line}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), 18, "{uncommented}");
+        assert_eq!(uncommented.lines().count(), 19, "{uncommented}");
         let file = parse_file(&uncommented).unwrap();
         assert_eq!(file.early_join_grace_s, Some(600));
+        assert_eq!(file.drain_timeout_s, Some(DEFAULT_DRAIN_TIMEOUT_S));
         assert_eq!(file.http, Some(DEFAULT_HTTP));
         assert_eq!(file.media, Some(DEFAULT_MEDIA));
         assert_eq!(file.data_dir, Some(PathBuf::from(DEFAULT_DATA_DIR)));

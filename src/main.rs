@@ -3,11 +3,13 @@
 //! `sabha serve` (also plain `sabha`) is the composition root: it resolves the
 //! configuration once ([`config`]), prepares the data directory ([`secrets`],
 //! [`store`]), starts the media driver ([`driver`]) and serves the HTTP API
-//! of `sabha-signaling` until SIGINT or SIGTERM. `sabha rooms …` and
+//! of `sabha-signaling` until SIGINT or SIGTERM, which drain it first
+//! ([`drain`]). `sabha rooms …` and
 //! `sabha token …` ([`cli`]) are HTTP clients of a running server.
 
 mod cli;
 mod config;
+mod drain;
 mod driver;
 mod secrets;
 mod store;
@@ -24,7 +26,7 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use sabha_signaling::hub::Hub;
 use sabha_signaling::scheduler::{Scheduler, SystemClock};
 use sabha_signaling::timestamp::unix_now;
-use sabha_signaling::{AppState, Auth, Settings, router_with_hub};
+use sabha_signaling::{AppState, Auth, MediaControl, Settings, router_with_hub};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -283,9 +285,10 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             addr: config.media,
             source,
         })?;
+    let media = Arc::new(drain::DrainableMedia::new(media));
 
     let state = AppState {
-        media,
+        media: media.clone(),
         rooms: store.clone(),
         attendance: store.clone(),
         org: store.clone(),
@@ -317,12 +320,18 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let hub = Hub::default();
     let scheduler = Scheduler::new(state.clone(), hub.clone(), Arc::new(SystemClock));
     tokio::spawn(scheduler.run());
+    let shutdown = drain_on_signal(Drain {
+        hub: hub.clone(),
+        media,
+        store: store.clone(),
+        timeout: config.drain_timeout,
+    });
     // With the peer address: PIN join limits and logs are per client IP.
     axum::serve(
         listener,
         router_with_hub(state, hub).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(shutdown)
     .await
     .map_err(ServeError::Http)?;
     // Sessions still open end now, as far as the record goes: the next
@@ -349,32 +358,117 @@ fn spawn_heartbeat(store: Arc<Store>) {
     });
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, docker stop). In-flight
-/// requests finish; new connections are refused.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// What a drain works on.
+struct Drain {
+    hub: Hub,
+    media: Arc<drain::DrainableMedia>,
+    store: Arc<Store>,
+    timeout: Duration,
+}
+
+/// How long a drain waits for the attendance of sessions that ended to be
+/// written before it closes the rest itself.
+const ATTENDANCE_FLUSH: Duration = Duration::from_secs(3);
+
+/// Resolves when the HTTP server should stop: after the first signal, the
+/// drain ([`drain`]): no new sessions, open ones go on until they end, the
+/// deadline, or a second signal; then what is still open is recorded as
+/// `server_shutdown` and closed.
+async fn drain_on_signal(d: Drain) {
+    let mut signals = Signals::new();
+    let first = signals.next().await;
+    d.media.drain();
+    let open = d.hub.session_count();
+    tracing::info!(
+        signal = first,
+        sessions = open,
+        timeout_s = d.timeout.as_secs(),
+        "draining: no new sessions; the open ones go on until they end or the deadline"
+    );
+    let end = drain::wait_for_sessions(&d.hub, d.timeout, async {
+        let again = signals.next().await;
+        tracing::info!(signal = again, "second signal: ending the drain now");
+    })
+    .await;
+    let rooms = d.hub.live_rooms();
+    if end != drain::DrainEnd::Empty {
+        // Recorded before the rooms close, so their reason is the shutdown
+        // (the closes that follow find the rows already closed).
+        match d
+            .store
+            .close_open_sessions(unix_now(), store::SERVER_SHUTDOWN)
+            .await
+        {
+            Ok(n) => tracing::info!(sessions = n, ?end, "drain ended: sessions closed"),
+            Err(e) => tracing::warn!(error = %e, "open sessions not recorded as closed"),
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
+        for room in &rooms {
+            if let Err(e) = d.media.close_room(room).await {
+                tracing::warn!(%room, error = %e, "room not closed");
             }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
+        }
+    } else {
+        // Every session ended on its own; let their leaves be written.
+        let flushed = tokio::time::Instant::now() + ATTENDANCE_FLUSH;
+        while d.store.open_session_count().await.unwrap_or(0) > 0
+            && tokio::time::Instant::now() < flushed
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Err(e) = d
+            .store
+            .close_open_sessions(unix_now(), store::SERVER_SHUTDOWN)
+            .await
+        {
+            tracing::warn!(error = %e, "open sessions not recorded as closed");
+        }
+        tracing::info!("drain ended: every session had left");
+    }
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM (systemd, docker stop, Kubernetes), as one
+/// stream.
+struct Signals {
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let terminate = signal(SignalKind::terminate())
+                .inspect_err(|error| tracing::error!(%error, "cannot listen for SIGTERM"))
+                .ok();
+            Self { terminate }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        let interrupt = async {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                tracing::error!(%error, "cannot listen for SIGINT");
                 std::future::pending::<()>().await;
             }
+        };
+        #[cfg(unix)]
+        let terminate = async {
+            match self.terminate.as_mut() {
+                Some(sigterm) => {
+                    sigterm.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            () = interrupt => "SIGINT",
+            () = terminate => "SIGTERM",
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT: shutting down"),
-        () = terminate => tracing::info!("SIGTERM: shutting down"),
     }
 }

@@ -33,7 +33,7 @@ mod members;
 mod org;
 mod outbox;
 
-pub use attendance::HEARTBEAT_EVERY;
+pub use attendance::{HEARTBEAT_EVERY, SERVER_SHUTDOWN};
 pub use database_url::{Backend, DatabaseUrl, UrlError};
 pub use outbox::OutboxRow;
 

@@ -78,9 +78,66 @@ fn webrtc_rs_late_listener_hears_the_tone_within_a_second() {
     run("late listener", late_listener);
 }
 
+/// SIGTERM in the middle of a rally: the listeners already in keep hearing
+/// the tone, a new listener gets 503 with `Retry-After`, hanging up still
+/// works, and once the last session has left the server exits 0.
+#[test]
+fn webrtc_rs_sigterm_drains_listeners_keep_hearing_new_ones_get_503() {
+    let mut server = run_on(
+        "sigterm drain",
+        &[("SABHA_DRAIN_TIMEOUT_S", "60")],
+        |api, pid| sigterm_drain(api, pid),
+    );
+    let exit = server.wait_exit(Duration::from_secs(15));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "the drained server exits 0 once empty: {exit:?}\n{}",
+        server.log_tail(40)
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Scenarios
 // ---------------------------------------------------------------------------
+
+async fn sigterm_drain(api: Api, server_pid: u32) -> Result<(), String> {
+    let room = api.create_room("rally").await?;
+    let mut publisher = publish(&api, &room, RALLY_HZ).await?;
+    let listeners = connect_all(&api, &room, "listener", vec![Role::Listen; 2]).await?;
+    on_air(&listeners[0], RALLY_HZ).await?;
+
+    common::send_signal(server_pid, "TERM");
+    let from = Instant::now() + Duration::from_millis(500);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut failures = Vec::new();
+    let token = api.mint(&room, "listener", "too late").await?;
+    let offer = common::str0m_offer(str0m::media::Direction::RecvOnly);
+    let refused = api
+        .offer(&format!("/v1/rooms/{room}/whep"), &token, offer)
+        .await?;
+    if (refused.status, refused.retry_after.as_str()) != (503, "2")
+        || refused.content_type != "application/problem+json"
+    {
+        failures.push(format!(
+            "a new listener while draining: {} {} Retry-After {:?}: {}, want 503 problem with Retry-After 2",
+            refused.status, refused.content_type, refused.retry_after, refused.body
+        ));
+    }
+    tokio::time::sleep_until((from + WINDOW).into()).await;
+    for l in &listeners {
+        let check = ToneCheck::of(&Window::of(&l.heard(), from, from + WINDOW), RALLY_HZ);
+        eprintln!("sigterm drain: {}: {check:?}", l.name);
+        let problems = check.problems(RALLY_HZ);
+        failures.extend(
+            problems
+                .into_iter()
+                .map(|p| format!("{} while draining: {p}", l.name)),
+        );
+    }
+    publisher.stop_tone().await?;
+    failures.extend(hang_up_all(&api, listeners.into_iter().chain([publisher])).await?);
+    verdict(failures)
+}
 
 async fn rally(api: Api) -> Result<(), String> {
     let room = api.create_room("rally").await?;
@@ -192,9 +249,19 @@ where
     F: FnOnce(Api) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
+    run_on(name, &[], |api, _| scenario(api));
+}
+
+/// [`run`] on a server started with `env`, whose pid the scenario gets;
+/// returns the server (still running unless the scenario stopped it).
+fn run_on<F, Fut>(name: &str, env: &[(&str, &str)], scenario: F) -> Server
+where
+    F: FnOnce(Api, u32) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     let _media = lock_media();
     init_client_log();
-    let server = Server::start();
+    let server = Server::start_with_env(env);
     let api = Api::new(server.base());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -202,12 +269,14 @@ where
         .build()
         .expect("a tokio runtime builds");
     let started = Instant::now();
-    let outcome = rt.block_on(async { tokio::time::timeout(TEST_TIMEOUT, scenario(api)).await });
+    let pid = server.pid();
+    let outcome =
+        rt.block_on(async { tokio::time::timeout(TEST_TIMEOUT, scenario(api, pid)).await });
     // Peer connections still open (after a failure) die with the runtime.
     rt.shutdown_timeout(Duration::from_secs(5));
     eprintln!("webrtc-rs {name}: {:.1} s", started.elapsed().as_secs_f64());
     let failure = match outcome {
-        Ok(Ok(())) => return,
+        Ok(Ok(())) => return server,
         Ok(Err(e)) => e,
         Err(_) => format!("hard timeout of {TEST_TIMEOUT:?}"),
     };

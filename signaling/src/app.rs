@@ -24,7 +24,7 @@
 //! | `/v1/rooms/{id}/invite`               | GET             | operator              | configured |
 //! | `/v1/pin-join`                        | POST            | none (rate limited)   | configured |
 //! | `/v1/rooms/{id}/summary`              | GET             | any room role         | configured |
-//! | `/healthz`, `/metrics`                | GET             | none                  | none       |
+//! | `/healthz`, `/readyz`, `/metrics`     | GET             | none                  | none       |
 //! | `/l/…`, `/h/…`, `/b/…`, `/j`, `/console`, `/assets/…` | GET | none (pages, [`pages`]) | none |
 
 use std::sync::Arc;
@@ -232,6 +232,7 @@ pub fn router_with_hub(state: AppState, hub: Hub) -> Router {
         .merge(open)
         .merge(configured)
         .routes(routes!(healthz))
+        .routes(routes!(readyz))
         .routes(routes!(metrics))
         .split_for_parts();
     let document = openapi::Document::new(&api);
@@ -262,6 +263,27 @@ pub fn router_with_hub(state: AppState, hub: Hub) -> Router {
 )]
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Readiness, for a load balancer or a Kubernetes `readinessProbe`: 503 while
+/// the server drains (after SIGTERM), so that new clients go elsewhere while
+/// `/healthz` stays 200 and the open sessions finish.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    summary = "Readiness: takes new sessions",
+    responses(
+        (status = 200, description = "ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "draining: no new sessions", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, problem::ApiError> {
+    if state.media.accepting() {
+        Ok("ready")
+    } else {
+        Err(crate::backend::MediaError::Draining.into())
+    }
 }
 
 #[utoipa::path(

@@ -111,6 +111,11 @@ pub enum MediaError {
     AtCapacity,
     #[error("the media engine is not running")]
     Unavailable,
+    /// The server is shutting down: open sessions go on until they end or
+    /// the drain deadline, new ones are refused (503 with `Retry-After`, so
+    /// a client behind a load balancer retries on another node).
+    #[error("the server is shutting down and takes no new sessions")]
+    Draining,
 }
 
 /// One talker's loudness in a [`MediaEvent::Speaking`].
@@ -156,6 +161,12 @@ pub trait MediaControl: Send + Sync + 'static {
     /// Media events of every room, from now on. A slow receiver lags
     /// (`broadcast::error::RecvError::Lagged`) rather than slowing media.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<MediaEvent>;
+    /// Whether new sessions are taken; `false` while the server drains.
+    /// `GET /readyz` answers 503 then, so a load balancer sends new
+    /// clients elsewhere while the open sessions finish.
+    fn accepting(&self) -> bool {
+        true
+    }
 }
 
 /// Where a room is in its life. Stored, so that it survives restarts.

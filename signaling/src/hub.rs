@@ -260,6 +260,22 @@ impl Hub {
         self.lock().sessions.get(session).cloned()
     }
 
+    /// Live sessions over all rooms: a drain waits for this to reach zero.
+    pub fn session_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// The rooms that have at least one live session, in no order.
+    pub fn live_rooms(&self) -> Vec<String> {
+        let rooms = self.lock();
+        rooms
+            .rooms
+            .iter()
+            .filter(|(_, state)| !state.participants.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     pub fn participants(&self, room: &str) -> Vec<Participant> {
         let rooms = self.lock();
         rooms
@@ -511,6 +527,29 @@ mod tests {
             hand_raised: false,
             on_stage: true,
         }
+    }
+
+    #[test]
+    fn sessions_and_live_rooms_are_counted_over_all_rooms() {
+        let hub = Hub::default();
+        assert_eq!((hub.session_count(), hub.live_rooms().len()), (0, 0));
+        hub.join("a", person("s1", Role::Host)).unwrap();
+        hub.join("a", person("s2", Role::Participant)).unwrap();
+        hub.join("b", person("s3", Role::Participant)).unwrap();
+        let mut live = hub.live_rooms();
+        live.sort();
+        assert_eq!(
+            (hub.session_count(), live),
+            (3, vec!["a".into(), "b".into()])
+        );
+        hub.leave("s3", "left");
+        assert_eq!(
+            (hub.session_count(), hub.live_rooms()),
+            (2, vec!["a".to_owned()])
+        );
+        hub.leave("s1", "left");
+        hub.leave("s2", "left");
+        assert_eq!((hub.session_count(), hub.live_rooms().len()), (0, 0));
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// Seconds a client should wait before retrying when the server is full.
 pub const RETRY_AFTER_SECS: u32 = 5;
 
+/// `Retry-After` of a refusal by a draining server: short, because the
+/// client should go to another node (through the load balancer) at once.
+pub const DRAIN_RETRY_AFTER_SECS: u32 = 2;
+
 /// Why a request failed, in the terms a client can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -181,6 +185,10 @@ impl ApiError {
             Self::Media(MediaError::AtCapacity) | Self::RoomFull(_) => {
                 Some((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)))
             }
+            Self::Media(MediaError::Draining) => Some((
+                header::RETRY_AFTER,
+                HeaderValue::from(DRAIN_RETRY_AFTER_SECS),
+            )),
             Self::TooManyRequests(secs) => {
                 Some((header::RETRY_AFTER, HeaderValue::from((*secs).max(1))))
             }
@@ -194,14 +202,18 @@ fn media_status(error: &MediaError) -> StatusCode {
     match error {
         MediaError::MalformedOffer(_) | MediaError::WrongDirection(_) => StatusCode::BAD_REQUEST,
         MediaError::NoOpus => StatusCode::NOT_ACCEPTABLE,
-        MediaError::AtCapacity | MediaError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        MediaError::AtCapacity | MediaError::Unavailable | MediaError::Draining => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        // A draining server refuses every new session on purpose: that is
+        // not an error worth a log line per request.
+        if status.is_server_error() && !matches!(self, Self::Media(MediaError::Draining)) {
             tracing::error!(error = %self, "request failed");
         }
         let mut problem = Problem::new(status, self.detail());
@@ -298,6 +310,7 @@ mod tests {
             (MediaError::WrongDirection("x".into()).into(), 400),
             (MediaError::AtCapacity.into(), 503),
             (MediaError::Unavailable.into(), 503),
+            (MediaError::Draining.into(), 503),
             (StoreError("disk".into()).into(), 500),
             (ApiError::Internal("bug".into()), 500),
         ];
@@ -376,6 +389,8 @@ mod tests {
         assert_eq!(headers[header::RETRY_AFTER], "5");
         let (_, headers, _) = render(MediaError::Unavailable.into()).await;
         assert!(headers.get(header::RETRY_AFTER).is_none());
+        let (_, headers, _) = render(MediaError::Draining.into()).await;
+        assert_eq!(headers[header::RETRY_AFTER], "2");
     }
 
     #[tokio::test]

@@ -195,6 +195,48 @@ async fn healthz_and_metrics() {
     assert!(String::from_utf8_lossy(&reply.body).contains("sabha_sessions 0"));
 }
 
+#[tokio::test]
+async fn a_draining_node_is_unready_and_refuses_new_sessions() {
+    let h = harness();
+    let room = h.room("rally").await;
+    let uri = format!("/v1/rooms/{}/whep", room.id);
+    let ready = || Request::get("/readyz").body(Body::empty()).unwrap();
+    let reply = h.send(ready()).await;
+    assert_eq!(
+        (reply.status, &reply.body[..]),
+        (StatusCode::OK, &b"ready"[..])
+    );
+    let open = h.send(offer(&uri, Some(KEY), OFFER)).await;
+    assert_eq!(open.status, StatusCode::CREATED);
+
+    h.media.draining.store(true, Ordering::SeqCst);
+    let problem = h.send(ready()).await.problem(503);
+    assert!(
+        problem.detail.contains("shutting down"),
+        "{}",
+        problem.detail
+    );
+    let reply = h.send(offer(&uri, Some(KEY), OFFER)).await;
+    let problem = reply.problem(503);
+    assert!(
+        problem.detail.contains("shutting down"),
+        "{}",
+        problem.detail
+    );
+    assert_eq!(reply.header(header::RETRY_AFTER), "2");
+    // Liveness is not readiness: the node is alive while it drains.
+    let reply = h
+        .send(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // The session opened before the drain can still be ended.
+    let location = open.header(header::LOCATION).to_owned();
+    let reply = h
+        .send(Request::delete(&location).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+}
+
 // ---- rooms ----
 
 #[tokio::test]
@@ -1321,6 +1363,7 @@ async fn the_openapi_document_and_the_router_agree() {
         "/v1/org",
         "/v1/openapi.json",
         "/healthz",
+        "/readyz",
     ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }

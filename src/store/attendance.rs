@@ -7,6 +7,9 @@
 //! with reason `server_restart` and the time of the server's last heartbeat
 //! ([`Store::heartbeat`], every [`HEARTBEAT_EVERY`]) rather than the
 //! restart time, so a night-long outage does not count as listening.
+//!
+//! A drain (SIGTERM) that reaches its deadline closes the sessions still
+//! open itself, with reason `server_shutdown` ([`Store::close_open_sessions`]).
 
 use std::time::Duration;
 
@@ -21,6 +24,8 @@ use super::{Store, store_error};
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 /// The leave reason of sessions the server was serving when it stopped.
 pub const SERVER_RESTART: &str = "server_restart";
+/// The leave reason of sessions still open when a drain ended.
+pub const SERVER_SHUTDOWN: &str = "server_shutdown";
 
 /// The columns `attendance` selects, in order.
 type Row = (
@@ -71,18 +76,33 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(store_error)?;
-        let at = alive.map_or(int(now), |(t,)| t.min(int(now)));
+        let at = alive.map_or(now, |(t,)| unsigned(t).min(now));
+        self.close_open_sessions(at, SERVER_RESTART).await
+    }
+
+    /// Closes every open session at `at` (never before its join) with
+    /// `reason`. Returns how many were closed.
+    pub async fn close_open_sessions(&self, at: u64, reason: &str) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE attendance SET leave_reason = $1, \
              left_at = CASE WHEN joined_at > $2 THEN joined_at ELSE $2 END \
              WHERE left_at IS NULL",
         )
-        .bind(SERVER_RESTART)
-        .bind(at)
+        .bind(reason)
+        .bind(int(at))
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
         Ok(done.rows_affected())
+    }
+
+    /// Sessions recorded as open (joined, not yet left).
+    pub async fn open_session_count(&self) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM attendance WHERE left_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(unsigned(n))
     }
 }
 
@@ -201,6 +221,7 @@ mod tests {
         joins_and_leaves_are_recorded_per_room_in_order,
         a_restart_closes_open_sessions_at_the_last_heartbeat,
         without_a_heartbeat_open_sessions_close_at_restart,
+        a_drain_closes_what_is_open_with_its_reason,
     );
 
     fn joined(session: &str, room: &str, at: u64) -> SessionRecord {
@@ -303,6 +324,38 @@ mod tests {
         assert_eq!(store.close_interrupted_sessions(500).await.unwrap(), 1);
         let rows = store.attendance("r").await.unwrap();
         assert_eq!(rows[0].left_at, Some(500));
+        store.close().await;
+    }
+
+    async fn a_drain_closes_what_is_open_with_its_reason(db: &TestDb) {
+        let store = db.open().await;
+        store.record_join(joined("a", "r", 100)).await.unwrap();
+        store.record_join(joined("b", "r", 300)).await.unwrap();
+        store.record_join(joined("c", "r", 100)).await.unwrap();
+        let leave = Leave {
+            session: "c".into(),
+            left_at: 150,
+            reason: "left".into(),
+            traffic: Traffic::default(),
+        };
+        store.record_leaves(&[leave]).await.unwrap();
+        assert_eq!(store.open_session_count().await.unwrap(), 2);
+        assert_eq!(
+            store
+                .close_open_sessions(200, SERVER_SHUTDOWN)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(store.open_session_count().await.unwrap(), 0);
+        let rows = store.attendance("r").await.unwrap();
+        let by = |id: &str| rows.iter().find(|r| r.session == id).unwrap().clone();
+        assert_eq!(
+            (by("a").left_at, by("a").leave_reason.as_deref()),
+            (Some(200), Some(SERVER_SHUTDOWN))
+        );
+        assert_eq!(by("b").left_at, Some(300), "never before its join");
+        assert_eq!(by("c").leave_reason.as_deref(), Some("left"));
         store.close().await;
     }
 }

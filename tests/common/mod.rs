@@ -62,6 +62,15 @@ pub fn drain<R: Read + Send + 'static>(r: Option<R>) -> thread::JoinHandle<Strin
     })
 }
 
+/// `kill -s signal pid`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {signal} {pid}: {status}");
+}
+
 /// Wait for `child` until `limit`; kill it past that and return None.
 pub fn wait_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
@@ -158,6 +167,41 @@ impl Server {
         (self.child, self.http, self.media) = (child, http, media);
         if let Err(e) = self.wait_healthy() {
             panic!("restart: {e}");
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, …) to the server, as `kill -s` does.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.pid(), signal);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the server process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the server to exit by itself; `None` if it was still
+    /// running after `limit` (it is killed then).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_deadline(&mut self.child, limit)
+    }
+
+    /// Starts the server again on the same data directory after it exited
+    /// (new ports; the log goes on in the same file).
+    pub fn start_again(&mut self) {
+        assert!(
+            matches!(self.child.try_wait(), Ok(Some(_))),
+            "start_again: the server is still running"
+        );
+        let (child, http, media) = spawn(&self.dir.join("data"), &self.log, &self.env)
+            .unwrap_or_else(|e| panic!("start again: {e}"));
+        (self.child, self.http, self.media) = (child, http, media);
+        if let Err(e) = self.wait_healthy() {
+            panic!("start again: {e}");
         }
     }
 

@@ -23,6 +23,8 @@ pub struct Answer {
     pub status: u16,
     pub content_type: String,
     pub location: String,
+    /// `Retry-After`, empty if absent.
+    pub retry_after: String,
     pub body: String,
 }
 
@@ -76,6 +78,7 @@ impl Api {
                     .to_owned()
             };
             let (content_type, location) = (header("content-type"), header("location"));
+            let retry_after = header("retry-after");
             let status = resp.status().as_u16();
             let body = resp
                 .body_mut()
@@ -85,6 +88,7 @@ impl Api {
                 status,
                 content_type,
                 location,
+                retry_after,
                 body,
             })
         })

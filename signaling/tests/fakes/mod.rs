@@ -247,6 +247,8 @@ pub struct FakeMedia {
     pub closed_rooms: Mutex<Vec<String>>,
     /// The last `set_muted` per session.
     pub muted: Mutex<HashMap<String, bool>>,
+    /// Set: the server drains, as the binary's drain wrapper does it.
+    pub draining: AtomicBool,
     events: broadcast::Sender<MediaEvent>,
 }
 
@@ -258,6 +260,7 @@ impl Default for FakeMedia {
             live: Mutex::default(),
             closed_rooms: Mutex::default(),
             muted: Mutex::default(),
+            draining: AtomicBool::default(),
             events: broadcast::channel(64).0,
         }
     }
@@ -280,6 +283,9 @@ pub const ANSWER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=answer\r\n";
 #[async_trait]
 impl MediaControl for FakeMedia {
     async fn open_session(&self, request: OpenSession) -> Result<OpenedSession, MediaError> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(MediaError::Draining);
+        }
         let offer = request.offer.as_str();
         if offer.contains("no-opus") {
             return Err(MediaError::NoOpus);
@@ -329,6 +335,10 @@ impl MediaControl for FakeMedia {
 
     fn subscribe(&self) -> broadcast::Receiver<MediaEvent> {
         self.events.subscribe()
+    }
+
+    fn accepting(&self) -> bool {
+        !self.draining.load(Ordering::SeqCst)
     }
 }
 
