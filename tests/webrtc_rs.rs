@@ -29,6 +29,7 @@ mod hearing;
 mod peer;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -86,7 +87,7 @@ fn webrtc_rs_sigterm_drains_listeners_keep_hearing_new_ones_get_503() {
     let mut server = run_on(
         "sigterm drain",
         &[("SABHA_DRAIN_TIMEOUT_S", "60")],
-        |api, pid| sigterm_drain(api, pid),
+        |api, server| sigterm_drain(api, server.pid),
     );
     let exit = server.wait_exit(Duration::from_secs(15));
     assert!(
@@ -96,9 +97,211 @@ fn webrtc_rs_sigterm_drains_listeners_keep_hearing_new_ones_get_503() {
     );
 }
 
+/// While hostile clients send every class of malformed HTTP request and
+/// garbage datagrams to the media port, each request gets a 4xx
+/// problem+json and a listener keeps hearing the rally without a gap.
+#[test]
+fn webrtc_rs_a_listener_keeps_hearing_through_hostile_input() {
+    run_on("hostile input", &[], hostile_input);
+}
+
 // ---------------------------------------------------------------------------
 // Scenarios
 // ---------------------------------------------------------------------------
+
+async fn hostile_input(api: Api, server: ServerProcess) -> Result<(), String> {
+    let room = api.create_room("rally").await?;
+    let _publisher = publish(&api, &room, RALLY_HZ).await?;
+    let listeners = connect_all(&api, &room, "listener", vec![Role::Listen]).await?;
+    on_air(&listeners[0], RALLY_HZ).await?;
+    let listener_token = api.mint(&room, "listener", "hostile").await?;
+    let mut tampered = listener_token.clone();
+    tampered.pop();
+    tampered.push(if listener_token.ends_with('A') {
+        'B'
+    } else {
+        'A'
+    });
+
+    let from = Instant::now();
+    let until = from + WINDOW;
+    let garbage = tokio::spawn(send_garbage(server.media, until));
+    let mut failures = Vec::new();
+    let mut requests = 0;
+    let key = || ("authorization", format!("Bearer {}", common::OPERATOR_KEY));
+    let json = || ("content-type", "application/json".to_owned());
+    let sdp = || ("content-type", "application/sdp".to_owned());
+    let whep = format!("/v1/rooms/{room}/whep");
+    let mute_all = format!("/v1/rooms/{room}/mute-all");
+    // A bounded number of rounds, each every class once.
+    for _round in 0..50 {
+        if Instant::now() >= until {
+            break;
+        }
+        let cases: Vec<HostileRequest<'_>> = vec![
+            (
+                "bad JSON",
+                "POST",
+                "/v1/rooms",
+                vec![key(), json()],
+                b"{\"name\": ".to_vec(),
+            ),
+            (
+                "wrong content type",
+                "POST",
+                "/v1/rooms",
+                vec![key(), ("content-type", "text/plain".into())],
+                b"{}".to_vec(),
+            ),
+            (
+                "huge body",
+                "POST",
+                "/v1/rooms",
+                vec![key(), json()],
+                vec![b' '; 80 << 10],
+            ),
+            (
+                "missing auth",
+                "POST",
+                "/v1/rooms",
+                vec![json()],
+                br#"{"name":"x","kind":"rally"}"#.to_vec(),
+            ),
+            (
+                "unknown field",
+                "POST",
+                "/v1/rooms",
+                vec![key(), json()],
+                br#"{"name":"x","kind":"rally","admin":true}"#.to_vec(),
+            ),
+            (
+                "traversal",
+                "GET",
+                "/assets/..%2f..%2fCargo.toml",
+                vec![],
+                vec![],
+            ),
+            (
+                "encoded traversal",
+                "GET",
+                "/assets/%2e%2e/%2e%2e/etc/passwd",
+                vec![],
+                vec![],
+            ),
+            (
+                "malformed SDP",
+                "POST",
+                &whep,
+                vec![("authorization", format!("Bearer {listener_token}")), sdp()],
+                b"v=0\r\nm=audio x\r\n".to_vec(),
+            ),
+            (
+                "tampered token",
+                "POST",
+                &whep,
+                vec![("authorization", format!("Bearer {tampered}")), sdp()],
+                b"v=0\r\n".to_vec(),
+            ),
+            (
+                "garbage token",
+                "POST",
+                &whep,
+                vec![("authorization", "Bearer not.a.jwt".into()), sdp()],
+                b"v=0\r\n".to_vec(),
+            ),
+            (
+                "listener commands",
+                "POST",
+                &mute_all,
+                vec![("authorization", format!("Bearer {listener_token}"))],
+                vec![],
+            ),
+            (
+                "bad PIN JSON",
+                "POST",
+                "/v1/pin-join",
+                vec![json()],
+                b"[1,2".to_vec(),
+            ),
+        ];
+        for (class, method, path, headers, body) in cases {
+            requests += 1;
+            let (status, content_type) = api.raw(method, path, headers, body).await?;
+            if !(400..500).contains(&status) || content_type != "application/problem+json" {
+                failures.push(format!(
+                    "{class}: {method} {path}: {status} {content_type}, want 4xx problem+json"
+                ));
+            }
+        }
+    }
+    let datagrams = garbage.await.map_err(|e| format!("garbage task: {e}"))??;
+    tokio::time::sleep_until((until + Duration::from_millis(200)).into()).await;
+    let check = ToneCheck::of(&Window::of(&listeners[0].heard(), from, until), RALLY_HZ);
+    eprintln!("hostile input: {requests} requests, {datagrams} datagrams; listener: {check:?}");
+    let problems = check.problems(RALLY_HZ);
+    failures.extend(
+        problems
+            .into_iter()
+            .map(|p| format!("listener during the attack: {p}")),
+    );
+    let text = api.metrics().await?;
+    let malformed = metric(&text, r#"sabha_drops_total{reason="malformed"}"#).unwrap_or(0.0)
+        + metric(&text, r#"sabha_drops_total{reason="unknown_source"}"#).unwrap_or(0.0);
+    if malformed < 100.0 {
+        failures.push(format!(
+            "the server saw only {malformed} of {datagrams} garbage datagrams"
+        ));
+    }
+    verdict(failures)
+}
+
+/// (class, method, path, headers, body) of one hostile request.
+type HostileRequest<'a> = (
+    &'static str,
+    &'static str,
+    &'a str,
+    Vec<(&'static str, String)>,
+    Vec<u8>,
+);
+
+/// Sends garbage to the media port until `until` (at most 5,000 datagrams,
+/// about one per millisecond): random bytes, and things that look like
+/// STUN, DTLS and RTP but are not. Returns how many were sent.
+async fn send_garbage(media: SocketAddr, until: Instant) -> Result<usize, String> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut sent = 0;
+    while Instant::now() < until && sent < 5_000 {
+        let len = (next() % 1200) as usize;
+        let mut datagram: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        match sent % 4 {
+            // STUN binding request header with a length that lies.
+            0 if len >= 20 => datagram[..4].copy_from_slice(&[0x00, 0x01, 0xff, 0xf0]),
+            // A DTLS handshake record header.
+            1 if len >= 13 => datagram[..3].copy_from_slice(&[22, 0xfe, 0xfd]),
+            // RTP version 2 with an unknown SSRC.
+            2 if len >= 12 => datagram[0] = 0x80,
+            _ => {}
+        }
+        socket
+            .send_to(&datagram, media)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        sent += 1;
+        if sent % 16 == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(sent)
+}
 
 async fn sigterm_drain(api: Api, server_pid: u32) -> Result<(), String> {
     let room = api.create_room("rally").await?;
@@ -252,11 +455,19 @@ where
     run_on(name, &[], |api, _| scenario(api));
 }
 
-/// [`run`] on a server started with `env`, whose pid the scenario gets;
-/// returns the server (still running unless the scenario stopped it).
+/// What a scenario may know of the server besides its HTTP API.
+#[derive(Clone, Copy)]
+struct ServerProcess {
+    pid: u32,
+    media: SocketAddr,
+}
+
+/// [`run`] on a server started with `env`, whose pid and media address the
+/// scenario gets; returns the server (still running unless the scenario
+/// stopped it).
 fn run_on<F, Fut>(name: &str, env: &[(&str, &str)], scenario: F) -> Server
 where
-    F: FnOnce(Api, u32) -> Fut,
+    F: FnOnce(Api, ServerProcess) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
     let _media = lock_media();
@@ -269,9 +480,12 @@ where
         .build()
         .expect("a tokio runtime builds");
     let started = Instant::now();
-    let pid = server.pid();
+    let process = ServerProcess {
+        pid: server.pid(),
+        media: server.media,
+    };
     let outcome =
-        rt.block_on(async { tokio::time::timeout(TEST_TIMEOUT, scenario(api, pid)).await });
+        rt.block_on(async { tokio::time::timeout(TEST_TIMEOUT, scenario(api, process)).await });
     // Peer connections still open (after a failure) die with the runtime.
     rt.shutdown_timeout(Duration::from_secs(5));
     eprintln!("webrtc-rs {name}: {:.1} s", started.elapsed().as_secs_f64());

@@ -108,6 +108,38 @@ impl Api {
         .await
     }
 
+    /// Any request, as a hostile client would send it: `(status,
+    /// content type)` of the reply, whatever the status.
+    pub async fn raw(
+        &self,
+        method: &'static str,
+        path: &str,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    ) -> Result<(u16, String), String> {
+        let (agent, url) = (self.agent.clone(), self.url(path));
+        blocking(move || {
+            let mut request = ureq::http::Request::builder().method(method).uri(&url);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let request = request
+                .body(body)
+                .map_err(|e| format!("{method} {url}: {e}"))?;
+            let response = agent
+                .run(request)
+                .map_err(|e| format!("{method} {url}: {e}"))?;
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            Ok((response.status().as_u16(), content_type))
+        })
+        .await
+    }
+
     /// `GET /metrics`: the Prometheus text.
     pub async fn metrics(&self) -> Result<String, String> {
         let (agent, url) = (self.agent.clone(), self.url("/metrics"));
