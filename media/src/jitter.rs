@@ -65,6 +65,10 @@ pub struct JitterBuffer {
     slots: Vec<Slot>,
     /// Next sequence number to play; `None` while priming.
     next: Option<u64>,
+    /// One past the last sequence number played (or given up on): anything
+    /// below is late even while priming again after an underrun, so a
+    /// straggler or duplicate of a played packet is never played twice.
+    floor: Option<u64>,
     buffered: usize,
     /// The least depth; the configured one.
     min_depth: usize,
@@ -91,6 +95,7 @@ impl JitterBuffer {
         Self {
             slots,
             next: None,
+            floor: None,
             buffered: 0,
             min_depth: target_depth,
             target_depth,
@@ -120,19 +125,32 @@ impl JitterBuffer {
             self.stats.oversized += 1;
             return;
         }
+        if seq == u64::MAX {
+            // Nothing could follow it (str0m's extended numbers start below
+            // 2¹⁶ and grow by one a packet: never reached); refusing it keeps
+            // the arithmetic below overflow-free.
+            self.stats.late += 1;
+            return;
+        }
         if let Some(next) = self.next {
             if seq < next {
                 self.stats.late += 1;
                 self.deepen();
                 return;
             }
-            if seq >= next + CAPACITY as u64 {
+            if seq >= next.saturating_add(CAPACITY as u64) {
                 // The stream jumped (sender restarted or a long outage): start over.
                 self.reset();
                 self.stats.resets += 1;
             }
+        } else if self.floor.is_some_and(|floor| seq < floor) {
+            // Priming after an underrun: already played or given up on. Not
+            // a sign of jitter (the talker paused), so the depth stays.
+            self.stats.late += 1;
+            return;
         } else if let Some(lowest) = self.lowest_buffered()
-            && (seq + (CAPACITY as u64) <= lowest || seq >= lowest + CAPACITY as u64)
+            && (seq.saturating_add(CAPACITY as u64) <= lowest
+                || seq >= lowest.saturating_add(CAPACITY as u64))
         {
             // Priming, and this packet is nowhere near the ones waiting: start over.
             self.reset();
@@ -172,7 +190,7 @@ impl JitterBuffer {
                 self.next = None;
                 return Playout::Silent;
             }
-            self.next = Some(next + 1);
+            self.advance(next);
             return Playout::Lost { next: None };
         }
         self.empty_ticks = 0;
@@ -184,7 +202,7 @@ impl JitterBuffer {
         }
         self.relax();
         let next = self.skip_if_too_deep(next);
-        self.next = Some(next + 1);
+        self.advance(next);
         let idx = self.index_of(next);
         if let Some(i) = idx {
             self.slots[i].seq = None;
@@ -193,7 +211,7 @@ impl JitterBuffer {
             return Playout::Packet(&slot.data[..slot.len]);
         }
         self.stats.lost += 1;
-        match self.index_of(next + 1) {
+        match next.checked_add(1).and_then(|n| self.index_of(n)) {
             Some(i) => Playout::Lost {
                 next: Some(&self.slots[i].data[..self.slots[i].len]),
             },
@@ -231,7 +249,14 @@ impl JitterBuffer {
             self.buffered -= 1;
         }
         self.stats.dropped_for_latency += 1;
-        next + 1
+        next.saturating_add(1)
+    }
+
+    /// `seq` was decided this tick: play `seq + 1` next, never `seq` again.
+    fn advance(&mut self, seq: u64) {
+        let after = seq.saturating_add(1);
+        self.next = Some(after);
+        self.floor = Some(after);
     }
 
     fn index_of(&self, seq: u64) -> Option<usize> {
@@ -335,6 +360,24 @@ mod tests {
     }
 
     #[test]
+    fn a_straggler_after_an_underrun_is_not_played_again() {
+        // Found by the property test below: once playout stopped after an
+        // underrun, a late copy of a played packet primed and played again.
+        let mut jb = JitterBuffer::new(1);
+        jb.insert(7, &[7]);
+        assert_eq!(played(jb.pop()), Some(7));
+        for _ in 0..UNDERRUN_RESET_TICKS {
+            jb.pop();
+        }
+        jb.insert(7, &[7]);
+        jb.insert(5, &[5]);
+        assert_eq!(jb.pop(), Playout::Silent);
+        assert_eq!(jb.stats().late, 2);
+        jb.insert(12, &[12]);
+        assert_eq!(played(jb.pop()), Some(12));
+    }
+
+    #[test]
     fn a_jump_in_sequence_restarts_the_buffer() {
         let mut jb = JitterBuffer::new(1);
         jb.insert(1, &[1]);
@@ -405,5 +448,76 @@ mod tests {
             jb.insert(late, &[0]);
         }
         assert_eq!(jb.target_depth(), MAX_DEPTH);
+    }
+}
+
+/// Property: whatever arrives (duplicates, reordering, gaps, huge jumps
+/// either way, sequence numbers near `u64::MAX`), what the buffer yields is
+/// strictly increasing in sequence number and never more than its ring.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Insert at `base + offset` (offset may be negative: reordered/late).
+        Insert(i64),
+        /// Jump the base far away (sender restart, long outage).
+        Jump(u64),
+        Pop,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (-20i64..40).prop_map(Op::Insert),
+            1 => any::<u64>().prop_map(Op::Jump),
+            1 => (0u64..100_000).prop_map(Op::Jump),
+            5 => Just(Op::Pop),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn never_yields_out_of_order(
+            depth in 0usize..12,
+            start in prop_oneof![any::<u64>(), 0u64..1000, (u64::MAX - 64)..=u64::MAX],
+            ops in proptest::collection::vec(op(), 1..400),
+        ) {
+            let mut jb = JitterBuffer::new(depth);
+            let mut base = start;
+            let mut last: Option<u64> = None;
+            for op in ops {
+                match op {
+                    Op::Insert(offset) => {
+                        let seq = base.saturating_add_signed(offset);
+                        jb.insert(seq, &seq.to_be_bytes());
+                        base = base.max(seq);
+                    }
+                    Op::Jump(to) => base = to,
+                    Op::Pop => {
+                        let (played, fec) = match jb.pop() {
+                            Playout::Packet(d) => (Some(seq_of(d)), None),
+                            Playout::Lost { next } => (None, next.map(seq_of)),
+                            Playout::Silent => (None, None),
+                        };
+                        if let Some(seq) = played {
+                            prop_assert!(last.is_none_or(|l| seq > l), "{seq} after {last:?}");
+                            last = Some(seq);
+                        }
+                        if let (Some(next), Some(l)) = (fec, last) {
+                            prop_assert!(next > l, "FEC from {next} after {l} played");
+                        }
+                    }
+                }
+                prop_assert!(jb.buffered() <= CAPACITY);
+                prop_assert!(jb.target_depth() <= MAX_DEPTH);
+            }
+        }
+    }
+
+    fn seq_of(payload: &[u8]) -> u64 {
+        u64::from_be_bytes(payload.try_into().expect("payloads are 8-byte seqs"))
     }
 }

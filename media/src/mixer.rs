@@ -118,3 +118,78 @@ mod tests {
         assert_eq!(bus.contributors(), 0);
     }
 }
+
+/// Property: for any frames (extremes included) and any number of
+/// contributors, `program` and `minus` equal the clamped exact sum: no
+/// wrap-around, no contributor's sample lost.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A frame that is mostly one of the extremes, or arbitrary samples.
+    fn frame() -> impl Strategy<Value = Frame> {
+        prop_oneof![
+            prop_oneof![
+                Just(i16::MIN),
+                Just(i16::MAX),
+                Just(0),
+                Just(-1),
+                any::<i16>()
+            ]
+            .prop_map(|v| [v; FRAME_SAMPLES]),
+            proptest::collection::vec(any::<i16>(), FRAME_SAMPLES)
+                .prop_map(|v| v.try_into().expect("FRAME_SAMPLES samples")),
+        ]
+    }
+
+    fn clamp(x: i64) -> i16 {
+        x.clamp(i64::from(i16::MIN), i64::from(i16::MAX)) as i16
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn program_and_minus_never_wrap(
+            frames in proptest::collection::vec(frame(), 0..40),
+        ) {
+            let mut bus = MixBus::default();
+            for f in &frames {
+                bus.add(f);
+            }
+            prop_assert_eq!(bus.contributors(), frames.len());
+            let sum: Vec<i64> = (0..FRAME_SAMPLES)
+                .map(|i| frames.iter().map(|f| i64::from(f[i])).sum())
+                .collect();
+            let mut out = [0i16; FRAME_SAMPLES];
+            bus.program(&mut out);
+            for i in 0..FRAME_SAMPLES {
+                prop_assert_eq!(out[i], clamp(sum[i]), "program sample {}", i);
+            }
+            for own in &frames {
+                bus.minus(own, &mut out);
+                for i in 0..FRAME_SAMPLES {
+                    prop_assert_eq!(out[i], clamp(sum[i] - i64::from(own[i])), "minus sample {}", i);
+                }
+            }
+        }
+
+        /// Many full-scale talkers: the `i32` accumulator holds 65 535 of
+        /// them exactly (2³¹ / 2¹⁵), far more than any stage.
+        #[test]
+        fn many_extreme_contributors_do_not_overflow(n in 1usize..2_000, loud in any::<bool>()) {
+            let v = if loud { i16::MAX } else { i16::MIN };
+            let f = [v; FRAME_SAMPLES];
+            let mut bus = MixBus::default();
+            for _ in 0..n {
+                bus.add(&f);
+            }
+            let mut out = [0i16; FRAME_SAMPLES];
+            bus.program(&mut out);
+            prop_assert!(out.iter().all(|&s| s == v || n == 0));
+            bus.minus(&f, &mut out);
+            let expect = clamp(i64::from(v) * (n as i64 - 1));
+            prop_assert!(out.iter().all(|&s| s == expect));
+        }
+    }
+}

@@ -209,6 +209,9 @@ pub struct Sim {
     /// Called with every output of `poll_output` and the datagram it wrote,
     /// right after `engine_exit`.
     pub engine_polled: fn(&Output, &[u8]),
+    /// Called with every datagram delivered to the engine (the fuzz seed
+    /// generator, tests/fuzz_seeds.rs, records them).
+    pub engine_received: fn(&[u8]),
     /// The buffer the engine writes datagrams into.
     buf: Box<[u8; DATAGRAM_MAX]>,
     /// When false, the engine's RTP (audio) never reaches the clients:
@@ -245,6 +248,7 @@ impl Sim {
             engine_enter: || {},
             engine_exit: || {},
             engine_polled: |_, _| {},
+            engine_received: |_| {},
             buf: Box::new([0; DATAGRAM_MAX]),
             deliver_audio: true,
         }
@@ -361,6 +365,7 @@ impl Sim {
         while self.net.peek().is_some_and(|f| f.0.at <= self.now) {
             let Reverse(f) = self.net.pop().expect("peeked");
             if f.to == SERVER {
+                (self.engine_received)(&f.bytes);
                 (self.engine_enter)();
                 self.engine.handle_receive(self.now, f.from, f.to, &f.bytes);
                 (self.engine_exit)();
