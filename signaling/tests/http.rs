@@ -1472,7 +1472,10 @@ async fn a_rooms_summary_is_for_its_token_holders() {
 
 /// Every room-scoped route: method, path under `/v1/rooms/{id}`, body
 /// (`None`: no body), and whether a listener may call it.
-const ROOM_ROUTES: &[(&str, &str, Option<(&str, &str)>, bool)] = &[
+/// `(Content-Type, body)`.
+type Sent = Option<(&'static str, &'static str)>;
+
+const ROOM_ROUTES: &[(&str, &str, Sent, bool)] = &[
     ("GET", "", None, false),
     ("DELETE", "", None, false),
     (
