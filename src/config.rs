@@ -145,6 +145,18 @@ pub struct ServeArgs {
     /// is locked [default: 100]
     #[arg(long, env = "SABHA_PIN_ROOM_FAILURES_BEFORE_LOCKOUT", value_name = "N")]
     pub pin_room_failures_before_lockout: Option<u32>,
+    /// Session creations (whip, whep, join) one IP may make back to back [default: 120]
+    #[arg(long, env = "SABHA_SESSION_RATE_BURST", value_name = "N")]
+    pub session_rate_burst: Option<u32>,
+    /// Session creations per second one IP may sustain [default: 60]
+    #[arg(long, env = "SABHA_SESSION_RATE_PER_S", value_name = "N")]
+    pub session_rate_per_s: Option<u32>,
+    /// Token/PIN/invite/key mints one IP may make back to back [default: 600]
+    #[arg(long, env = "SABHA_MINT_RATE_BURST", value_name = "N")]
+    pub mint_rate_burst: Option<u32>,
+    /// Token/PIN/invite/key mints per second one IP may sustain [default: 100]
+    #[arg(long, env = "SABHA_MINT_RATE_PER_S", value_name = "N")]
+    pub mint_rate_per_s: Option<u32>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -170,6 +182,10 @@ struct FileConfig {
     pin_failures_before_lockout: Option<u32>,
     pin_lockout_s: Option<u64>,
     pin_room_failures_before_lockout: Option<u32>,
+    session_rate_burst: Option<u32>,
+    session_rate_per_s: Option<u32>,
+    mint_rate_burst: Option<u32>,
+    mint_rate_per_s: Option<u32>,
 }
 
 /// The resolved configuration of `sabha serve`.
@@ -197,6 +213,8 @@ pub struct ServeConfig {
     pub webhook_delivery: Delivery,
     /// Brute-force limits of `POST /v1/pin-join`; every one at least 1.
     pub pin_limits: sabha_signaling::PinLimits,
+    /// Per-IP limits on session creation and minting; every value at least 1.
+    pub request_limits: sabha_signaling::RequestLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +327,45 @@ impl ServeConfig {
                 return Err(ConfigError::ZeroLimit(name));
             }
         }
+        let dr = sabha_signaling::RequestLimits::default();
+        let mut rates = [
+            (
+                "session_rate_burst",
+                args.session_rate_burst.or(file.session_rate_burst),
+                dr.sessions.burst,
+            ),
+            (
+                "session_rate_per_s",
+                args.session_rate_per_s.or(file.session_rate_per_s),
+                dr.sessions.per_second as u32,
+            ),
+            (
+                "mint_rate_burst",
+                args.mint_rate_burst.or(file.mint_rate_burst),
+                dr.minting.burst,
+            ),
+            (
+                "mint_rate_per_s",
+                args.mint_rate_per_s.or(file.mint_rate_per_s),
+                dr.minting.per_second as u32,
+            ),
+        ]
+        .map(|(name, value, default)| (name, value.unwrap_or(default)));
+        for (name, value) in &mut rates {
+            if *value == 0 {
+                return Err(ConfigError::ZeroLimit(name));
+            }
+        }
+        let request_limits = sabha_signaling::RequestLimits {
+            sessions: sabha_signaling::Rate {
+                burst: rates[0].1,
+                per_second: f64::from(rates[1].1),
+            },
+            minting: sabha_signaling::Rate {
+                burst: rates[2].1,
+                per_second: f64::from(rates[3].1),
+            },
+        };
         let webhook_urls = args
             .webhook_urls
             .or(file.webhook_urls)
@@ -337,6 +394,7 @@ impl ServeConfig {
             webhook_key,
             webhook_delivery,
             pin_limits,
+            request_limits,
             http: args.http.or(file.http).unwrap_or(DEFAULT_HTTP),
             media: args.media.or(file.media).unwrap_or(DEFAULT_MEDIA),
             advertise: args.advertise.or(file.advertise),
@@ -621,7 +679,7 @@ mod tests {
             })
             .map(|line| format!("{line}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), 19, "{uncommented}");
+        assert_eq!(uncommented.lines().count(), 23, "{uncommented}");
         let file = parse_file(&uncommented).unwrap();
         assert_eq!(file.early_join_grace_s, Some(600));
         assert_eq!(file.drain_timeout_s, Some(DEFAULT_DRAIN_TIMEOUT_S));
@@ -648,6 +706,11 @@ mod tests {
             file.pin_room_failures_before_lockout,
             Some(d.room_failures_before_lockout)
         );
+        let r = sabha_signaling::RequestLimits::default();
+        assert_eq!(file.session_rate_burst, Some(r.sessions.burst));
+        assert_eq!(file.session_rate_per_s, Some(r.sessions.per_second as u32));
+        assert_eq!(file.mint_rate_burst, Some(r.minting.burst));
+        assert_eq!(file.mint_rate_per_s, Some(r.minting.per_second as u32));
         // Examples, not defaults (those depend on data_dir): they must parse.
         DatabaseUrl::parse(&file.database.unwrap()).unwrap();
         SigningKey::parse(&file.webhook_secret.unwrap()).unwrap();

@@ -299,6 +299,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             time_zone: config.time_zone.clone(),
             early_join_grace_s: config.early_join_grace_s,
             pin_limits: config.pin_limits.clone(),
+            request_limits: config.request_limits,
         },
         events,
         keys: store.clone(),

@@ -23,6 +23,10 @@
 //! | `/v1/pins`                            | POST            | operator              | configured |
 //! | `/v1/rooms/{id}/invite`               | GET             | operator              | configured |
 //! | `/v1/pin-join`                        | POST            | none (rate limited)   | configured |
+//!
+//! `whip`, `whep`, `join` and the minting routes (`tokens`, `pins`,
+//! `invite`, `POST /v1/keys`) are also rate limited per client IP
+//! ([`throttle`]).
 //! | `/v1/rooms/{id}/summary`              | GET             | any room role         | configured |
 //! | `/healthz`, `/readyz`, `/metrics`     | GET             | none                  | none       |
 //! | `/l/…`, `/h/…`, `/b/…`, `/j`, `/console`, `/assets/…` | GET | none (pages, [`pages`]) | none |
@@ -44,7 +48,7 @@ use crate::cors::CorsConfig;
 use crate::hub::{self, Hub};
 use crate::{
     attendance, invites, keys, members, openapi, org, pages, participants, pins, problem, reach,
-    rooms, sessions, socket,
+    rooms, sessions, socket, throttle,
 };
 
 /// Largest accepted request body. SDP offers are a few KiB; room and token
@@ -95,6 +99,8 @@ pub struct Settings {
     pub early_join_grace_s: u64,
     /// Brute-force limits of `POST /v1/pin-join`.
     pub pin_limits: crate::limits::PinLimits,
+    /// Per-IP limits on session creation and token minting.
+    pub request_limits: crate::limits::RequestLimits,
 }
 
 /// Default [`Settings::early_join_grace_s`]: ten minutes.
@@ -106,6 +112,7 @@ impl Default for Settings {
             time_zone: "UTC".to_owned(),
             early_join_grace_s: DEFAULT_EARLY_JOIN_GRACE_S,
             pin_limits: crate::limits::PinLimits::default(),
+            request_limits: crate::limits::RequestLimits::default(),
         }
     }
 }
@@ -181,8 +188,21 @@ pub fn router_with_hub(state: AppState, hub: Hub) -> Router {
     // Every route is registered through `routes!`, from the handler's own
     // `#[utoipa::path]`: the OpenAPI document cannot miss a route or name
     // one that does not exist.
+    // Per-IP rate limits ([`crate::throttle`]) as route layers: refused
+    // before extraction, auth or any store access.
+    let guard = Arc::new(crate::limits::RequestGuard::new(
+        state.settings.request_limits,
+    ));
+    let sessions_limited =
+        || middleware::from_fn_with_state(guard.clone(), throttle::limit_sessions);
+    let minting_limited = || middleware::from_fn_with_state(guard.clone(), throttle::limit_minting);
+    let (whep_schemas, whep_paths, whep_routes) = routes!(sessions::whep);
     let open = OpenApiRouter::new()
-        .routes(routes!(sessions::whep))
+        .routes((
+            whep_schemas,
+            whep_paths,
+            whep_routes.layer(sessions_limited()),
+        ))
         .routes(routes!(sessions::delete, sessions::patch))
         .layer(state.cors.open_layer());
     let (org_schemas, org_paths, org_routes) = routes!(org::list, org::put);
@@ -190,15 +210,24 @@ pub fn router_with_hub(state: AppState, hub: Hub) -> Router {
     let configured = OpenApiRouter::new()
         .routes(routes!(rooms::create, rooms::list))
         .routes(routes!(rooms::get, rooms::delete))
-        .routes(routes!(rooms::mint_token))
+        .routes({
+            let (schemas, paths, routes) = routes!(rooms::mint_token);
+            (schemas, paths, routes.layer(minting_limited()))
+        })
         .routes(routes!(rooms::occurrences))
         .routes(routes!(rooms::summary))
         .routes(routes!(attendance::json))
         .routes(routes!(attendance::csv))
         .routes(routes!(reach::json))
         .routes(routes!(reach::csv))
-        .routes(routes!(sessions::whip))
-        .routes(routes!(sessions::join))
+        .routes({
+            let (schemas, paths, routes) = routes!(sessions::whip);
+            (schemas, paths, routes.layer(sessions_limited()))
+        })
+        .routes({
+            let (schemas, paths, routes) = routes!(sessions::join);
+            (schemas, paths, routes.layer(sessions_limited()))
+        })
         .routes(routes!(socket::events))
         .routes(routes!(participants::list))
         .routes(routes!(participants::remove))
@@ -215,7 +244,19 @@ pub fn router_with_hub(state: AppState, hub: Hub) -> Router {
         .routes(routes!(org::get))
         .routes(routes!(openapi::document))
         // Operator API keys (crate::keys), organisation-wide operators only.
-        .routes(routes!(keys::create, keys::list))
+        .routes({
+            // Listing keys is not limited; creating one is (one method
+            // router holds both, so the layer looks at the method).
+            let (schemas, paths, routes) = routes!(keys::create, keys::list);
+            (
+                schemas,
+                paths,
+                routes.layer(middleware::from_fn_with_state(
+                    guard.clone(),
+                    throttle::limit_minting_posts,
+                )),
+            )
+        })
         .routes(routes!(keys::revoke))
         // Members, PINs, invites and PIN join.
         .routes((
@@ -224,9 +265,15 @@ pub fn router_with_hub(state: AppState, hub: Hub) -> Router {
             members_routes.layer(DefaultBodyLimit::max(members::MEMBERS_BODY_LIMIT)),
         ))
         .routes(routes!(members::get))
-        .routes(routes!(pins::issue))
+        .routes({
+            let (schemas, paths, routes) = routes!(pins::issue);
+            (schemas, paths, routes.layer(minting_limited()))
+        })
         .routes(routes!(pins::join))
-        .routes(routes!(invites::invite))
+        .routes({
+            let (schemas, paths, routes) = routes!(invites::invite);
+            (schemas, paths, routes.layer(minting_limited()))
+        })
         .layer(state.cors.configured_layer());
     let (router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(open)

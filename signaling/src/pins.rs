@@ -20,6 +20,8 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
+
+use crate::redact::ClientIp;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
@@ -93,12 +95,48 @@ pub struct IssueRequest {
     pub units: bool,
 }
 
+impl std::fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("room_code", &self.room_code)
+            .field("pin", &"…")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Joined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Joined")
+            .field("token", &crate::redact::Token(&self.token))
+            .field("room", &self.room)
+            .field("role", &self.role)
+            .field("name", &self.name)
+            .field("member", &self.member)
+            .field("unit", &self.unit)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for IssuedPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedPin")
+            .field("kind", &self.kind)
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("unit", &self.unit)
+            .field("phone", &self.phone)
+            .field("pin", &"…")
+            .finish()
+    }
+}
+
 fn yes() -> bool {
     true
 }
 
-/// One issued PIN, shown once.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+/// One issued PIN, shown once. `Debug` hides the PIN.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IssuedPin {
     /// `member` or `unit`.
     pub kind: String,
@@ -322,16 +360,16 @@ pub(crate) async fn in_audience(
     })
 }
 
-/// `POST /v1/pin-join` body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// `POST /v1/pin-join` body. `Debug` hides the PIN.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     pub room_code: String,
     pub pin: String,
 }
 
-/// `POST /v1/pin-join` answer.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+/// `POST /v1/pin-join` answer. `Debug` shows the token redacted.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Joined {
     pub token: String,
     pub room: String,
@@ -384,12 +422,12 @@ pub async fn join(
         let retry = refusal.retry_after_s();
         match refusal {
             Refusal::LockedOut(_) => {
-                tracing::warn!(%ip, retry_after_s = retry, "PIN join refused: locked out");
+                tracing::warn!(ip = %ClientIp(ip), retry_after_s = retry, "PIN join refused: locked out");
                 metrics::counter!("sabha_pin_join_refusals_total", "reason" => "locked_out")
                     .increment(1);
             }
             Refusal::RateLimited(_) => {
-                tracing::warn!(%ip, retry_after_s = retry, "PIN join refused: rate limited");
+                tracing::warn!(ip = %ClientIp(ip), retry_after_s = retry, "PIN join refused: rate limited");
                 metrics::counter!("sabha_pin_join_refusals_total", "reason" => "rate_limited")
                     .increment(1);
             }
@@ -400,20 +438,20 @@ pub async fn join(
         Some(joined) => {
             guard.succeeded(ip);
             metrics::counter!("sabha_pin_joins_total").increment(1);
-            tracing::info!(%ip, room = %joined.room, member = ?joined.member, unit = %joined.unit, "PIN join");
+            tracing::info!(ip = %ClientIp(ip), room = %joined.room, member = ?joined.member, unit = %joined.unit, "PIN join");
             Ok(Json(joined))
         }
         None => {
             let locked = guard.failed(ip, code, Instant::now());
             metrics::counter!("sabha_pin_join_failures_total").increment(1);
-            tracing::warn!(%ip, "PIN join failed: wrong room code or PIN");
+            tracing::warn!(ip = %ClientIp(ip), "PIN join failed: wrong room code or PIN");
             if locked.ip {
                 metrics::counter!("sabha_pin_lockouts_total", "scope" => "ip").increment(1);
-                tracing::warn!(%ip, lockout_s = state.settings.pin_limits.lockout_s, "PIN join: IP locked out");
+                tracing::warn!(ip = %ClientIp(ip), lockout_s = state.settings.pin_limits.lockout_s, "PIN join: IP locked out");
             }
             if locked.room {
                 metrics::counter!("sabha_pin_lockouts_total", "scope" => "room").increment(1);
-                tracing::warn!(%ip, lockout_s = state.settings.pin_limits.lockout_s, "PIN join: room code locked after too many failures");
+                tracing::warn!(ip = %ClientIp(ip), lockout_s = state.settings.pin_limits.lockout_s, "PIN join: room code locked after too many failures");
             }
             Err(ApiError::WrongPin)
         }

@@ -1510,3 +1510,130 @@ async fn a_rooms_summary_is_for_its_token_holders() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json::<serde_json::Value>()["role"], "host");
 }
+
+// ---- roles audit: every room-scoped route against every bad credential ----
+
+/// Every room-scoped route: method, path under `/v1/rooms/{id}`, body
+/// (`None`: no body), and whether a listener may call it.
+/// `(Content-Type, body)`.
+type Sent = Option<(&'static str, &'static str)>;
+
+const ROOM_ROUTES: &[(&str, &str, Sent, bool)] = &[
+    ("GET", "", None, false),
+    ("DELETE", "", None, false),
+    (
+        "POST",
+        "/tokens",
+        Some(("application/json", r#"{"role":"host"}"#)),
+        false,
+    ),
+    ("GET", "/occurrences", None, false),
+    ("GET", "/summary", None, true),
+    ("POST", "/whip", Some(("application/sdp", OFFER)), false),
+    // A rally's listeners join its audience (off stage); a bridge's may
+    // not join at all (checked below).
+    ("POST", "/join", Some(("application/sdp", OFFER)), true),
+    ("POST", "/whep", Some(("application/sdp", OFFER)), true),
+    ("GET", "/participants", None, false),
+    ("DELETE", "/participants/p1", None, false),
+    ("POST", "/participants/p1/mute", None, false),
+    ("POST", "/mute-all", None, false),
+    ("POST", "/lock", None, false),
+    ("POST", "/unlock", None, false),
+    ("POST", "/end", None, false),
+    ("GET", "/attendance", None, false),
+    ("GET", "/attendance.csv", None, false),
+    ("GET", "/reach", None, false),
+    ("GET", "/reach.csv", None, false),
+    ("GET", "/invite?unit=B1", None, false),
+];
+
+fn room_request(
+    method: &str,
+    uri: &str,
+    body: Option<(&str, &str)>,
+    token: Option<&str>,
+) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(uri);
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    match body {
+        Some((ctype, body)) => builder
+            .header(header::CONTENT_TYPE, ctype)
+            .body(Body::from(body.to_owned()))
+            .unwrap(),
+        None => builder.body(Body::empty()).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn every_room_route_refuses_bad_foreign_and_underprivileged_credentials() {
+    let h = harness();
+    let a = h.room("rally").await;
+    let b = h.room("rally").await;
+    let host_a = h.token(&a.id, Role::Host, 600);
+    let (head, rest) = host_a.split_once('.').unwrap();
+    let (payload, signature) = rest.split_once('.').unwrap();
+    // The signature's last character changed.
+    let flipped = {
+        let mut s = signature.to_owned();
+        let last = s.pop().unwrap();
+        s.push(if last == 'A' { 'B' } else { 'A' });
+        format!("{head}.{payload}.{s}")
+    };
+    // `{"alg":"none","typ":"JWT"}` over the same claims, unsigned.
+    let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+    let other_key = Auth::new(b"another secret, 32 bytes long...", OperatorKey::new("x"));
+    let wrong_key = other_key
+        .tokens()
+        .mint(&h.auth.tokens().verify(&host_a, unix_now()).unwrap())
+        .unwrap();
+    let expired = h.token(&a.id, Role::Host, -10);
+    let host_b = h.token(&b.id, Role::Host, 600);
+    let listener_a = h.token(&a.id, Role::Listener, 600);
+
+    let mut wrong = Vec::new();
+    for &(method, suffix, body, listener_ok) in ROOM_ROUTES {
+        let uri = format!("/v1/rooms/{}{suffix}", a.id);
+        let unauthenticated: [(&str, Option<&str>); 6] = [
+            ("no token", None),
+            ("flipped signature", Some(&flipped)),
+            ("alg none", Some(&alg_none)),
+            ("wrong key", Some(&wrong_key)),
+            ("expired", Some(&expired)),
+            ("garbage", Some("not-a-token")),
+        ];
+        for (case, token) in unauthenticated {
+            let status = h.send(room_request(method, &uri, body, token)).await.status;
+            if status != 401 {
+                wrong.push(format!("{method} {suffix}: {case} → {status}, not 401"));
+            }
+        }
+        let status = h
+            .send(room_request(method, &uri, body, Some(&host_b)))
+            .await
+            .status;
+        if status != 403 && status != 401 {
+            wrong.push(format!("{method} {suffix}: room B's host token → {status}"));
+        }
+        if !listener_ok {
+            let status = h
+                .send(room_request(method, &uri, body, Some(&listener_a)))
+                .await
+                .status;
+            if status != 403 && status != 401 {
+                wrong.push(format!("{method} {suffix}: listener token → {status}"));
+            }
+        }
+    }
+    let bridge = h.room("bridge").await;
+    let listener = h.token(&bridge.id, Role::Listener, 600);
+    let uri = format!("/v1/rooms/{}/join", bridge.id);
+    h.send(offer(&uri, Some(&listener), OFFER))
+        .await
+        .problem(403);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
