@@ -13,6 +13,14 @@ use crate::api::Api;
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The per-IP rate limits of a spawned server, lifted (see `spawn`).
+const UNTHROTTLED: [(&str, &str); 4] = [
+    ("SABHA_SESSION_RATE_BURST", "1000000"),
+    ("SABHA_SESSION_RATE_PER_S", "1000000"),
+    ("SABHA_MINT_RATE_BURST", "1000000"),
+    ("SABHA_MINT_RATE_PER_S", "1000000"),
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("--url {0}: only http://127.x.y.z:PORT is allowed (loopback only)")]
@@ -72,6 +80,10 @@ impl Target {
             .arg("--data-dir")
             .arg(&data)
             .env("SABHA_OPERATOR_KEY", &key)
+            // Every peer of the load generator connects from 127.0.0.1: the
+            // per-IP limits, meant for one NAT address, would measure
+            // themselves rather than the server.
+            .envs(UNTHROTTLED.iter().map(|&(k, v)| (k, v)))
             .env(
                 "SABHA_LOG",
                 std::env::var("SABHA_LOG").unwrap_or_else(|_| "warn".into()),
