@@ -327,45 +327,36 @@ impl ServeConfig {
                 return Err(ConfigError::ZeroLimit(name));
             }
         }
-        let dr = sabha_signaling::RequestLimits::default();
-        let mut rates = [
-            (
-                "session_rate_burst",
+        let defaults = sabha_signaling::RequestLimits::default();
+        let rate = |burst: Option<u32>, per_s: Option<u32>, d: sabha_signaling::Rate| {
+            sabha_signaling::Rate {
+                burst: burst.unwrap_or(d.burst),
+                per_second: per_s.map_or(d.per_second, f64::from),
+            }
+        };
+        let request_limits = sabha_signaling::RequestLimits {
+            sessions: rate(
                 args.session_rate_burst.or(file.session_rate_burst),
-                dr.sessions.burst,
-            ),
-            (
-                "session_rate_per_s",
                 args.session_rate_per_s.or(file.session_rate_per_s),
-                dr.sessions.per_second as u32,
+                defaults.sessions,
             ),
-            (
-                "mint_rate_burst",
+            minting: rate(
                 args.mint_rate_burst.or(file.mint_rate_burst),
-                dr.minting.burst,
-            ),
-            (
-                "mint_rate_per_s",
                 args.mint_rate_per_s.or(file.mint_rate_per_s),
-                dr.minting.per_second as u32,
+                defaults.minting,
             ),
-        ]
-        .map(|(name, value, default)| (name, value.unwrap_or(default)));
-        for (name, value) in &mut rates {
-            if *value == 0 {
+        };
+        let (sessions, minting) = (request_limits.sessions, request_limits.minting);
+        for (name, value) in [
+            ("session_rate_burst", f64::from(sessions.burst)),
+            ("session_rate_per_s", sessions.per_second),
+            ("mint_rate_burst", f64::from(minting.burst)),
+            ("mint_rate_per_s", minting.per_second),
+        ] {
+            if value <= 0.0 {
                 return Err(ConfigError::ZeroLimit(name));
             }
         }
-        let request_limits = sabha_signaling::RequestLimits {
-            sessions: sabha_signaling::Rate {
-                burst: rates[0].1,
-                per_second: f64::from(rates[1].1),
-            },
-            minting: sabha_signaling::Rate {
-                burst: rates[2].1,
-                per_second: f64::from(rates[3].1),
-            },
-        };
         let webhook_urls = args
             .webhook_urls
             .or(file.webhook_urls)

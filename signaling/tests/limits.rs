@@ -4,39 +4,24 @@
 mod fakes;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{HeaderMap, Request, header};
-use fakes::{FakeMedia, FakeMembers, FakeOrg, FakeStore};
-use sabha_signaling::{AppState, Auth, OperatorKey, PinKey, Rate, RequestLimits, Settings, router};
+use sabha_signaling::{Auth, OperatorKey, Rate, RequestLimits, Settings, router};
 use serde_json::json;
 use tower::ServiceExt;
 
 const KEY: &str = "sk_test_operator_key_0123456789";
 
 fn app(limits: RequestLimits) -> Router {
-    let store = Arc::new(FakeStore::default());
     let auth = Auth::new(b"test secret, 32 bytes long......", OperatorKey::new(KEY));
-    router(AppState {
-        media: Arc::new(FakeMedia::default()),
-        rooms: store.clone(),
-        attendance: store,
-        org: Arc::new(FakeOrg::default()),
-        auth,
-        metrics: Arc::new(String::new),
-        cors: Default::default(),
-        settings: Settings {
-            request_limits: limits,
-            ..Settings::default()
-        },
-        members: Arc::new(FakeMembers::default()),
-        pin_key: PinKey::derive(b"test pin key"),
-        events: Arc::new(sabha_signaling::webhooks::Discard),
-        keys: Arc::new(fakes::FakeKeys::default()),
-    })
+    let settings = Settings {
+        request_limits: limits,
+        ..Settings::default()
+    };
+    router(fakes::app_state(auth, settings))
 }
 
 fn tight() -> RequestLimits {

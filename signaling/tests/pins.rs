@@ -4,15 +4,13 @@
 mod fakes;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{HeaderMap, Method, Request, header};
-use fakes::{FakeMedia, FakeMembers, FakeOrg, FakeStore};
 use sabha_signaling::timestamp::unix_now;
-use sabha_signaling::{AppState, Auth, OperatorKey, PinKey, PinLimits, Role, Settings, router};
+use sabha_signaling::{Auth, OperatorKey, PinLimits, Role, Settings, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -41,25 +39,12 @@ impl Reply {
 }
 
 fn harness(limits: PinLimits) -> Harness {
-    let store = Arc::new(FakeStore::default());
     let auth = Auth::new(b"test secret, 32 bytes long......", OperatorKey::new(KEY));
-    let state = AppState {
-        media: Arc::new(FakeMedia::default()),
-        rooms: store.clone(),
-        attendance: store,
-        org: Arc::new(FakeOrg::default()),
-        auth: auth.clone(),
-        metrics: Arc::new(String::new),
-        cors: Default::default(),
-        settings: Settings {
-            pin_limits: limits,
-            ..Settings::default()
-        },
-        members: Arc::new(FakeMembers::default()),
-        pin_key: PinKey::derive(b"test pin key"),
-        events: Arc::new(sabha_signaling::webhooks::Discard),
-        keys: Arc::new(fakes::FakeKeys::default()),
+    let settings = Settings {
+        pin_limits: limits,
+        ..Settings::default()
     };
+    let state = fakes::app_state(auth.clone(), settings);
     Harness {
         app: router(state),
         auth,

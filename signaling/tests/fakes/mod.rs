@@ -516,3 +516,26 @@ impl sabha_signaling::MemberStore for FakeMembers {
             .map(|(_, o)| o.clone()))
     }
 }
+
+/// An `AppState` of fresh fakes with `auth` and `settings`: for tests that
+/// only drive the router and need no handle on the fakes themselves.
+pub fn app_state(
+    auth: sabha_signaling::Auth,
+    settings: sabha_signaling::Settings,
+) -> sabha_signaling::AppState {
+    let store = std::sync::Arc::new(FakeStore::default());
+    sabha_signaling::AppState {
+        media: std::sync::Arc::new(FakeMedia::default()),
+        rooms: store.clone(),
+        attendance: store,
+        org: std::sync::Arc::new(FakeOrg::default()),
+        auth,
+        metrics: std::sync::Arc::new(String::new),
+        cors: Default::default(),
+        settings,
+        members: std::sync::Arc::new(FakeMembers::default()),
+        pin_key: sabha_signaling::PinKey::derive(b"test pin key"),
+        events: std::sync::Arc::new(sabha_signaling::webhooks::Discard),
+        keys: std::sync::Arc::new(FakeKeys::default()),
+    }
+}
