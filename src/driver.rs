@@ -415,6 +415,7 @@ fn export(s: &EngineStats, send_failures: u64) {
     counter!("sabha_bytes_in_total").absolute(s.bytes_in);
     counter!("sabha_bytes_out_total").absolute(s.bytes_out);
     counter!("sabha_audio_packets_out_total").absolute(s.audio_packets_out);
+    counter!("sabha_audio_packets_in_total").absolute(s.audio_packets_in);
     counter!("sabha_drops_total", "reason" => "unknown_source").absolute(s.drops.unknown_source);
     counter!("sabha_drops_total", "reason" => "malformed").absolute(s.drops.malformed);
     counter!("sabha_drops_total", "reason" => "rejected").absolute(s.drops.rejected);

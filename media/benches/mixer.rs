@@ -7,6 +7,8 @@
 //!   and sends are the `fanout_packet` bench).
 //!
 //! A tick's share of one core is its time ÷ 20 ms.
+//!
+//! And the end of a rally: 10,000 listeners leaving one after another.
 
 use std::hint::black_box;
 
@@ -107,5 +109,33 @@ fn room_tick(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, room_tick);
+/// A rally of 10,000 ends: every listener leaves, in the order they came
+/// (the worst order for a list that shifts on every removal).
+fn rally_end(c: &mut Criterion) {
+    let mut group = c.benchmark_group("room_members");
+    group.sample_size(10);
+    group.bench_function("10000_listeners_leave", |b| {
+        b.iter_batched(
+            || {
+                let mut room = Room::new(RoomConfig::default()).expect("room");
+                for l in 0..10_000 {
+                    room.add_listener(SessionId(l), Profile::Standard)
+                        .expect("listener");
+                }
+                room
+            },
+            |mut room| {
+                for l in 0..10_000 {
+                    room.remove(SessionId(l));
+                }
+                assert!(room.is_empty());
+                room
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, room_tick, rally_end);
 criterion_main!(benches);

@@ -147,6 +147,9 @@ pub struct EngineStats {
     pub bytes_out: u64,
     /// Of `datagrams_out`, the audio packets of the fan-out path.
     pub audio_packets_out: u64,
+    /// Talkers' audio packets that passed SRTP (authenticated, not a
+    /// replay) and reached their room's jitter buffer.
+    pub audio_packets_in: u64,
     pub drops: Drops,
     pub ticks: u64,
     /// Ticks that ran more than one tick late.
@@ -643,6 +646,7 @@ impl Engine {
             RtcEvent::RtpPacket(pkt) if s.is_talker() => {
                 let from_audio = s.audio.is_some_and(|a| a.pt == pkt.header.payload_type);
                 if let (true, Some(entry)) = (from_audio, self.rooms.get_mut(&s.room)) {
+                    self.stats.audio_packets_in += 1;
                     let level = pkt.header.ext_vals.audio_level.map(i8::unsigned_abs);
                     entry.room.receive(id, *pkt.seq_no, &pkt.payload, level);
                 }

@@ -33,6 +33,7 @@
 pub mod analysis;
 pub mod engine;
 pub mod jitter;
+mod listener_set;
 pub mod mixer;
 pub mod opus;
 pub mod red;

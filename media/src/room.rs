@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::SessionId;
 use crate::jitter::{JitterBuffer, JitterStats, Playout};
+use crate::listener_set::ListenerSet;
 use crate::mixer::MixBus;
 use crate::opus::{
     Application, Bandwidth, CodecError, DTX_MAX_LEN, EncoderSettings, FRAME_SAMPLES, Frame,
@@ -178,8 +179,8 @@ pub struct RoomStats {
 pub struct Room {
     config: RoomConfig,
     talkers: Vec<Talker>,
-    listeners: Vec<SessionId>,
-    low_listeners: Vec<SessionId>,
+    listeners: ListenerSet,
+    low_listeners: ListenerSet,
     /// Created with the first low-profile listener.
     low: Option<LowProgram>,
     bus: MixBus,
@@ -214,8 +215,8 @@ impl Room {
         Ok(Self {
             config,
             talkers: Vec::new(),
-            listeners: Vec::new(),
-            low_listeners: Vec::new(),
+            listeners: ListenerSet::default(),
+            low_listeners: ListenerSet::default(),
             low: None,
             bus: MixBus::default(),
             program_encoder: OpusEncoder::new(config.bridge_encoder)?,
@@ -259,7 +260,9 @@ impl Room {
 
     pub fn add_listener(&mut self, id: SessionId, profile: Profile) -> Result<(), CodecError> {
         match profile {
-            Profile::Standard => self.listeners.push(id),
+            Profile::Standard => {
+                self.listeners.insert(id);
+            }
             Profile::Low => {
                 if self.low.is_none() {
                     self.low = Some(LowProgram {
@@ -270,16 +273,17 @@ impl Room {
                         rtp_time: 0,
                     });
                 }
-                self.low_listeners.push(id);
+                self.low_listeners.insert(id);
             }
         }
         Ok(())
     }
 
+    /// `id` leaves: O(1) for a listener, a scan of the (few) talkers else.
     pub fn remove(&mut self, id: SessionId) {
-        self.talkers.retain(|t| t.id != id);
-        self.listeners.retain(|&l| l != id);
-        self.low_listeners.retain(|&l| l != id);
+        if !self.listeners.remove(id) && !self.low_listeners.remove(id) {
+            self.talkers.retain(|t| t.id != id);
+        }
     }
 
     /// Gives back the member lists' memory after most members left (the
@@ -291,8 +295,8 @@ impl Room {
             }
         }
         shrunk(&mut self.talkers);
-        shrunk(&mut self.listeners);
-        shrunk(&mut self.low_listeners);
+        self.listeners.shrink();
+        self.low_listeners.shrink();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -303,8 +307,8 @@ impl Room {
         self.talkers
             .iter()
             .map(|t| t.id)
-            .chain(self.listeners.iter().copied())
-            .chain(self.low_listeners.iter().copied())
+            .chain(self.listeners.iter())
+            .chain(self.low_listeners.iter())
     }
 
     pub fn stats(&self) -> RoomStats {
@@ -475,7 +479,7 @@ impl Room {
         let listeners = self
             .listeners
             .iter()
-            .filter_map(move |&l| program.map(|p| (l, p)));
+            .filter_map(move |l| program.map(|p| (l, p)));
         let low = self.low.as_ref().and_then(|low| {
             let payload = low.payload.as_ref()?;
             Some(Delivery {
@@ -488,7 +492,7 @@ impl Room {
         let low_listeners = self
             .low_listeners
             .iter()
-            .filter_map(move |&l| low.map(|d| (l, d)));
+            .filter_map(move |l| low.map(|d| (l, d)));
         talkers.chain(listeners).chain(low_listeners)
     }
 

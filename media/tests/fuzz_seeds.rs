@@ -26,6 +26,8 @@ static RECEIVED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// How many datagrams of each class (by first byte, RFC 7983) to keep.
 const PER_CLASS: usize = 12;
+/// The udp_datagram target's sources (three clients and a stranger).
+const UDP_SOURCES: usize = 4;
 
 #[test]
 #[ignore = "generator, run by scripts/fuzz-seeds"]
@@ -106,7 +108,12 @@ fn record_datagrams(dir: &Path) {
         };
         if counts[class] < PER_CLASS {
             let name = ["stun", "dtls", "rtp", "rtcp"][class];
-            write(dir, &format!("{name}-{:02}", counts[class]), &bytes);
+            // The target's input is a source selector (which of its
+            // addresses the datagram comes from), then the datagram: taken
+            // in turn, so each source gets every class.
+            let selector = (counts[class] % UDP_SOURCES) as u8;
+            let seed = [&[selector][..], &bytes].concat();
+            write(dir, &format!("{name}-{:02}", counts[class]), &seed);
             counts[class] += 1;
         }
     }

@@ -192,6 +192,8 @@ pub struct Sim {
     by_addr: HashMap<SocketAddr, usize>,
     /// The engine's id of each client's session.
     pub session_ids: Vec<sabha_media::SessionId>,
+    /// The SDP offer each client sent (as the engine got it).
+    pub offers: Vec<String>,
     /// The SDP answer each client got.
     pub answers: Vec<String>,
     net: BinaryHeap<Reverse<Flight>>,
@@ -237,6 +239,7 @@ impl Sim {
             clients: Vec::new(),
             by_addr: HashMap::new(),
             session_ids: Vec::new(),
+            offers: Vec::new(),
             answers: Vec::new(),
             net: BinaryHeap::new(),
             flight_seq: 0,
@@ -269,15 +272,33 @@ impl Sim {
 
     /// Adds a client with a listening profile.
     pub fn join_with_profile(&mut self, room: &str, kind: SessionKind, profile: Profile) -> usize {
-        self.join_as(room, kind, profile, false)
+        self.join_as(room, kind, profile, false, |offer| offer)
     }
 
     /// Adds a client that offers RFC 2198 RED next to Opus, as Chrome does.
     pub fn join_offering_red(&mut self, room: &str, kind: SessionKind) -> usize {
-        self.join_as(room, kind, Profile::Standard, true)
+        self.join_as(room, kind, Profile::Standard, true, |offer| offer)
     }
 
-    fn join_as(&mut self, room: &str, kind: SessionKind, profile: Profile, red: bool) -> usize {
+    /// Adds a client whose offer is changed by `edit` on its way to the
+    /// engine (a tampered offer: the client itself still acts on its own).
+    pub fn join_with_edited_offer(
+        &mut self,
+        room: &str,
+        kind: SessionKind,
+        edit: impl FnOnce(String) -> String,
+    ) -> usize {
+        self.join_as(room, kind, Profile::Standard, false, edit)
+    }
+
+    fn join_as(
+        &mut self,
+        room: &str,
+        kind: SessionKind,
+        profile: Profile,
+        red: bool,
+        edit: impl FnOnce(String) -> String,
+    ) -> usize {
         let index = self.clients.len();
         let addr = SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (index / 60_000) as u8, 1)),
@@ -296,7 +317,7 @@ impl Sim {
         let mut change = rtc.sdp_api();
         let mid = change.add_media(MediaKind::Audio, direction, None, None, None);
         let (offer, pending) = change.apply().expect("offer");
-        let offer = offer.to_sdp_string();
+        let offer = edit(offer.to_sdp_string());
         (self.engine_enter)();
         let opened = self
             .engine
@@ -304,6 +325,7 @@ impl Sim {
             .expect("engine accepts the offer");
         (self.engine_exit)();
         self.session_ids.push(opened.id);
+        self.offers.push(offer);
         self.answers.push(opened.answer.clone());
         let answer = SdpAnswer::from_sdp_string(&opened.answer).expect("answer parses");
         rtc.sdp_api()
