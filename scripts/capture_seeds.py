@@ -21,6 +21,7 @@ Traffic leaves no machine: the namespace has nothing but loopback.
 """
 
 import argparse
+import codecs
 import os
 import subprocess
 import sys
@@ -122,6 +123,11 @@ def tshark_fields(pcap, display_filter, fields):
     return [line.split("\t") for line in out.splitlines() if line.strip()]
 
 
+def unescape(field):
+    """A text field as tshark prints it (C escapes: \\r, \\n, \\xhh) back to bytes."""
+    return codecs.decode(field, "unicode_escape").encode("latin-1")
+
+
 def client_at(phases, t):
     for name, start, end in phases:
         if start <= t <= end:
@@ -163,22 +169,24 @@ def extract(pcap, server, phases, corpus):
     seen = set()
     for t, uri, body in offers:
         client = client_at(phases, float(t))
-        kind = uri.rstrip("/").rsplit("/", 1)[-1]  # whip, whep, join
+        kind = uri.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]  # whip, whep, join
         if not client or (client, kind) in seen:
             continue
         seen.add((client, kind))
-        sdp = bytes.fromhex(body.replace(":", "")) if all(c in "0123456789abcdef:" for c in body) else body.encode()
+        sdp = unescape(body)
+        if not sdp.startswith(b"v=0\r\n"):
+            raise harness.SetupError(f"{client} {kind}: not an SDP offer: {sdp[:40]!r}")
         write(os.path.join(corpus, "sdp_offer", f"{client}-{kind}.sdp"), sdp)
         written[f"sdp_offer {client} {kind}"] = 1
 
     commands = tshark_fields(pcap, f"tcp.dstport == {http_port} && websocket.opcode == 1",
-                             ["frame.time_epoch", "websocket.payload.text_unmask"])
+                             ["frame.time_epoch", "websocket.payload.text"])
     n = 0
     for t, text in commands:
         client = client_at(phases, float(t))
         if client and text:
             n += 1
-            write(os.path.join(corpus, "ws_command", f"{client}-{n:02}.json"), text.encode())
+            write(os.path.join(corpus, "ws_command", f"{client}-{n:02}.json"), unescape(text))
     written["ws_command"] = n
     return written
 

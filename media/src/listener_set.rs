@@ -48,10 +48,6 @@ impl ListenerSet {
         self.ids.iter().copied()
     }
 
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
@@ -77,7 +73,7 @@ mod tests {
     fn check(set: &ListenerSet, model: &BTreeSet<u64>) {
         let ids: BTreeSet<u64> = set.iter().map(|s| s.0).collect();
         assert_eq!(&ids, model);
-        assert_eq!(set.len(), model.len(), "no duplicates");
+        assert_eq!(set.ids.len(), model.len(), "no duplicates");
         for (i, id) in set.ids.iter().enumerate() {
             assert_eq!(set.position[id] as usize, i, "index of {id:?}");
         }

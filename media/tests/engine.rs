@@ -176,3 +176,52 @@ fn a_session_that_never_connects_times_out() {
         }]
     );
 }
+
+/// The offers aiortc and Chromium really sent (captured on loopback by
+/// `scripts/capture-seeds`, kept as fuzz seeds) are answered with Opus at
+/// the payload type they offered, for the endpoint each was sent to.
+#[test]
+fn offers_captured_from_aiortc_and_chromium_are_answered() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/sdp_offer");
+    let mut answered = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("the seed corpus") {
+        let path = entry.expect("entry").path();
+        let name = path.file_stem().and_then(|s| s.to_str()).expect("name");
+        let Some((client, endpoint)) = name.split_once('-') else {
+            continue;
+        };
+        if !matches!(client, "aiortc" | "chromium") {
+            continue;
+        }
+        let kind = match endpoint {
+            "whip" => SessionKind::Publish,
+            "whep" => SessionKind::Listen,
+            "join" => SessionKind::Join,
+            other => panic!("{name}: unknown endpoint {other}"),
+        };
+        let offer = std::fs::read_to_string(&path).expect("offer");
+        let opus_pt = offer
+            .lines()
+            .find_map(|l| l.strip_prefix("a=rtpmap:")?.strip_suffix(" opus/48000/2"))
+            .unwrap_or_else(|| panic!("{name} offers Opus"));
+        let (mut engine, now) = engine(4);
+        let opened = engine
+            .open_session(now, "room", kind, Profile::Standard, &offer)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            opened
+                .answer
+                .contains(&format!("a=rtpmap:{opus_pt} opus/48000/2")),
+            "{name}: {}",
+            opened.answer
+        );
+        answered.push(name.to_owned());
+    }
+    answered.sort();
+    assert!(
+        answered.len() >= 5
+            && answered.iter().any(|n| n.starts_with("chromium"))
+            && answered.iter().any(|n| n.starts_with("aiortc")),
+        "{answered:?}"
+    );
+}
