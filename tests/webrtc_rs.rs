@@ -64,7 +64,7 @@ const LATE_MAX: Duration = Duration::from_secs(1);
 /// One WHIP publisher, eight WHEP listeners: each hears the publisher's tone.
 #[test]
 fn webrtc_rs_rally_listeners_hear_the_tone() {
-    run("rally", rally);
+    run_on("rally", &[], rally);
 }
 
 /// Three `/join` talkers: each hears the other two tones, not its own.
@@ -342,11 +342,20 @@ async fn sigterm_drain(api: Api, server_pid: u32) -> Result<(), String> {
     verdict(failures)
 }
 
-async fn rally(api: Api) -> Result<(), String> {
+async fn rally(api: Api, server: ServerProcess) -> Result<(), String> {
     let room = api.create_room("rally").await?;
     let mut publisher = publish(&api, &room, RALLY_HZ).await?;
     let listeners =
         connect_all(&api, &room, "listener", vec![Role::Listen; RALLY_LISTENERS]).await?;
+    // No relay and no socket per peer: with nine peers connected the
+    // server still has one UDP socket, the media port (SECURITY.md).
+    let udp = udp_ports_of(server.pid)?;
+    if udp != [server.media.port()] {
+        return Err(format!(
+            "the server's UDP sockets are on ports {udp:?}, want only the media port {}",
+            server.media.port()
+        ));
+    }
 
     let from = Instant::now() + SETTLE;
     tokio::time::sleep(SETTLE + WINDOW).await;
@@ -498,6 +507,38 @@ where
         "webrtc-rs {name}: {failure}\n--- server log (tail) ---\n{}",
         server.log_tail(60)
     );
+}
+
+/// The local ports of the UDP sockets process `pid` holds, from /proc: the
+/// socket inodes among its file descriptors, looked up in the UDP tables.
+fn udp_ports_of(pid: u32) -> Result<Vec<u16>, String> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|e| format!("fds: {e}"))?;
+    let inodes: std::collections::HashSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["udp", "udp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+            .map_err(|e| format!("{table}: {e}"))?;
+        for row in text.lines().skip(1) {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let (Some(local), Some(inode)) = (cols.get(1), cols.get(9)) else {
+                continue;
+            };
+            if inodes.contains(*inode) {
+                let port = local.rsplit(':').next().unwrap_or_default();
+                ports.push(u16::from_str_radix(port, 16).map_err(|e| format!("{row}: {e}"))?);
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(ports)
 }
 
 /// webrtc-rs logs through `log`: `RUST_LOG=rtc_ice=debug,rtc_dtls=debug`
