@@ -131,4 +131,3 @@ fn raise_nofile(want: usize) {
         eprintln!("sabha-loadgen: RLIMIT_NOFILE hard limit {hard} < {need} needed; joins may fail");
     }
 }
-}
