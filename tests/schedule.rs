@@ -1,7 +1,8 @@
 //! A scheduled room through the real binary and its scheduler task, on the
 //! wall clock: a session before the window gets 425 naming the start, one
 //! in it opens, and at the end the scheduler closes the room — the session
-//! is recorded as `room_closed` and the room refuses newcomers (410).
+//! is recorded as `room_closed` and the room refuses newcomers (410). And
+//! the same after a `kill -9` between scheduling and the start.
 
 mod common;
 
@@ -80,4 +81,41 @@ fn a_scheduled_room_opens_and_closes_on_time() {
     let occurrences = get(&server, &format!("/v1/rooms/{id}/occurrences"));
     assert_eq!(occurrences[0]["outcome"], "held", "{occurrences}");
     assert_eq!(whep(&server, &id).0, 410);
+}
+
+/// `kill -9` between scheduling and the start: the restarted server still
+/// has the room and its window, and its scheduler opens and closes it on
+/// time, with no request to prompt it (SIGKILL loses nothing committed).
+#[test]
+fn a_schedule_survives_kill_9_and_runs_on_time_after_the_restart() {
+    let mut server = Server::start_with_env(&[("SABHA_EARLY_JOIN_GRACE_S", "0")]);
+    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
+    let start = now + jiff::SignedDuration::from_secs(4);
+    let end = start + jiff::SignedDuration::from_secs(3);
+    let room: Value = ureq::post(&format!("{}/v1/rooms", server.base()))
+        .header("Authorization", &format!("Bearer {OPERATOR_KEY}"))
+        .send_json(json!({
+            "name": "Rally after a crash", "kind": "rally",
+            "starts_at": start.to_string(), "ends_at": end.to_string(),
+            "time_zone": "Asia/Kolkata"
+        }))
+        .and_then(|mut r| r.body_mut().read_json())
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", server.log_tail(30)));
+    let id = room["id"].as_str().unwrap().to_owned();
+
+    server.kill_and_restart();
+    let after = get(&server, &format!("/v1/rooms/{id}"));
+    assert_eq!(after["status"], "scheduled", "{after}");
+    assert_eq!(after["starts_at"], start.to_string(), "{after}");
+    assert_eq!(after["ends_at"], end.to_string(), "{after}");
+    assert_eq!(whep(&server, &id).0, 425);
+
+    sleep_until(start + jiff::SignedDuration::from_millis(300));
+    let (status, body) = whep(&server, &id);
+    assert_eq!(status, 201, "{body}\n{}", server.log_tail(30));
+    sleep_until(end + jiff::SignedDuration::from_millis(1500));
+    let room = get(&server, &format!("/v1/rooms/{id}"));
+    assert_eq!(room["status"], "ended", "{room}\n{}", server.log_tail(30));
+    let occurrences = get(&server, &format!("/v1/rooms/{id}/occurrences"));
+    assert_eq!(occurrences[0]["outcome"], "held", "{occurrences}");
 }
