@@ -34,6 +34,26 @@ fn get(server: &Server, path: &str) -> Value {
         .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", server.log_tail(30)))
 }
 
+/// Creates a rally scheduled for `start`..`end`; its id.
+fn schedule_rally(
+    server: &Server,
+    name: &str,
+    start: jiff::Timestamp,
+    end: jiff::Timestamp,
+) -> String {
+    let room: Value = ureq::post(&format!("{}/v1/rooms", server.base()))
+        .header("Authorization", &format!("Bearer {OPERATOR_KEY}"))
+        .send_json(json!({
+            "name": name, "kind": "rally",
+            "starts_at": start.to_string(), "ends_at": end.to_string(),
+            "time_zone": "Asia/Kolkata"
+        }))
+        .and_then(|mut r| r.body_mut().read_json())
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", server.log_tail(30)));
+    assert_eq!(room["status"], "scheduled", "{room}");
+    room["id"].as_str().expect("room id").to_owned()
+}
+
 fn sleep_until(t: jiff::Timestamp) {
     if let Ok(wait) = Duration::try_from(t.duration_since(jiff::Timestamp::now())) {
         std::thread::sleep(wait);
@@ -47,17 +67,7 @@ fn a_scheduled_room_opens_and_closes_on_time() {
     let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
     let start = now + jiff::SignedDuration::from_secs(3);
     let end = start + jiff::SignedDuration::from_secs(3);
-    let room: Value = ureq::post(&format!("{}/v1/rooms", server.base()))
-        .header("Authorization", &format!("Bearer {OPERATOR_KEY}"))
-        .send_json(json!({
-            "name": "Three-second rally", "kind": "rally",
-            "starts_at": start.to_string(), "ends_at": end.to_string(),
-            "time_zone": "Asia/Kolkata"
-        }))
-        .and_then(|mut r| r.body_mut().read_json())
-        .unwrap_or_else(|e| panic!("create: {e}\n{}", server.log_tail(30)));
-    let id = room["id"].as_str().unwrap().to_owned();
-    assert_eq!(room["status"], "scheduled");
+    let id = schedule_rally(&server, "Three-second rally", start, end);
 
     let (status, body) = whep(&server, &id);
     assert_eq!(status, 425, "{body}");
@@ -92,16 +102,7 @@ fn a_schedule_survives_kill_9_and_runs_on_time_after_the_restart() {
     let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
     let start = now + jiff::SignedDuration::from_secs(4);
     let end = start + jiff::SignedDuration::from_secs(3);
-    let room: Value = ureq::post(&format!("{}/v1/rooms", server.base()))
-        .header("Authorization", &format!("Bearer {OPERATOR_KEY}"))
-        .send_json(json!({
-            "name": "Rally after a crash", "kind": "rally",
-            "starts_at": start.to_string(), "ends_at": end.to_string(),
-            "time_zone": "Asia/Kolkata"
-        }))
-        .and_then(|mut r| r.body_mut().read_json())
-        .unwrap_or_else(|e| panic!("create: {e}\n{}", server.log_tail(30)));
-    let id = room["id"].as_str().unwrap().to_owned();
+    let id = schedule_rally(&server, "Rally after a crash", start, end);
 
     server.kill_and_restart();
     let after = get(&server, &format!("/v1/rooms/{id}"));
