@@ -28,6 +28,7 @@ use sabha_signaling::{
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::socket_buffers;
 use crate::udp_batch::BatchSender;
 
 /// Where the media socket listens and what address clients are told.
@@ -123,6 +124,20 @@ impl MediaHandle {
 pub async fn start(settings: MediaSettings) -> io::Result<Arc<dyn MediaControl>> {
     let std_socket = std::net::UdpSocket::bind(settings.bind)?;
     std_socket.set_nonblocking(true)?;
+    match socket_buffers::enlarge(&std_socket) {
+        Ok(granted) if granted.receive < socket_buffers::WANT_BYTES => tracing::warn!(
+            receive = granted.receive,
+            send = granted.send,
+            want = socket_buffers::WANT_BYTES,
+            "media socket buffers capped by the system: raise net.core.rmem_max and wmem_max"
+        ),
+        Ok(granted) => tracing::info!(
+            receive = granted.receive,
+            send = granted.send,
+            "media socket buffers"
+        ),
+        Err(e) => tracing::warn!(error = %e, "media socket buffers left at the system's default"),
+    }
     let local = std_socket.local_addr()?;
     let advertised = SocketAddr::new(settings.advertise.unwrap_or(local.ip()), local.port());
     if advertised.ip().is_unspecified() {

@@ -12,6 +12,7 @@ mod config;
 mod drain;
 mod driver;
 mod secrets;
+mod socket_buffers;
 mod store;
 mod udp_batch;
 mod webhooks;
