@@ -36,6 +36,16 @@ import time
 import urllib.error
 import urllib.request
 
+# Every client of a benchmark comes from 127.0.0.1, so the per-IP rate
+# limits on session creation and minting (docs/http-api.md) would refuse a
+# crowd joining at once with 429: lifted here, as sabha-loadgen does.
+UNTHROTTLED = {
+    "SABHA_SESSION_RATE_BURST": "1000000",
+    "SABHA_SESSION_RATE_PER_S": "1000000",
+    "SABHA_MINT_RATE_BURST": "1000000",
+    "SABHA_MINT_RATE_PER_S": "1000000",
+}
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PTIME_S = 0.020  # both feeders send 20 ms Opus packets: 50 per second per peer
 TONE_HZ = 440.0
@@ -219,7 +229,8 @@ class Sabha:
         http, media = free_ports()
         self.base = f"http://127.0.0.1:{http}"
         self.log = open(os.path.join(self.data, "sabha.log"), "w")
-        env = dict(os.environ, SABHA_OPERATOR_KEY=self.key, SABHA_LOG="warn")
+        env = dict(os.environ, SABHA_OPERATOR_KEY=self.key, SABHA_LOG="warn",
+                   **UNTHROTTLED)
         self.proc = spawn([a.sabha, "serve", "--http", f"127.0.0.1:{http}",
                            "--media", f"127.0.0.1:{media}", "--data-dir", self.data],
                           a.step_budget_s * 4, env=env, stdout=self.log, stderr=self.log)
