@@ -125,7 +125,7 @@ pub async fn start(settings: MediaSettings) -> io::Result<Arc<dyn MediaControl>>
     let std_socket = std::net::UdpSocket::bind(settings.bind)?;
     std_socket.set_nonblocking(true)?;
     match socket_buffers::enlarge(&std_socket) {
-        Ok(granted) if granted.receive < socket_buffers::WANT_BYTES => tracing::warn!(
+        Ok(granted) if granted.is_capped() => tracing::warn!(
             receive = granted.receive,
             send = granted.send,
             want = socket_buffers::WANT_BYTES,

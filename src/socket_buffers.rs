@@ -41,13 +41,17 @@ pub fn enlarge(socket: &UdpSocket) -> io::Result<Granted> {
     })
 }
 
-/// Elsewhere the system's defaults stay.
+/// Elsewhere the system's defaults stay (and the driver says so).
 #[cfg(not(target_os = "linux"))]
 pub fn enlarge(_socket: &UdpSocket) -> io::Result<Granted> {
-    Ok(Granted {
-        receive: 0,
-        send: 0,
-    })
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+impl Granted {
+    /// Either way got less than [`WANT_BYTES`]: the system's limit.
+    pub fn is_capped(&self) -> bool {
+        self.receive < WANT_BYTES || self.send < WANT_BYTES
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -118,8 +118,9 @@ fn raise_nofile(want: usize) {
         return;
     };
     let need = want as u64;
-    // Past the hard limit only with the privilege to raise it (root or
-    // CAP_SYS_RESOURCE, as in CI); otherwise up to the hard limit.
+    // Past the hard limit only with the privilege to raise it
+    // (CAP_SYS_RESOURCE; a container may withhold it even from root);
+    // otherwise up to the hard limit.
     if hard < need && setrlimit(Resource::RLIMIT_NOFILE, need, need).is_ok() {
         return;
     }
