@@ -424,6 +424,7 @@ fn export(s: &EngineStats, send_failures: u64) {
     gauge!("sabha_sessions", "kind" => "publish").set(s.sessions_publish as f64);
     gauge!("sabha_sessions", "kind" => "listen").set(s.sessions_listen as f64);
     gauge!("sabha_sessions", "kind" => "join").set(s.sessions_join as f64);
+    gauge!("sabha_listeners_retired").set(s.listeners_retired as f64);
     gauge!("sabha_rooms_active").set(s.rooms as f64);
     counter!("sabha_datagrams_in_total").absolute(s.datagrams_in);
     counter!("sabha_datagrams_out_total").absolute(s.datagrams_out);

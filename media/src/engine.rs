@@ -28,18 +28,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::config::{CryptoProvider, DtlsCert};
-use str0m::ice::StunMessage;
+use str0m::ice::{StunMessage, TransId};
 use str0m::media::MediaKind;
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{
     Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Input, Output as RtcOutput, Rtc,
 };
 
+use crate::consent::AfterRetirement;
 use crate::opus::FRAME_SAMPLES;
 use crate::red;
 use crate::room::{Delivery, Profile, Room, RoomConfig, RoomStats};
 use crate::sdp::{OfferError, check_offer};
-use crate::session::{CloseReason, Session, Traffic};
+use crate::session::{CloseReason, Session, Stack, Traffic};
 use crate::srtp;
 use crate::{RoomIdx, SessionId, SessionKind};
 
@@ -140,6 +141,9 @@ pub struct EngineStats {
     pub sessions_publish: usize,
     pub sessions_listen: usize,
     pub sessions_join: usize,
+    /// Of `sessions_listen`, those whose str0m `Rtc` was retired after the
+    /// handshake (`consent`).
+    pub listeners_retired: usize,
     pub rooms: usize,
     pub datagrams_in: u64,
     pub datagrams_out: u64,
@@ -185,9 +189,10 @@ impl Hasher for SessionIdHasher {
     }
 }
 
-/// Sessions are boxed: a `Session` (str0m's `Rtc` inline) is about 10 KB,
-/// and a table of inline values keeps that much per empty slot, up to half
-/// its capacity. Boxed, an empty slot costs a pointer.
+/// Sessions are boxed: a table of inline values keeps a whole `Session` per
+/// empty slot, up to half its capacity. Boxed, an empty slot costs a
+/// pointer. (str0m's `Rtc`, about 10 KB inline, is boxed again inside, so
+/// that retiring it gives all of it back.)
 type SessionMap = HashMap<SessionId, Box<Session>, BuildHasherDefault<SessionIdHasher>>;
 
 struct RoomEntry {
@@ -195,6 +200,13 @@ struct RoomEntry {
     room: Room,
     /// The speakers last reported.
     speakers: Vec<(SessionId, u8)>,
+}
+
+/// A STUN binding request that verified, as much of it as an answer needs.
+#[derive(Debug, Clone, Copy)]
+struct Binding {
+    trans_id: TransId,
+    use_candidate: bool,
 }
 
 /// One member's share of a tick, waiting in the fan-out queue: 16 bytes.
@@ -257,6 +269,8 @@ pub struct Engine {
     next_sweep: Instant,
     next_session: u64,
     next_room: u32,
+    /// The time of the latest input: when `poll_output` retires a session.
+    last_input: Instant,
     stats: EngineStats,
 }
 
@@ -320,6 +334,7 @@ impl Engine {
             next_sweep: now + SWEEP_EVERY,
             next_session: 1,
             next_room: 1,
+            last_input: now,
             stats: EngineStats::default(),
         })
     }
@@ -394,7 +409,8 @@ impl Engine {
         };
         if s.closing.is_none() {
             s.closing = Some(reason);
-            if let Err(e) = s.rtc.close() {
+            // A retired listener has no DTLS left to send close_notify with.
+            if let Some(Err(e)) = s.rtc().map(Rtc::close) {
                 tracing::debug!(session = id.0, error = %e, "close");
             }
             if let Some(entry) = self.rooms.get_mut(&s.room) {
@@ -437,12 +453,17 @@ impl Engine {
         destination: SocketAddr,
         bytes: &[u8],
     ) {
+        self.last_input = now;
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += bytes.len() as u64;
-        let Some(id) = self.route(source, bytes) else {
+        let Some((id, binding)) = self.route(source, bytes) else {
             self.stats.drops.unknown_source += 1;
             return;
         };
+        if self.sessions.get(&id).is_some_and(|s| s.is_retired()) {
+            self.receive_retired(now, id, source, bytes, binding);
+            return;
+        }
         let Ok(contents) = DatagramRecv::try_from(bytes) else {
             self.stats.drops.malformed += 1;
             return;
@@ -451,6 +472,12 @@ impl Engine {
             return;
         };
         s.traffic.received(bytes.len());
+        if let Some(&first) = bytes.first() {
+            s.saw_datagram(now, first);
+        }
+        let Some(rtc) = s.rtc() else {
+            return;
+        };
         let input = Input::Receive(
             now,
             Receive {
@@ -460,15 +487,55 @@ impl Engine {
                 contents,
             },
         );
-        if let Err(e) = s.rtc.handle_input(input) {
+        if let Err(e) = rtc.handle_input(input) {
             self.stats.drops.rejected += 1;
             tracing::debug!(session = id.0, error = %e, "datagram rejected");
         }
         self.enqueue(id);
     }
 
+    /// A datagram for a listener whose `Rtc` is retired (see `consent`).
+    fn receive_retired(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        source: SocketAddr,
+        bytes: &[u8],
+        binding: Option<Binding>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        s.traffic.received(bytes.len());
+        let Stack::Retired(consent) = &mut s.stack else {
+            return;
+        };
+        match AfterRetirement::of(bytes) {
+            AfterRetirement::Stun => {
+                if let Some(binding) = binding {
+                    consent.requested(now, binding.trans_id, source);
+                    if binding.use_candidate {
+                        s.media_destination = Some(source);
+                    }
+                    self.enqueue(id);
+                }
+            }
+            AfterRetirement::Rtp => {}
+            AfterRetirement::DtlsAlert => {
+                self.close_session(id, CloseReason::Left);
+            }
+            // A handshake record: the peer missed our final flight, which
+            // nothing here can send again (its own handshake timer then
+            // fails it and the client reconnects), or garbage from its
+            // address, which must not end the session.
+            AfterRetirement::DtlsOther => self.stats.drops.rejected += 1,
+            AfterRetirement::Malformed => self.stats.drops.malformed += 1,
+        }
+    }
+
     /// Time has reached a deadline the engine asked for (earlier is fine).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_input = now;
         while let Some(&Reverse((t, id))) = self.timers.peek() {
             if t > now {
                 break;
@@ -481,7 +548,7 @@ impl Engine {
                 continue; // superseded by a later poll.
             }
             s.deadline = None;
-            if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+            if let Some(Err(e)) = s.rtc().map(|rtc| rtc.handle_input(Input::Timeout(now))) {
                 tracing::debug!(session = id.0, error = %e, "timeout handling failed");
             }
             self.enqueue(id);
@@ -512,7 +579,32 @@ impl Engine {
                 self.ready.pop_front();
                 continue;
             };
-            match s.rtc.poll_output() {
+            let s: &mut Session = s;
+            let rtc = match &mut s.stack {
+                Stack::Full(rtc) => rtc,
+                Stack::Retired(consent) => {
+                    if s.closing.is_none() {
+                        let hmac = self.crypto.sha1_hmac_provider;
+                        if let Some((to, len)) = consent.take_reply(&s.ice_pass, hmac, buf) {
+                            self.stats.datagrams_out += 1;
+                            self.stats.bytes_out += len as u64;
+                            s.traffic.sent(len);
+                            return Output::Transmit(Transmit {
+                                source: self.config.advertised,
+                                destination: to,
+                                len,
+                            });
+                        }
+                    }
+                    self.ready.pop_front();
+                    s.queued = false;
+                    if s.closing.is_some() {
+                        self.remove_session(id);
+                    }
+                    continue;
+                }
+            };
+            match rtc.poll_output() {
                 Ok(RtcOutput::Transmit(t)) => {
                     let len = t.contents.len();
                     let Some(out) = buf.get_mut(..len) else {
@@ -538,8 +630,11 @@ impl Engine {
                 Ok(RtcOutput::Timeout(t)) => {
                     self.ready.pop_front();
                     s.queued = false;
-                    if !s.rtc.is_alive() {
+                    if !rtc.is_alive() {
                         self.remove_session(id);
+                    } else if s.try_retire(self.last_input, &self.crypto) {
+                        s.deadline = None;
+                        tracing::debug!(session = id.0, "listener retired its WebRTC stack");
                     } else {
                         s.deadline = Some(t);
                         self.timers.push(Reverse((t, id)));
@@ -614,7 +709,9 @@ impl Engine {
         st.sessions_publish = 0;
         st.sessions_listen = 0;
         st.sessions_join = 0;
+        st.listeners_retired = 0;
         for s in self.sessions.values() {
+            st.listeners_retired += usize::from(s.is_retired());
             match s.kind {
                 SessionKind::Publish => st.sessions_publish += 1,
                 SessionKind::Listen => st.sessions_listen += 1,
@@ -639,7 +736,7 @@ impl Engine {
         };
         match event {
             RtcEvent::Connected => {
-                s.connected = true;
+                s.set_connected(self.last_input);
                 self.events.push_back(Event::Connected { id });
             }
             RtcEvent::MediaAdded(m) if m.kind == MediaKind::Audio => s.resolve_audio(m.mid),
@@ -658,23 +755,25 @@ impl Engine {
         }
     }
 
-    fn route(&mut self, source: SocketAddr, bytes: &[u8]) -> Option<SessionId> {
-        if let Some(id) = self.stun_owner(bytes) {
+    /// The session a datagram is for, and the binding request it is, if
+    /// it is one that verified.
+    fn route(&mut self, source: SocketAddr, bytes: &[u8]) -> Option<(SessionId, Option<Binding>)> {
+        if let Some((id, binding)) = self.stun_owner(bytes) {
             if self.by_addr.insert(source, id) != Some(id)
                 && let Some(s) = self.sessions.get_mut(&id)
             {
                 s.addrs.push(source);
             }
-            return Some(id);
+            return Some((id, Some(binding)));
         }
-        self.by_addr.get(&source).copied()
+        self.by_addr.get(&source).map(|&id| (id, None))
     }
 
     /// The session a STUN binding request is for, by the server ufrag in its
     /// USERNAME (`server:client`) — and only when its MESSAGE-INTEGRITY
     /// verifies with that session's ICE password, so nobody who merely saw
     /// the ufrag can bind their address to someone else's session.
-    fn stun_owner(&self, bytes: &[u8]) -> Option<SessionId> {
+    fn stun_owner(&self, bytes: &[u8]) -> Option<(SessionId, Binding)> {
         // RFC 7983: STUN starts with 0 or 1, and has a 20-byte header.
         if bytes.len() < 20 || bytes[0] > 3 {
             return None;
@@ -690,7 +789,13 @@ impl Engine {
         msg.verify(session.ice_pass.as_bytes(), |key, parts| {
             hmac.sha1_hmac(key, parts)
         })
-        .then_some(id)
+        .then_some((
+            id,
+            Binding {
+                trans_id: msg.trans_id(),
+                use_candidate: msg.use_candidate(),
+            },
+        ))
     }
 
     fn run_due_ticks(&mut self, now: Instant) {
@@ -736,18 +841,21 @@ impl Engine {
     }
 
     fn sweep(&mut self, now: Instant) {
-        let stale: Vec<SessionId> = self
+        let stale: Vec<(SessionId, CloseReason)> = self
             .sessions
             .iter()
-            .filter(|(_, s)| {
-                !s.connected
-                    && s.closing.is_none()
-                    && now.saturating_duration_since(s.created) > CONNECT_TIMEOUT
+            .filter(|(_, s)| s.closing.is_none())
+            .filter_map(|(&id, s)| match &s.stack {
+                _ if !s.connected => (now.saturating_duration_since(s.created) > CONNECT_TIMEOUT)
+                    .then_some((id, CloseReason::ConnectTimeout)),
+                Stack::Retired(consent) => consent
+                    .expired(now)
+                    .then_some((id, CloseReason::IceTimeout)),
+                Stack::Full(_) => None,
             })
-            .map(|(&id, _)| id)
             .collect();
-        for id in stale {
-            self.close_session(id, CloseReason::ConnectTimeout);
+        for (id, reason) in stale {
+            self.close_session(id, reason);
         }
         self.shrink_tables();
     }

@@ -25,12 +25,15 @@
 //!   mixes and encodes once per distinct mix. Knows nothing of WebRTC.
 //! - [`sdp`]: offer checks with errors a client can act on.
 //! - `session`: one str0m `Rtc` (ICE-lite, DTLS-SRTP, RTP mode).
+//! - `consent`: what is left of a listener once its `Rtc` is retired after
+//!   the handshake: answers to its ICE consent checks.
 //! - [`srtp`]: the fan-out send path — RTP built and SRTP-protected into the
 //!   driver's buffer with the session's DTLS-exported keys, no allocation.
 //! - [`engine`]: all sessions and rooms of a shard, datagram demux, timers.
 //! - [`analysis`]: tone frequency and level of PCM, for tests and load checks.
 
 pub mod analysis;
+mod consent;
 pub mod engine;
 pub mod jitter;
 mod listener_set;

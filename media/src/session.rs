@@ -1,14 +1,16 @@
 //! One WebRTC peer: a str0m `Rtc` in ICE-lite, RTP mode, plus what the engine
-//! needs to route its packets and send it audio.
+//! needs to route its packets and send it audio. A listener's `Rtc` is
+//! retired once its handshake is over (see `consent`).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::config::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
 use str0m::{IceCreds, Rtc};
 
+use crate::consent::Consent;
 use crate::srtp::{KeySlot, SrtpError, SrtpSender};
 use crate::{RoomIdx, SessionKind};
 
@@ -72,16 +74,40 @@ pub(crate) struct AudioLine {
     pub red: Option<Pt>,
 }
 
+/// How long after connecting a listener whose peer has sent no SRTP or
+/// SRTCP keeps its `Rtc`, counted from the last DTLS datagram it got: as
+/// DTLS server we send the handshake's final flight, and if that is lost
+/// the peer retransmits its own (after 1 s, then 2 s, …), which only the
+/// `Rtc` can answer. A peer that sends SRTP or SRTCP has all our flights.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(5);
+
+/// The WebRTC stack behind a session.
+pub(crate) enum Stack {
+    /// str0m does ICE, DTLS, RTCP and the peer's SRTP. Boxed, so that a
+    /// retired session gives back all of it.
+    Full(Box<Rtc>),
+    /// A listener after its handshake: we answer consent checks, and
+    /// `srtp` does the audio (see `consent`).
+    Retired(Consent),
+}
+
 pub(crate) struct Session {
     pub kind: SessionKind,
     pub room: RoomIdx,
-    pub rtc: Rtc,
+    pub stack: Stack,
     pub ufrag: String,
     /// ICE password: verifies STUN requests before their address is trusted.
     pub ice_pass: String,
     pub created: Instant,
     pub audio: Option<AudioLine>,
     pub connected: bool,
+    /// When str0m said connected.
+    connected_at: Option<Instant>,
+    /// The last DTLS datagram from the peer.
+    last_dtls_in: Option<Instant>,
+    /// SRTP or SRTCP came from the peer after connecting: it has our keys,
+    /// so our final DTLS flight arrived.
+    peer_has_keys: bool,
     /// Where the DTLS-SRTP keys of this session arrive.
     keys: KeySlot,
     /// Our outgoing audio, built and protected by us (see `srtp`); made on
@@ -116,12 +142,15 @@ impl Session {
         Self {
             kind,
             room,
-            rtc,
+            stack: Stack::Full(Box::new(rtc)),
             ufrag: creds.ufrag,
             ice_pass: creds.pass,
             created: now,
             audio: None,
             connected: false,
+            connected_at: None,
+            last_dtls_in: None,
+            peer_has_keys: false,
             keys,
             sender: None,
             first_seq,
@@ -134,15 +163,79 @@ impl Session {
         }
     }
 
+    /// The str0m `Rtc`, until the session is retired.
+    pub fn rtc(&mut self) -> Option<&mut Rtc> {
+        match &mut self.stack {
+            Stack::Full(rtc) => Some(rtc),
+            Stack::Retired(_) => None,
+        }
+    }
+
+    pub fn is_retired(&self) -> bool {
+        matches!(self.stack, Stack::Retired(_))
+    }
+
+    pub fn set_connected(&mut self, now: Instant) {
+        self.connected = true;
+        self.connected_at = Some(now);
+    }
+
+    /// Notes what a datagram from the peer tells about its handshake.
+    pub fn saw_datagram(&mut self, now: Instant, first_byte: u8) {
+        match first_byte {
+            20..=63 => self.last_dtls_in = Some(now),
+            128..=191 if self.connected => self.peer_has_keys = true,
+            _ => {}
+        }
+    }
+
+    /// Retires a listener's `Rtc` once nothing of the handshake can still be
+    /// asked of it (see [`RETIRE_GRACE`]), making its audio sender first.
+    /// `true` if it was retired now.
+    pub fn try_retire(&mut self, now: Instant, crypto: &CryptoProvider) -> bool {
+        let (SessionKind::Listen, true, None, Some(connected_at), Some(keys)) = (
+            self.kind,
+            self.connected,
+            self.closing,
+            self.connected_at,
+            self.keys.get(),
+        ) else {
+            return false;
+        };
+        if self.is_retired() {
+            return false;
+        }
+        let quiet_since = self
+            .last_dtls_in
+            .map_or(connected_at, |t| t.max(connected_at));
+        let handshake_over = keys.we_were_client()
+            || self.peer_has_keys
+            || now.saturating_duration_since(quiet_since) >= RETIRE_GRACE;
+        if !handshake_over {
+            return false;
+        }
+        if self.sender.is_none() {
+            match self.new_sender(crypto) {
+                Ok(Some(sender)) => self.sender = Some(sender),
+                // No send stream yet, or keys we cannot use: keep str0m.
+                Ok(None) | Err(_) => return false,
+            }
+        }
+        self.stack = Stack::Retired(Consent::new(now));
+        true
+    }
+
     /// Records the audio m-line once str0m reports it, with the client's Opus PT.
     pub fn resolve_audio(&mut self, mid: Mid) {
-        let Some(media) = self.rtc.media(mid) else {
+        let Some(rtc) = self.rtc() else {
+            return;
+        };
+        let Some(media) = rtc.media(mid) else {
             return;
         };
         let remote = media.remote_pts();
         let offered = |pt: &Pt| remote.is_empty() || remote.contains(pt);
-        let opus = self
-            .rtc
+        let opus = rtc
             .codec_config()
             .params()
             .iter()
@@ -196,7 +289,10 @@ impl Session {
         let (Some(keys), Some(line)) = (self.keys.get(), self.audio) else {
             return Ok(None);
         };
-        let mut api = self.rtc.direct_api();
+        let Stack::Full(rtc) = &mut self.stack else {
+            return Ok(None);
+        };
+        let mut api = rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(line.mid, None) else {
             return Ok(None);
         };

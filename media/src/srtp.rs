@@ -69,6 +69,13 @@ impl ExportedKeys {
     }
 }
 
+impl ExportedKeys {
+    /// We were the DTLS client: the peer sent the handshake's final flight.
+    pub fn we_were_client(&self) -> bool {
+        self.client
+    }
+}
+
 impl std::fmt::Debug for ExportedKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
