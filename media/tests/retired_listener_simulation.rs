@@ -12,9 +12,10 @@ use sabha_media::opus::SAMPLE_RATE;
 use sabha_media::{CloseReason, SessionKind};
 use sim::Sim;
 
-#[test]
-fn a_retired_listener_keeps_hearing_the_rally_past_several_consent_windows() {
-    let mut sim = Sim::new(41);
+/// A rally (a 440 Hz publisher) with one listener, run until the listener
+/// has retired its `Rtc`; returns the simulation and the listener.
+fn rally_with_a_retired_listener(seed: u64) -> (Sim, usize) {
+    let mut sim = Sim::new(seed);
     sim.join_with_tone("rally", SessionKind::Publish, 440.0);
     let listener = sim.join("rally", SessionKind::Listen);
     sim.run_for(Duration::from_secs(10));
@@ -23,6 +24,12 @@ fn a_retired_listener_keeps_hearing_the_rally_past_several_consent_windows() {
         1,
         "retired after the handshake"
     );
+    (sim, listener)
+}
+
+#[test]
+fn a_retired_listener_keeps_hearing_the_rally_past_several_consent_windows() {
+    let (mut sim, listener) = rally_with_a_retired_listener(41);
 
     // Three consent windows (15 s each) with only the retired stack.
     let heard_before = sim.clients[listener].frames_received;
@@ -44,11 +51,7 @@ fn a_retired_listener_keeps_hearing_the_rally_past_several_consent_windows() {
 
 #[test]
 fn a_retired_listener_that_goes_silent_is_closed_when_its_consent_lapses() {
-    let mut sim = Sim::new(42);
-    sim.join_with_tone("rally", SessionKind::Publish, 440.0);
-    let listener = sim.join("rally", SessionKind::Listen);
-    sim.run_for(Duration::from_secs(10));
-    assert_eq!(sim.engine.stats().listeners_retired, 1);
+    let (mut sim, listener) = rally_with_a_retired_listener(42);
 
     sim.clients[listener].loss = 1.0; // the phone lost its network
     let gone_at = sim.now;
@@ -66,11 +69,7 @@ fn a_retired_listener_that_goes_silent_is_closed_when_its_consent_lapses() {
 
 #[test]
 fn a_retired_listener_that_hangs_up_is_closed_at_once() {
-    let mut sim = Sim::new(43);
-    sim.join_with_tone("rally", SessionKind::Publish, 440.0);
-    let listener = sim.join("rally", SessionKind::Listen);
-    sim.run_for(Duration::from_secs(10));
-    assert_eq!(sim.engine.stats().listeners_retired, 1);
+    let (mut sim, listener) = rally_with_a_retired_listener(43);
 
     sim.clients[listener].rtc.close().expect("close"); // sends close_notify
     sim.run_for(Duration::from_secs(1));
