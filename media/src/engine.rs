@@ -460,18 +460,38 @@ impl Engine {
             self.stats.drops.unknown_source += 1;
             return;
         };
-        if self.sessions.get(&id).is_some_and(|s| s.is_retired()) {
-            self.receive_retired(now, id, source, bytes, binding);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        s.traffic.received(bytes.len());
+        if let Stack::Retired(consent) = &mut s.stack {
+            match AfterRetirement::of(bytes) {
+                AfterRetirement::Stun => {
+                    if let Some(binding) = binding {
+                        consent.requested(now, binding.trans_id, source);
+                        if binding.use_candidate {
+                            s.media_destination = Some(source);
+                        }
+                        self.enqueue(id);
+                    }
+                }
+                AfterRetirement::Rtp => {}
+                AfterRetirement::DtlsAlert => {
+                    self.close_session(id, CloseReason::Left);
+                }
+                // A handshake record: the peer missed our final flight,
+                // which nothing here can send again (its own handshake
+                // timer then fails it and the client reconnects), or
+                // garbage from its address, which must not end the session.
+                AfterRetirement::DtlsOther => self.stats.drops.rejected += 1,
+                AfterRetirement::Malformed => self.stats.drops.malformed += 1,
+            }
             return;
         }
         let Ok(contents) = DatagramRecv::try_from(bytes) else {
             self.stats.drops.malformed += 1;
             return;
         };
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        s.traffic.received(bytes.len());
         if let Some(&first) = bytes.first() {
             s.saw_datagram(now, first);
         }
@@ -492,45 +512,6 @@ impl Engine {
             tracing::debug!(session = id.0, error = %e, "datagram rejected");
         }
         self.enqueue(id);
-    }
-
-    /// A datagram for a listener whose `Rtc` is retired (see `consent`).
-    fn receive_retired(
-        &mut self,
-        now: Instant,
-        id: SessionId,
-        source: SocketAddr,
-        bytes: &[u8],
-        binding: Option<Binding>,
-    ) {
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        s.traffic.received(bytes.len());
-        let Stack::Retired(consent) = &mut s.stack else {
-            return;
-        };
-        match AfterRetirement::of(bytes) {
-            AfterRetirement::Stun => {
-                if let Some(binding) = binding {
-                    consent.requested(now, binding.trans_id, source);
-                    if binding.use_candidate {
-                        s.media_destination = Some(source);
-                    }
-                    self.enqueue(id);
-                }
-            }
-            AfterRetirement::Rtp => {}
-            AfterRetirement::DtlsAlert => {
-                self.close_session(id, CloseReason::Left);
-            }
-            // A handshake record: the peer missed our final flight, which
-            // nothing here can send again (its own handshake timer then
-            // fails it and the client reconnects), or garbage from its
-            // address, which must not end the session.
-            AfterRetirement::DtlsOther => self.stats.drops.rejected += 1,
-            AfterRetirement::Malformed => self.stats.drops.malformed += 1,
-        }
     }
 
     /// Time has reached a deadline the engine asked for (earlier is fine).
@@ -846,7 +827,7 @@ impl Engine {
             .iter()
             .filter(|(_, s)| s.closing.is_none())
             .filter_map(|(&id, s)| match &s.stack {
-                _ if !s.connected => (now.saturating_duration_since(s.created) > CONNECT_TIMEOUT)
+                _ if !s.connected() => (now.saturating_duration_since(s.created) > CONNECT_TIMEOUT)
                     .then_some((id, CloseReason::ConnectTimeout)),
                 Stack::Retired(consent) => consent
                     .expired(now)

@@ -100,7 +100,6 @@ pub(crate) struct Session {
     pub ice_pass: String,
     pub created: Instant,
     pub audio: Option<AudioLine>,
-    pub connected: bool,
     /// When str0m said connected.
     connected_at: Option<Instant>,
     /// The last DTLS datagram from the peer.
@@ -147,7 +146,6 @@ impl Session {
             ice_pass: creds.pass,
             created: now,
             audio: None,
-            connected: false,
             connected_at: None,
             last_dtls_in: None,
             peer_has_keys: false,
@@ -176,15 +174,18 @@ impl Session {
     }
 
     pub fn set_connected(&mut self, now: Instant) {
-        self.connected = true;
         self.connected_at = Some(now);
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected_at.is_some()
     }
 
     /// Notes what a datagram from the peer tells about its handshake.
     pub fn saw_datagram(&mut self, now: Instant, first_byte: u8) {
         match first_byte {
             20..=63 => self.last_dtls_in = Some(now),
-            128..=191 if self.connected => self.peer_has_keys = true,
+            128..=191 if self.connected() => self.peer_has_keys = true,
             _ => {}
         }
     }
@@ -193,13 +194,9 @@ impl Session {
     /// asked of it (see [`RETIRE_GRACE`]), making its audio sender first.
     /// `true` if it was retired now.
     pub fn try_retire(&mut self, now: Instant, crypto: &CryptoProvider) -> bool {
-        let (SessionKind::Listen, true, None, Some(connected_at), Some(keys)) = (
-            self.kind,
-            self.connected,
-            self.closing,
-            self.connected_at,
-            self.keys.get(),
-        ) else {
+        let (SessionKind::Listen, None, Some(connected_at), Some(keys)) =
+            (self.kind, self.closing, self.connected_at, self.keys.get())
+        else {
             return false;
         };
         if self.is_retired() {
@@ -249,7 +246,7 @@ impl Session {
 
     /// Whether this peer can be sent audio now.
     pub fn takes_audio(&self) -> bool {
-        self.connected && self.closing.is_none() && self.audio.is_some()
+        self.connected() && self.closing.is_none() && self.audio.is_some()
     }
 
     /// The Opus and (if negotiated) RED payload types of our audio.
