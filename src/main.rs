@@ -39,6 +39,13 @@ use crate::config::{ServeArgs, ServeConfig};
 use crate::secrets::KeyOrigin;
 use crate::store::Store;
 
+/// mimalloc, not glibc's malloc: a join holds a full WebRTC stack (~53 KB)
+/// for a few seconds, and glibc kept that memory in its arenas after the
+/// listener retired it (66 KB of RSS per listener after 1,000 joined at once,
+/// 24 KB with mimalloc; docs/benchmarks.md, "Where a listener's memory goes").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How often histogram summaries are refreshed when no one scrapes.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
