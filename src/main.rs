@@ -41,8 +41,9 @@ use crate::store::Store;
 
 /// mimalloc, not glibc's malloc: a join holds a full WebRTC stack (~53 KB)
 /// for a few seconds, and glibc kept that memory in its arenas after the
-/// listener retired it (66 KB of RSS per listener after 1,000 joined at once,
-/// 24 KB with mimalloc; docs/benchmarks.md, "Where a listener's memory goes").
+/// listener retired it (66 KB of RSS per listener after 1,000 joined at once;
+/// 16 KB with mimalloc and no huge pages, see [`no_transparent_huge_pages`];
+/// docs/benchmarks.md, "Where a listener's memory goes").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -150,6 +151,19 @@ fn client_exit(result: Result<(), cli::CliError>) -> ExitCode {
     }
 }
 
+/// Turns transparent huge pages off for this process, before its threads
+/// start. The heap after a join storm is sparse: a few live objects per
+/// 64 KiB allocator page. With THP the kernel's khugepaged collapses such
+/// ranges into 2 MiB pages, all resident: with 1,000 listeners RSS grew by
+/// ~12 MB every 10 s (its scan period) with the live heap unchanged. The
+/// mimalloc build flag `no_thp` stops mimalloc asking for huge pages; this
+/// covers kernels set to `always` and every other allocator in the process.
+fn no_transparent_huge_pages() {
+    if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::warn!(%error, "transparent huge pages left on: RSS may grow over time");
+    }
+}
+
 fn serve_main(args: ServeArgs) -> ExitCode {
     let config = match ServeConfig::load(args) {
         Ok(config) => config,
@@ -171,6 +185,7 @@ fn serve_main(args: ServeArgs) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    no_transparent_huge_pages();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

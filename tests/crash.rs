@@ -11,6 +11,9 @@
 //! SIGTERM, by contrast, drains: new sessions are refused while the open
 //! ones go on until they leave or the drain deadline, and what is still
 //! open then is recorded as `server_shutdown` before a clean exit.
+//!
+//! And one process setting that only shows over a long run: transparent
+//! huge pages are off (they made RSS grow by megabytes a minute, main.rs).
 
 mod common;
 
@@ -257,4 +260,18 @@ fn sigterm_exits_as_soon_as_the_last_session_leaves() {
     let after = attendance(&server, &room);
     assert_eq!(after["totals"]["open"], 0, "{after}");
     assert_eq!(after["sessions"][0]["leave_reason"], "left", "{after}");
+}
+
+/// The kernel's own flag, as `/proc/<pid>/status` shows it: 0 when the
+/// process turned THP off with `prctl(PR_SET_THP_DISABLE)`.
+#[test]
+fn the_server_runs_with_transparent_huge_pages_off() {
+    let server = Server::start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+        .expect("the server's /proc status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .expect("a kernel that reports THP_enabled (5.0 and later)");
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
 }
