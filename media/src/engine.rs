@@ -40,7 +40,7 @@ use crate::opus::FRAME_SAMPLES;
 use crate::red;
 use crate::room::{Delivery, Profile, Room, RoomConfig, RoomStats};
 use crate::sdp::{OfferError, check_offer};
-use crate::session::{CloseReason, Session, Stack, Traffic};
+use crate::session::{CloseReason, IceText, Session, Stack, Traffic};
 use crate::srtp;
 use crate::{RoomIdx, SessionId, SessionKind};
 
@@ -193,7 +193,9 @@ impl Hasher for SessionIdHasher {
 /// empty slot, up to half its capacity. Boxed, an empty slot costs a
 /// pointer. (str0m's `Rtc`, about 10 KB inline, is boxed again inside, so
 /// that retiring it gives all of it back.)
-type SessionMap = HashMap<SessionId, Box<Session>, BuildHasherDefault<SessionIdHasher>>;
+/// Sessions inline, not boxed: a listener's retained state then lives in
+/// the table's one allocation, not amid its handshake's (session.rs).
+type SessionMap = HashMap<SessionId, Session, BuildHasherDefault<SessionIdHasher>>;
 
 struct RoomEntry {
     key: String,
@@ -253,7 +255,7 @@ pub struct Engine {
     sessions: SessionMap,
     rooms: HashMap<RoomIdx, RoomEntry>,
     room_index: HashMap<String, RoomIdx>,
-    by_ufrag: HashMap<String, SessionId>,
+    by_ufrag: HashMap<IceText, SessionId>,
     by_addr: HashMap<SocketAddr, SessionId>,
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
     ready: VecDeque<SessionId>,
@@ -353,7 +355,7 @@ impl Engine {
             return Err(OpenError::AtCapacity(self.config.max_sessions));
         }
         let offer = check_offer(offer, kind)?;
-        let creds = self.unique_ice_creds();
+        let (creds, texts) = self.unique_ice_creds()?;
         let config = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -390,10 +392,10 @@ impl Engine {
         }
         .map_err(|e| OpenError::Setup(e.to_string()))?;
 
-        self.by_ufrag.insert(creds.ufrag.clone(), id);
+        self.by_ufrag.insert(texts.0, id);
         let first_seq = rand::random::<u16>() >> 1;
-        let session = Session::new(kind, room_idx, rtc, creds, keys, now, first_seq);
-        self.sessions.insert(id, Box::new(session));
+        let session = Session::new(kind, room_idx, rtc, texts, keys, now, first_seq);
+        self.sessions.insert(id, session);
         self.enqueue(id);
         tracing::debug!(session = id.0, room, ?kind, "session opened");
         Ok(Opened {
@@ -959,12 +961,19 @@ impl Engine {
         Ok(idx)
     }
 
-    fn unique_ice_creds(&self) -> IceCreds {
+    /// Fresh ICE credentials no session has, for str0m and kept inline.
+    fn unique_ice_creds(&self) -> Result<(IceCreds, (IceText, IceText)), OpenError> {
         loop {
             let creds = IceCreds::new();
-            if !self.by_ufrag.contains_key(&creds.ufrag) {
-                return creds;
+            if self.by_ufrag.contains_key(creds.ufrag.as_str()) {
+                continue;
             }
+            let inline = |text: &str| {
+                IceText::from(text)
+                    .map_err(|_| OpenError::Setup(format!("ICE credential of {} bytes", text.len())))
+            };
+            let texts = (inline(&creds.ufrag)?, inline(&creds.pass)?);
+            return Ok((creds, texts));
         }
     }
 }

@@ -5,13 +5,16 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use arrayvec::ArrayString;
+use smallvec::SmallVec;
+
 use str0m::config::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
-use str0m::{IceCreds, Rtc};
+use str0m::Rtc;
 
 use crate::consent::Consent;
-use crate::srtp::{KeySlot, SrtpError, SrtpSender};
+use crate::srtp::{ExportedKeys, KeySlot, SrtpError, SrtpSender};
 use crate::{RoomIdx, SessionKind};
 
 /// Why a session ended.
@@ -91,13 +94,24 @@ pub(crate) enum Stack {
     Retired(Consent),
 }
 
+/// An ICE ufrag or password of ours, kept inline: str0m makes them 16 and
+/// 22 characters long.
+pub(crate) type IceText = ArrayString<32>;
+
+/// Addresses a session is routed from: one, or a few if its path changes.
+pub(crate) type Sources = SmallVec<[SocketAddr; 2]>;
+
+/// Everything here is inline or dies with the `Rtc` (`keys` is dropped on
+/// retirement): a connected listener keeps no small heap allocation of its
+/// own, made amid its handshake's, that would pin the pages the handshake
+/// used (docs/benchmarks.md, "Where a listener's memory goes").
 pub(crate) struct Session {
     pub kind: SessionKind,
     pub room: RoomIdx,
     pub stack: Stack,
-    pub ufrag: String,
+    pub ufrag: IceText,
     /// ICE password: verifies STUN requests before their address is trusted.
-    pub ice_pass: String,
+    pub ice_pass: IceText,
     pub created: Instant,
     pub audio: Option<AudioLine>,
     /// When str0m said connected.
@@ -107,8 +121,8 @@ pub(crate) struct Session {
     /// SRTP or SRTCP came from the peer after connecting: it has our keys,
     /// so our final DTLS flight arrived.
     peer_has_keys: bool,
-    /// Where the DTLS-SRTP keys of this session arrive.
-    keys: KeySlot,
+    /// Where the DTLS-SRTP keys of this session arrive; `None` once retired.
+    keys: Option<KeySlot>,
     /// Our outgoing audio, built and protected by us (see `srtp`); made on
     /// the first send after the keys arrived.
     sender: Option<SrtpSender>,
@@ -124,7 +138,7 @@ pub(crate) struct Session {
     pub queued: bool,
     pub closing: Option<CloseReason>,
     /// Source addresses routed to this session.
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Sources,
     pub traffic: Traffic,
 }
 
@@ -133,7 +147,7 @@ impl Session {
         kind: SessionKind,
         room: RoomIdx,
         rtc: Rtc,
-        creds: IceCreds,
+        (ufrag, ice_pass): (IceText, IceText),
         keys: KeySlot,
         now: Instant,
         first_seq: u16,
@@ -142,23 +156,29 @@ impl Session {
             kind,
             room,
             stack: Stack::Full(Box::new(rtc)),
-            ufrag: creds.ufrag,
-            ice_pass: creds.pass,
+            ufrag,
+            ice_pass,
             created: now,
             audio: None,
             connected_at: None,
             last_dtls_in: None,
             peer_has_keys: false,
-            keys,
+            keys: Some(keys),
             sender: None,
             first_seq,
             media_destination: None,
             deadline: None,
             queued: false,
             closing: None,
-            addrs: Vec::new(),
+            addrs: Sources::new(),
             traffic: Traffic::default(),
         }
+    }
+
+    /// The exported DTLS-SRTP keys, once the handshake made them and until
+    /// the session is retired.
+    fn keys(&self) -> Option<&ExportedKeys> {
+        self.keys.as_ref()?.get()
     }
 
     /// The str0m `Rtc`, until the session is retired.
@@ -195,7 +215,7 @@ impl Session {
     /// `true` if it was retired now.
     pub fn try_retire(&mut self, now: Instant, crypto: &CryptoProvider) -> bool {
         let (SessionKind::Listen, None, Some(connected_at), Some(keys)) =
-            (self.kind, self.closing, self.connected_at, self.keys.get())
+            (self.kind, self.closing, self.connected_at, self.keys())
         else {
             return false;
         };
@@ -219,6 +239,7 @@ impl Session {
             }
         }
         self.stack = Stack::Retired(Consent::new(now));
+        self.keys = None;
         true
     }
 
@@ -283,7 +304,7 @@ impl Session {
     /// The sender, once DTLS has exported keys and str0m has made the send
     /// stream (its SSRC is in our answer).
     fn new_sender(&mut self, crypto: &CryptoProvider) -> Result<Option<SrtpSender>, SrtpError> {
-        let (Some(keys), Some(line)) = (self.keys.get(), self.audio) else {
+        let (Some(keys), Some(line)) = (self.keys.as_ref().and_then(|k| k.get()), self.audio) else {
             return Ok(None);
         };
         let Stack::Full(rtc) = &mut self.stack else {
