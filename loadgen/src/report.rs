@@ -23,6 +23,10 @@ pub struct Row {
     pub server_rss_mb: f64,
     /// (RSS now − RSS before the first peer) ÷ peers.
     pub server_rss_per_peer_kb: f64,
+    /// RSS at the end of the window − its lowest in the window (sampled
+    /// each second), peers unchanged: memory the server took after the
+    /// join's had gone back, and kept.
+    pub server_rss_growth_mb: f64,
     pub loadgen_cpu_pct: f64,
     pub delivered_packets: u64,
     pub expected_packets: u64,
@@ -62,13 +66,14 @@ impl Row {
 
 pub fn header() -> String {
     format!(
-        "{:<8} {:>6} {:>6} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>9} {:>5} {:>8} {:>8} {:>6} {:>5} {:>5}  {}",
+        "{:<8} {:>6} {:>6} {:>7} {:>8} {:>8} {:>6} {:>7} {:>8} {:>8} {:>9} {:>5} {:>8} {:>8} {:>6} {:>5} {:>5}  {}",
         "scenario",
         "peers",
         "recv",
         "srv%",
         "rssMB",
         "KB/peer",
+        "rss+MB",
         "lg%",
         "srv.us/p",
         "lg.us/p",
@@ -90,13 +95,14 @@ fn opt(v: Option<f64>) -> String {
 pub fn line(r: &Row) -> String {
     let hz: Vec<String> = r.heard_hz.iter().map(|h| format!("{h:.0}")).collect();
     format!(
-        "{:<8} {:>6} {:>6} {:>7.1} {:>8.1} {:>8.1} {:>7.1} {:>8.2} {:>8.2} {:>9.5} {:>5} {:>8} {:>8} {:>6} {:>5} {:>5}  {}",
+        "{:<8} {:>6} {:>6} {:>7.1} {:>8.1} {:>8.1} {:>6.1} {:>7.1} {:>8.2} {:>8.2} {:>9.5} {:>5} {:>8} {:>8} {:>6} {:>5} {:>5}  {}",
         r.scenario,
         r.peers,
         r.receivers,
         r.server_cpu_pct,
         r.server_rss_mb,
         r.server_rss_per_peer_kb,
+        r.server_rss_growth_mb,
         r.loadgen_cpu_pct,
         r.server_us_per_packet,
         r.loadgen_us_per_packet,

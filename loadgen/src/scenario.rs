@@ -356,6 +356,7 @@ impl<'a> Runner<'a> {
         let c = &self.cli.common;
         let m0 = self.api.metrics().ok();
         let before = self.snapshots(true, false)?;
+        let rss0 = self.target.rss_bytes();
         let (srv0, own0, t0) = (
             self.target.cpu_seconds(),
             cpu_seconds("/proc/self/stat"),
@@ -363,7 +364,21 @@ impl<'a> Runner<'a> {
         );
         let hold = Duration::from_secs_f64(c.hold);
         let hold = hold.min(self.deadline.saturating_duration_since(t0));
-        thread::sleep(hold);
+        // The lowest RSS of the window, sampled each second: what the end
+        // is above it grew after the join's memory had gone back.
+        let mut rss_low = rss0;
+        let end = t0 + hold;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            thread::sleep(left.min(Duration::from_secs(1)));
+            rss_low = match (rss_low, self.target.rss_bytes()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         let (srv1, own1, t1) = (
             self.target.cpu_seconds(),
             cpu_seconds("/proc/self/stat"),
@@ -470,6 +485,7 @@ impl<'a> Runner<'a> {
         row.loadgen_us_per_packet = per_packet(own);
         let rss = self.target.rss_bytes().unwrap_or(0);
         row.server_rss_mb = rss as f64 / 1e6;
+        row.server_rss_growth_mb = rss_low.map_or(0.0, |low| rss.saturating_sub(low) as f64 / 1e6);
         row.server_rss_per_peer_kb =
             rss.saturating_sub(self.rss_base) as f64 / 1024.0 / row.peers.max(1) as f64;
         row.join_p50_ms = percentile(&mut joins, 50.0);
