@@ -969,8 +969,9 @@ impl Engine {
                 continue;
             }
             let inline = |text: &str| {
-                IceText::from(text)
-                    .map_err(|_| OpenError::Setup(format!("ICE credential of {} bytes", text.len())))
+                IceText::from(text).map_err(|_| {
+                    OpenError::Setup(format!("ICE credential of {} bytes", text.len()))
+                })
             };
             let texts = (inline(&creds.ufrag)?, inline(&creds.pass)?);
             return Ok((creds, texts));

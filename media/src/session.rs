@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use arrayvec::ArrayString;
 use smallvec::SmallVec;
-
+use str0m::Rtc;
 use str0m::config::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
-use str0m::Rtc;
 
 use crate::consent::Consent;
 use crate::srtp::{ExportedKeys, KeySlot, SrtpError, SrtpSender};
@@ -304,7 +303,8 @@ impl Session {
     /// The sender, once DTLS has exported keys and str0m has made the send
     /// stream (its SSRC is in our answer).
     fn new_sender(&mut self, crypto: &CryptoProvider) -> Result<Option<SrtpSender>, SrtpError> {
-        let (Some(keys), Some(line)) = (self.keys.as_ref().and_then(|k| k.get()), self.audio) else {
+        let (Some(keys), Some(line)) = (self.keys.as_ref().and_then(|k| k.get()), self.audio)
+        else {
             return Ok(None);
         };
         let Stack::Full(rtc) = &mut self.stack else {
