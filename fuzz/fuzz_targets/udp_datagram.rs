@@ -2,14 +2,17 @@
 //! with open sessions (one per endpoint kind, offers from str0m clients):
 //! covers the engine's demux (RFC 7983 first byte), STUN, DTLS records and
 //! SRTP/SRTCP reaching str0m and our code. Invariants: no panic, and junk
-//! never closes a session (all three are still open afterwards).
+//! never closes a session (all four are still open afterwards).
 //!
 //! The `/join` session (the first source) has completed ICE and DTLS with
 //! its client before the first input, so datagrams from its address meet a
 //! live SRTP context: RTP and RTCP headers, header extensions and the
 //! replay window are parsed before authentication refuses the forgery. The
-//! other two are still at the start of their handshake, so their address
-//! reaches ICE and DTLS in their first states.
+//! second listener (the fourth source) is connected and retired: its `Rtc`
+//! is gone, so its datagrams meet the engine's own consent answering
+//! (`consent.rs`) and nothing else. The other two are still at the start of
+//! their handshake, so their address reaches ICE and DTLS in their first
+//! states.
 #![no_main]
 
 use std::cell::RefCell;
@@ -27,15 +30,20 @@ use str0m::{Candidate, Input, Output as RtcOutput, Rtc};
 
 const SERVER: &str = "127.0.0.1:8443";
 /// The clients' addresses (their candidates in the offers), then a stranger.
-const SOURCES: [&str; 4] = [
+const SOURCES: [&str; 5] = [
     "127.0.0.1:40001",
     "127.0.0.1:40002",
     "127.0.0.1:40003",
+    "127.0.0.1:40004",
     "127.0.0.1:50000",
 ];
-const KINDS: [(SessionKind, Direction); 3] = [
+/// The clients whose handshake runs before the first input: the `/join`
+/// and the second listener.
+const LIVE: [usize; 2] = [0, 3];
+const KINDS: [(SessionKind, Direction); 4] = [
     (SessionKind::Join, Direction::SendRecv),
     (SessionKind::Publish, Direction::SendOnly),
+    (SessionKind::Listen, Direction::RecvOnly),
     (SessionKind::Listen, Direction::RecvOnly),
 ];
 
@@ -78,15 +86,34 @@ impl Bench {
             now,
             buf: Box::new([0; DATAGRAM_MAX]),
         };
-        bench.connect(&mut clients[0]);
+        let mut connected = 0;
+        for _ in 0..500 {
+            connected += bench.step(&mut clients);
+            if connected == LIVE.len() {
+                break;
+            }
+        }
+        assert_eq!(connected, LIVE.len(), "the clients did not connect");
+        // Past RETIRE_GRACE with the clients answering: the listener's
+        // handshake is over and its `Rtc` retired.
+        for _ in 0..700 {
+            bench.step(&mut clients);
+        }
+        assert_eq!(
+            bench.engine.stats().listeners_retired,
+            1,
+            "the connected listener was not retired"
+        );
         bench
     }
 
-    /// Runs the handshake of `client` (ICE, DTLS) with the engine in
-    /// virtual time until the engine says the session is connected.
-    fn connect(&mut self, client: &mut Rtc) {
-        for _ in 0..500 {
-            self.now += Duration::from_millis(10);
+    /// 10 ms of virtual time for the [`LIVE`] clients: their datagrams to
+    /// the engine, its timers, its datagrams to them. Returns how many
+    /// sessions said connected.
+    fn step(&mut self, clients: &mut [Rtc]) -> usize {
+        self.now += Duration::from_millis(10);
+        for &i in &LIVE {
+            let client = &mut clients[i];
             let _ = client.handle_input(Input::Timeout(self.now));
             loop {
                 match client.poll_output() {
@@ -98,35 +125,35 @@ impl Bench {
                     Ok(RtcOutput::Event(_)) => {}
                 }
             }
-            self.engine.handle_timeout(self.now);
-            let mut connected = false;
-            loop {
-                match self.engine.poll_output(&mut self.buf[..]) {
-                    Output::Transmit(t) => {
-                        let Ok(contents) = self.buf[..t.len].try_into() else {
-                            continue;
-                        };
-                        let input = Input::Receive(
-                            self.now,
-                            Receive {
-                                proto: Protocol::Udp,
-                                source: t.source,
-                                destination: t.destination,
-                                contents,
-                            },
-                        );
-                        let _ = client.handle_input(input);
-                    }
-                    Output::Event(Event::Connected { .. }) => connected = true,
-                    Output::Event(_) => {}
-                    Output::Timeout(_) => break,
+        }
+        self.engine.handle_timeout(self.now);
+        let mut connected = 0;
+        loop {
+            match self.engine.poll_output(&mut self.buf[..]) {
+                Output::Transmit(t) => {
+                    let to = LIVE
+                        .into_iter()
+                        .find(|&i| SOURCES[i].parse() == Ok(t.destination));
+                    let (Some(i), Ok(contents)) = (to, self.buf[..t.len].try_into()) else {
+                        continue;
+                    };
+                    let input = Input::Receive(
+                        self.now,
+                        Receive {
+                            proto: Protocol::Udp,
+                            source: t.source,
+                            destination: t.destination,
+                            contents,
+                        },
+                    );
+                    let _ = clients[i].handle_input(input);
                 }
-            }
-            if connected {
-                return;
+                Output::Event(Event::Connected { .. }) => connected += 1,
+                Output::Event(_) => {}
+                Output::Timeout(_) => break,
             }
         }
-        panic!("the join client did not connect");
+        connected
     }
 
     fn drain(&mut self) {
