@@ -14,12 +14,15 @@
 //! - RTCP: reports from the peer are counted and dropped; we send no sender
 //!   reports (str0m's carried zero counts for the streams we write anyway).
 //! - DTLS: an encrypted alert (epoch ≥ 1) from the peer's address after
-//!   retirement is taken as its `close_notify` and ends the session as
-//!   `Left`, unauthenticated (its keys stay inside str0m's DTLS): someone
-//!   who can send from the listener's exact address and port can hang it
-//!   up. Any other DTLS record is dropped: garbage, or a peer that missed
-//!   our final flight (kept for [`crate::session::RETIRE_GRACE`] against
-//!   that), whose own handshake timer fails it so that it reconnects.
+//!   retirement is taken as its `close_notify`, but nothing here can
+//!   authenticate it (the keys stayed inside str0m's DTLS), so it only says
+//!   goodbye: unless a verified consent check follows within
+//!   [`GOODBYE_GRACE`], the session ends as `Left`. A live peer checks
+//!   more often than that, so an alert forged from its address (or junk
+//!   that looks like one) ends nothing. Any other DTLS record is dropped:
+//!   garbage, or a peer that missed our final flight (kept for
+//!   [`crate::session::RETIRE_GRACE`] against that), whose own handshake
+//!   timer fails it so that it reconnects.
 //! - A server-side close sends no `close_notify`: the client hears of it
 //!   from the room's event socket, or when its consent checks go unanswered.
 
@@ -33,12 +36,30 @@ use str0m::ice::{StunMessage, TransId};
 /// (the same window str0m's ICE-lite agent allows, `is` crate's pair.rs).
 pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// After what looks like the peer's `close_notify`, how long a verified
+/// consent check has to arrive for the session to go on: more than RFC
+/// 7675's interval between checks (5 s ± 20 %; browsers check every
+/// 2.5 s), so a live peer always answers an alert it did not send.
+pub const GOODBYE_GRACE: Duration = Duration::from_secs(8);
+
 /// A retired listener's ICE consent: when the peer last proved it still
-/// wants our audio, and the answer we owe it.
+/// wants our audio, the answer we owe it, and whether it said goodbye.
 #[derive(Debug)]
 pub(crate) struct Consent {
     last_request: Instant,
     owed: Option<Answer>,
+    /// When a DTLS alert came from the peer's address, if no verified
+    /// request has come since.
+    goodbye: Option<Instant>,
+}
+
+/// Why a retired listener's consent ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConsentEnd {
+    /// It said goodbye and went quiet.
+    Left,
+    /// Its checks stopped.
+    Lapsed,
 }
 
 impl Consent {
@@ -46,17 +67,27 @@ impl Consent {
         Self {
             last_request: now,
             owed: None,
+            goodbye: None,
         }
     }
 
-    /// A binding request from `from` whose MESSAGE-INTEGRITY verified.
+    /// A binding request from `from` whose MESSAGE-INTEGRITY verified: the
+    /// peer is here, whatever alert came before.
     pub fn requested(&mut self, now: Instant, trans_id: TransId, from: SocketAddr) {
         self.last_request = now;
         self.owed = Some(Answer { trans_id, to: from });
+        self.goodbye = None;
     }
 
-    pub fn expired(&self, now: Instant) -> bool {
-        lapsed(now.saturating_duration_since(self.last_request))
+    /// A DTLS alert from the peer's address, unauthenticated.
+    pub fn said_goodbye(&mut self, now: Instant) {
+        self.goodbye.get_or_insert(now);
+    }
+
+    /// Whether the consent has ended by `now`, and why.
+    pub fn ended(&self, now: Instant) -> Option<ConsentEnd> {
+        let since = |t: Instant| now.saturating_duration_since(t);
+        verdict(since(self.last_request), self.goodbye.map(since))
     }
 
     /// Writes the owed answer, if any, into `buf`: where it goes and its
@@ -71,9 +102,17 @@ impl Consent {
     }
 }
 
-/// Whether consent has lapsed after this long without a verified request.
-fn lapsed(quiet_for: Duration) -> bool {
-    quiet_for >= CONSENT_TIMEOUT
+/// How a consent quiet for `quiet_for` (since its last verified request)
+/// ends, if it does: a goodbye `goodbye_for` ago with nothing verified
+/// since ends it after [`GOODBYE_GRACE`], silence after [`CONSENT_TIMEOUT`].
+fn verdict(quiet_for: Duration, goodbye_for: Option<Duration>) -> Option<ConsentEnd> {
+    if goodbye_for.is_some_and(|g| g >= GOODBYE_GRACE) {
+        Some(ConsentEnd::Left)
+    } else if quiet_for >= CONSENT_TIMEOUT {
+        Some(ConsentEnd::Lapsed)
+    } else {
+        None
+    }
 }
 
 /// The binding success owed for a verified request: its transaction and
@@ -175,9 +214,29 @@ mod tests {
     /// `media/tests/retired_listener_simulation.rs` (no close in 50 s).
     #[test]
     fn consent_lapses_at_the_timeout_and_not_before() {
-        assert!(!lapsed(Duration::ZERO));
-        assert!(!lapsed(CONSENT_TIMEOUT - Duration::from_millis(1)));
-        assert!(lapsed(CONSENT_TIMEOUT));
+        let ms = Duration::from_millis;
+        assert_eq!(verdict(Duration::ZERO, None), None);
+        assert_eq!(verdict(CONSENT_TIMEOUT - ms(1), None), None);
+        assert_eq!(verdict(CONSENT_TIMEOUT, None), Some(ConsentEnd::Lapsed));
+    }
+
+    #[test]
+    fn a_goodbye_ends_consent_only_if_nothing_verified_follows_it() {
+        let ms = Duration::from_millis;
+        // Said goodbye, quiet since: left, after the grace and not before.
+        assert_eq!(verdict(ms(3000), Some(GOODBYE_GRACE - ms(1))), None);
+        assert_eq!(
+            verdict(GOODBYE_GRACE, Some(GOODBYE_GRACE)),
+            Some(ConsentEnd::Left)
+        );
+        // A goodbye is not needed to lapse.
+        assert_eq!(
+            verdict(CONSENT_TIMEOUT, Some(ms(1))),
+            Some(ConsentEnd::Lapsed)
+        );
+        // The grace is longer than the checks of a live peer (RFC 7675:
+        // every 5 s ± 20 %), so one of them always lands inside it.
+        assert!(GOODBYE_GRACE > ms(6000));
     }
 
     #[test]

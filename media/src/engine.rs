@@ -35,7 +35,7 @@ use str0m::{
     Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Input, Output as RtcOutput, Rtc,
 };
 
-use crate::consent::AfterRetirement;
+use crate::consent::{AfterRetirement, ConsentEnd};
 use crate::opus::FRAME_SAMPLES;
 use crate::red;
 use crate::room::{Delivery, Profile, Room, RoomConfig, RoomStats};
@@ -479,9 +479,9 @@ impl Engine {
                     }
                 }
                 AfterRetirement::Rtp => {}
-                AfterRetirement::DtlsAlert => {
-                    self.close_session(id, CloseReason::Left);
-                }
+                // Unauthenticated: a goodbye only if no verified consent
+                // check follows (consent.rs).
+                AfterRetirement::DtlsAlert => consent.said_goodbye(now),
                 // A handshake record: the peer missed our final flight,
                 // which nothing here can send again (its own handshake
                 // timer then fails it and the client reconnects), or
@@ -832,9 +832,13 @@ impl Engine {
             .filter_map(|(&id, s)| match &s.stack {
                 _ if !s.connected() => (now.saturating_duration_since(s.created) > CONNECT_TIMEOUT)
                     .then_some((id, CloseReason::ConnectTimeout)),
-                Stack::Retired(consent) => consent
-                    .expired(now)
-                    .then_some((id, CloseReason::IceTimeout)),
+                Stack::Retired(consent) => consent.ended(now).map(|end| {
+                    let reason = match end {
+                        ConsentEnd::Left => CloseReason::Left,
+                        ConsentEnd::Lapsed => CloseReason::IceTimeout,
+                    };
+                    (id, reason)
+                }),
                 Stack::Full(_) => None,
             })
             .collect();

@@ -67,13 +67,46 @@ fn a_retired_listener_that_goes_silent_is_closed_when_its_consent_lapses() {
     assert_eq!(sim.engine.stats().sessions_listen, 0);
 }
 
+/// The goodbye grace of `consent.rs` (8 s), the sweep's second, and slack.
+const GOODBYE_WITHIN: Duration = Duration::from_secs(10);
+
 #[test]
-fn a_retired_listener_that_hangs_up_is_closed_at_once() {
+fn a_retired_listener_that_hangs_up_is_closed_as_left_after_the_goodbye_grace() {
     let (mut sim, listener) = rally_with_a_retired_listener(43);
 
     sim.clients[listener].rtc.close().expect("close"); // sends close_notify
-    sim.run_for(Duration::from_secs(1));
-    let (id, reason, _) = *sim.closed.first().expect("the listener was closed");
+    let hung_up_at = sim.now;
+    sim.run_for(GOODBYE_WITHIN);
+    let (id, reason, at) = *sim.closed.first().expect("the listener was closed");
     assert_eq!(id, sim.session_ids[listener]);
-    assert_eq!(reason, CloseReason::Left);
+    assert_eq!(reason, CloseReason::Left, "not a consent timeout");
+    let after = at.saturating_duration_since(hung_up_at);
+    assert!(after >= Duration::from_secs(8), "closed {after:?} after it");
+}
+
+/// An encrypted-looking DTLS alert (type 21, DTLS 1.2, epoch 1) that no
+/// key checked, as anyone who can send from the listener's address could.
+fn forged_alert() -> Vec<u8> {
+    let mut alert = vec![0u8; 39];
+    alert[..5].copy_from_slice(&[21, 0xfe, 0xfd, 0, 1]);
+    alert[12] = 26;
+    alert
+}
+
+#[test]
+fn a_forged_goodbye_does_not_end_a_live_retired_listener() {
+    let (mut sim, listener) = rally_with_a_retired_listener(44);
+
+    let from = sim.clients[listener].addr;
+    for _ in 0..3 {
+        sim.engine
+            .handle_receive(sim.now, from, sim::SERVER, &forged_alert());
+        sim.run_for(Duration::from_secs(10));
+    }
+    assert!(sim.closed.is_empty(), "closed: {:?}", sim.closed);
+    let c = &sim.clients[listener];
+    assert!(c.connected, "the client still considers itself connected");
+    let hz = dominant_frequency(c.tail(2.0), SAMPLE_RATE);
+    assert!((hz - 440.0).abs() < 5.0, "heard {hz} Hz");
+    assert!(Sim::longest_gap(c.tail(25.0)) < Duration::from_millis(100));
 }
