@@ -46,7 +46,8 @@ const RECV_BATCH: usize = 64;
 /// Media events buffered for slow subscribers before they lag: more than a
 /// node has sessions, so a room's end (every session closing at once) fits
 /// while attendance writes them. tokio rounds it up to 65,536 slots of
-/// 128 B: 8.4 MB reserved at start, resident only as events fill it.
+/// 128 B and writes every slot when it makes the channel: 8.4 MB resident
+/// from the start (part of the baseline, not of any listener).
 const EVENT_BUFFER: usize = 2 * MAX_SESSIONS;
 
 enum Command {

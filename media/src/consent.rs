@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 use str0m::crypto::Sha1HmacProvider;
 use str0m::ice::{StunMessage, TransId};
 
+use crate::session::CloseReason;
+
 /// A retired listener whose consent checks stop for this long is gone
 /// (the same window str0m's ICE-lite agent allows, `is` crate's pair.rs).
 pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -51,15 +53,6 @@ pub(crate) struct Consent {
     /// When a DTLS alert came from the peer's address, if no verified
     /// request has come since.
     goodbye: Option<Instant>,
-}
-
-/// Why a retired listener's consent ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ConsentEnd {
-    /// It said goodbye and went quiet.
-    Left,
-    /// Its checks stopped.
-    Lapsed,
 }
 
 impl Consent {
@@ -84,8 +77,9 @@ impl Consent {
         self.goodbye.get_or_insert(now);
     }
 
-    /// Whether the consent has ended by `now`, and why.
-    pub fn ended(&self, now: Instant) -> Option<ConsentEnd> {
+    /// Whether the consent has ended by `now`, and why: `Left` (it said
+    /// goodbye and went quiet) or `IceTimeout` (its checks stopped).
+    pub fn ended(&self, now: Instant) -> Option<CloseReason> {
         let since = |t: Instant| now.saturating_duration_since(t);
         verdict(since(self.last_request), self.goodbye.map(since))
     }
@@ -105,11 +99,11 @@ impl Consent {
 /// How a consent quiet for `quiet_for` (since its last verified request)
 /// ends, if it does: a goodbye `goodbye_for` ago with nothing verified
 /// since ends it after [`GOODBYE_GRACE`], silence after [`CONSENT_TIMEOUT`].
-fn verdict(quiet_for: Duration, goodbye_for: Option<Duration>) -> Option<ConsentEnd> {
+fn verdict(quiet_for: Duration, goodbye_for: Option<Duration>) -> Option<CloseReason> {
     if goodbye_for.is_some_and(|g| g >= GOODBYE_GRACE) {
-        Some(ConsentEnd::Left)
+        Some(CloseReason::Left)
     } else if quiet_for >= CONSENT_TIMEOUT {
-        Some(ConsentEnd::Lapsed)
+        Some(CloseReason::IceTimeout)
     } else {
         None
     }
@@ -217,7 +211,10 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(verdict(Duration::ZERO, None), None);
         assert_eq!(verdict(CONSENT_TIMEOUT - ms(1), None), None);
-        assert_eq!(verdict(CONSENT_TIMEOUT, None), Some(ConsentEnd::Lapsed));
+        assert_eq!(
+            verdict(CONSENT_TIMEOUT, None),
+            Some(CloseReason::IceTimeout)
+        );
     }
 
     #[test]
@@ -227,12 +224,12 @@ mod tests {
         assert_eq!(verdict(ms(3000), Some(GOODBYE_GRACE - ms(1))), None);
         assert_eq!(
             verdict(GOODBYE_GRACE, Some(GOODBYE_GRACE)),
-            Some(ConsentEnd::Left)
+            Some(CloseReason::Left)
         );
         // A goodbye is not needed to lapse.
         assert_eq!(
             verdict(CONSENT_TIMEOUT, Some(ms(1))),
-            Some(ConsentEnd::Lapsed)
+            Some(CloseReason::IceTimeout)
         );
         // The grace is longer than the checks of a live peer (RFC 7675:
         // every 5 s ± 20 %), so one of them always lands inside it.

@@ -35,7 +35,7 @@ use str0m::{
     Candidate, Event as RtcEvent, IceConnectionState, IceCreds, Input, Output as RtcOutput, Rtc,
 };
 
-use crate::consent::{AfterRetirement, ConsentEnd};
+use crate::consent::AfterRetirement;
 use crate::opus::FRAME_SAMPLES;
 use crate::red;
 use crate::room::{Delivery, Profile, Room, RoomConfig, RoomStats};
@@ -832,13 +832,7 @@ impl Engine {
             .filter_map(|(&id, s)| match &s.stack {
                 _ if !s.connected() => (now.saturating_duration_since(s.created) > CONNECT_TIMEOUT)
                     .then_some((id, CloseReason::ConnectTimeout)),
-                Stack::Retired(consent) => consent.ended(now).map(|end| {
-                    let reason = match end {
-                        ConsentEnd::Left => CloseReason::Left,
-                        ConsentEnd::Lapsed => CloseReason::IceTimeout,
-                    };
-                    (id, reason)
-                }),
+                Stack::Retired(consent) => consent.ended(now).map(|reason| (id, reason)),
                 Stack::Full(_) => None,
             })
             .collect();

@@ -303,18 +303,19 @@ impl Session {
     /// The sender, once DTLS has exported keys and str0m has made the send
     /// stream (its SSRC is in our answer).
     fn new_sender(&mut self, crypto: &CryptoProvider) -> Result<Option<SrtpSender>, SrtpError> {
-        let (Some(keys), Some(line)) = (self.keys.as_ref().and_then(|k| k.get()), self.audio)
+        let (Some(line), Stack::Full(rtc)) = (self.audio, &mut self.stack) else {
+            return Ok(None);
+        };
+        let Some(ssrc) = rtc
+            .direct_api()
+            .stream_tx_by_mid(line.mid, None)
+            .map(|tx| *tx.ssrc())
         else {
             return Ok(None);
         };
-        let Stack::Full(rtc) = &mut self.stack else {
+        let Some(keys) = self.keys() else {
             return Ok(None);
         };
-        let mut api = rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(line.mid, None) else {
-            return Ok(None);
-        };
-        let ssrc = *tx.ssrc();
         SrtpSender::new(crypto, keys, ssrc, self.first_seq).map(Some)
     }
 
