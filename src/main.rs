@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod drain;
 mod driver;
+mod heap_trim;
 mod secrets;
 mod socket_buffers;
 mod store;
@@ -42,7 +43,8 @@ use crate::store::Store;
 /// mimalloc, not glibc's malloc: a join holds a full WebRTC stack (~53 KB)
 /// for a few seconds, and glibc kept that memory in its arenas after the
 /// listener retired it (66 KB of RSS per listener after 1,000 joined at once;
-/// 16 KB with mimalloc and no huge pages, see [`no_transparent_huge_pages`];
+/// 16 KB with mimalloc and no huge pages, see [`no_transparent_huge_pages`],
+/// and 11 KB with the C heap trimmed too, [`heap_trim`];
 /// docs/benchmarks.md, "Where a listener's memory goes").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -186,6 +188,7 @@ fn serve_main(args: ServeArgs) -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     no_transparent_huge_pages();
+    heap_trim::spawn_trimmer(heap_trim::TRIM_EVERY);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
