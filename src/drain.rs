@@ -113,7 +113,7 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Instant;
 
-    use sabha_signaling::{ListenProfile, Participant, Role, SessionKind};
+    use sabha_signaling::{ListenProfile, Participant, Role, RoomKind, SessionKind};
 
     use super::*;
 
@@ -151,6 +151,7 @@ mod tests {
     fn request(room: &str) -> OpenSession {
         OpenSession {
             room: room.into(),
+            room_kind: RoomKind::Rally,
             kind: SessionKind::Listen,
             offer: "v=0\r\n".into(),
             name: None,

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sabha_media::sdp::OfferError;
 use sabha_media::{
-    CloseReason, Engine, EngineConfig, EngineStats, Event, OpenError, Output, Profile, RoomConfig,
-    SessionId, SessionKind,
+    CloseReason, Engine, EngineConfig, EngineStats, Event, MixRate, OpenError, Output, Profile,
+    RoomConfig, SessionId, SessionKind,
 };
 use sabha_signaling::{
-    ListenProfile, MediaControl, MediaError, MediaEvent, OpenSession, OpenedSession, SpeakerLevel,
+    ListenProfile, MediaControl, MediaError, MediaEvent, OpenSession, OpenedSession, RoomKind,
+    SpeakerLevel,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -379,9 +380,20 @@ impl Driver {
             ListenProfile::Standard => Profile::Standard,
             ListenProfile::Low => Profile::Low,
         };
+        let rate = match request.room_kind {
+            RoomKind::Bridge => MixRate::Wide,
+            RoomKind::Rally => MixRate::Full,
+        };
         let opened = self
             .engine
-            .open_session(Instant::now(), &request.room, kind, profile, &request.offer)
+            .open_session(
+                Instant::now(),
+                &request.room,
+                rate,
+                kind,
+                profile,
+                &request.offer,
+            )
             .map_err(media_error)?;
         let public = hex::encode(rand::random::<[u8; 16]>());
         self.public_ids.insert(public.clone(), opened.id);

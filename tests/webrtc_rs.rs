@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 
 use api::Api;
 use common::{Server, lock_media};
-use hearing::{ToneCheck, Window, first_heard, mix_minus_problems};
+use hearing::{ToneCheck, Window, first_heard, mix_minus_problems, tone_dbfs};
 use peer::{Peer, Role};
 
 /// Hard limit for one scenario, server start excluded.
@@ -52,6 +52,8 @@ const RALLY_LISTENERS: usize = 8;
 /// check catches that too (in our runs Opus left its by-products there
 /// 45 dB or more under the other tones).
 const BRIDGE_HZ: [f64; 3] = [440.0, 660.0, 880.0];
+/// The audio band of wideband Opus (SILK at 16 kHz).
+const WIDEBAND_HZ: u32 = 8_000;
 /// A talker's own tone must be this far under the weakest other tone.
 const MIX_MINUS_DB: f64 = 30.0;
 /// A late listener must hear the tone this soon after its answer.
@@ -361,11 +363,19 @@ async fn rally(api: Api, server: ServerProcess) -> Result<(), String> {
     tokio::time::sleep(SETTLE + WINDOW).await;
     let mut failures = Vec::new();
     for l in &listeners {
-        let check = ToneCheck::of(&Window::of(&l.heard(), from, from + WINDOW), RALLY_HZ);
+        let window = Window::of(&l.heard(), from, from + WINDOW);
+        let check = ToneCheck::of(&window, RALLY_HZ);
         eprintln!("rally: {}: {check:?}", l.name);
         let problems = check.problems(RALLY_HZ);
         if !problems.is_empty() {
             failures.push(format!("{}: {}", l.name, problems.join("; ")));
+        }
+        // A rally's room mixes at 48 kHz: its program may be fullband.
+        if window.widest_band_hz <= WIDEBAND_HZ {
+            failures.push(format!(
+                "{}: the rally program is never wider than {} Hz",
+                l.name, window.widest_band_hz
+            ));
         }
     }
     failures.extend(interop_counters(&api).await?);
@@ -385,6 +395,7 @@ async fn bridge(api: Api) -> Result<(), String> {
     let room = api.create_room("bridge").await?;
     let roles = BRIDGE_HZ.iter().map(|&hz| Role::Join(hz)).collect();
     let mut talkers = connect_all(&api, &room, "talker", roles).await?;
+    let listener = connect_all(&api, &room, "listener", vec![Role::Listen]).await?;
 
     let from = Instant::now() + SETTLE;
     tokio::time::sleep(SETTLE + WINDOW).await;
@@ -395,11 +406,31 @@ async fn bridge(api: Api) -> Result<(), String> {
         let problems = mix_minus_problems(&w, own, &others, MIX_MINUS_DB).into_iter();
         failures.extend(problems.map(|p| format!("{} ({own} Hz): {p}", t.name)));
     }
+    // A bridge's room mixes at 16 kHz: even the rally encoder that serves
+    // its WHEP listener codes no more than wideband.
+    for l in &listener {
+        let w = Window::of(&l.heard(), from, from + WINDOW);
+        for hz in BRIDGE_HZ {
+            let dbfs = tone_dbfs(&w.pcm, hz, 5.0);
+            if dbfs < -40.0 {
+                failures.push(format!(
+                    "{}: does not hear {hz} Hz ({dbfs:.1} dBFS)",
+                    l.name
+                ));
+            }
+        }
+        if w.widest_band_hz > WIDEBAND_HZ {
+            failures.push(format!(
+                "{}: a bridge program coded {} Hz wide",
+                l.name, w.widest_band_hz
+            ));
+        }
+    }
     failures.extend(interop_counters(&api).await?);
     for t in &mut talkers {
         t.stop_tone().await?;
     }
-    failures.extend(hang_up_all(&api, talkers).await?);
+    failures.extend(hang_up_all(&api, talkers.into_iter().chain(listener)).await?);
     verdict(failures)
 }
 

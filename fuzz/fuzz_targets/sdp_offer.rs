@@ -9,7 +9,8 @@ use std::time::Instant;
 use libfuzzer_sys::fuzz_target;
 use sabha_media::sdp::check_offer;
 use sabha_media::{
-    CloseReason, DATAGRAM_MAX, Engine, EngineConfig, Output, Profile, RoomConfig, SessionKind,
+    CloseReason, DATAGRAM_MAX, Engine, EngineConfig, MixRate, Output, Profile, RoomConfig,
+    SessionKind,
 };
 
 thread_local! {
@@ -37,7 +38,9 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         ENGINE.with_borrow_mut(|(engine, now)| {
-            if let Ok(opened) = engine.open_session(*now, "fuzz", kind, Profile::Standard, text) {
+            if let Ok(opened) =
+                engine.open_session(*now, "fuzz", MixRate::Full, kind, Profile::Standard, text)
+            {
                 assert!(!opened.answer.is_empty());
                 engine.close_session(opened.id, CloseReason::Left);
                 let mut buf = [0u8; DATAGRAM_MAX];

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use sabha_media::{
-    DATAGRAM_MAX, Engine, EngineConfig, Event, Output, Profile, RoomConfig, SessionKind,
+    DATAGRAM_MAX, Engine, EngineConfig, Event, MixRate, Output, Profile, RoomConfig, SessionKind,
 };
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
@@ -73,7 +73,14 @@ impl Bench {
             change.add_media(MediaKind::Audio, direction, None, None, None);
             let (offer, pending) = change.apply().expect("offer");
             let opened = engine
-                .open_session(now, "fuzz", kind, Profile::Standard, &offer.to_sdp_string())
+                .open_session(
+                    now,
+                    "fuzz",
+                    MixRate::Full,
+                    kind,
+                    Profile::Standard,
+                    &offer.to_sdp_string(),
+                )
                 .expect("a str0m offer is accepted");
             let answer = SdpAnswer::from_sdp_string(&opened.answer).expect("answer");
             rtc.sdp_api()

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use sabha_media::SessionId;
 use sabha_media::opus::{
-    Application, Bandwidth, EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder,
-    OpusEncoder, SAMPLE_RATE,
+    Application, Bandwidth, EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, MixRate,
+    OpusDecoder, OpusEncoder, SAMPLE_RATE,
 };
 use sabha_media::room::{BRIDGE_ENCODER, Profile, Room, RoomConfig};
 
@@ -72,9 +72,15 @@ fn encode_row(settings: EncoderSettings) -> (f64, f64, usize) {
     (enc_us, dec_us, bytes)
 }
 
-fn room_tick_row(config: RoomConfig, talkers: usize, talking: usize, listeners: usize) -> f64 {
+fn room_tick_row(
+    config: RoomConfig,
+    rate: MixRate,
+    talkers: usize,
+    talking: usize,
+    listeners: usize,
+) -> f64 {
     let frames = frames();
-    let mut room = Room::new(config).expect("room");
+    let mut room = Room::with_rate(config, rate).expect("room");
     for t in 0..talkers {
         room.add_talker(SessionId(t as u64), true).expect("talker");
     }
@@ -157,7 +163,7 @@ fn rally_everywhere() -> RoomConfig {
 }
 
 fn main() {
-    // `-- --only encode`, `tick`, `bridge` or `bridge-before`: one table or row.
+    // `-- --only encode`, `tick`, `bridge`, `bridge-48k` or `bridge-before`: one table or row.
     let only = arg_after("--only");
     let frames = frames();
     if only.is_none() || only.as_deref() == Some("encode") {
@@ -189,40 +195,47 @@ fn main() {
     }
     println!("Room tick (decode, mix, encode once per distinct mix); talkers send fullband");
     println!(
-        "| config | participants on stage | talking | listeners | µs per tick | % of one core |"
+        "| config | mix rate | participants on stage | talking | listeners | µs per tick | % of one core |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    // (name, rate): "default" is the server's room config, at 48 kHz for a
+    // rally and 16 kHz for a bridge (what the server does since issue 6).
     let rows = [
-        ("default", 1, 1, 10_000),
-        ("default", 3, 3, 0),
-        ("default", 5, 3, 0),
-        ("fullband c5 everywhere", 20, 3, 0),
-        ("default", 20, 3, 0),
-        ("default", 50, 3, 0),
-        ("default", 100, 3, 0),
-        ("default", 200, 3, 0),
-        ("default", 20, 6, 0),
-        ("default", 20, 3, 100),
+        ("default", MixRate::Full, 1, 1, 10_000),
+        ("default", MixRate::Wide, 3, 3, 0),
+        ("default", MixRate::Wide, 5, 3, 0),
+        ("fullband c5 everywhere", MixRate::Full, 20, 3, 0),
+        ("default", MixRate::Full, 20, 3, 0),
+        ("default", MixRate::Wide, 20, 3, 0),
+        ("default", MixRate::Wide, 50, 3, 0),
+        ("default", MixRate::Wide, 100, 3, 0),
+        ("default", MixRate::Wide, 200, 3, 0),
+        ("default", MixRate::Wide, 20, 6, 0),
+        ("default", MixRate::Full, 20, 3, 100),
     ];
-    for (name, talkers, talking, listeners) in rows {
-        // `-- --only bridge` / `bridge-before`: one 20-person, 3-talker row.
+    for (name, rate, talkers, talking, listeners) in rows {
+        // `-- --only bridge` / `bridge-48k` / `bridge-before`: one
+        // 20-person, 3-talker row (today's, at 48 kHz, before bridge encoders).
         let bridge_row = (talkers, talking, listeners) == (20, 3, 0);
+        let default = name == "default";
         let skip = match only.as_deref() {
-            Some("bridge") => !bridge_row || name != "default",
-            Some("bridge-before") => !bridge_row || name == "default",
+            Some("bridge") => !(bridge_row && default && rate == MixRate::Wide),
+            Some("bridge-48k") => !(bridge_row && default && rate == MixRate::Full),
+            Some("bridge-before") => !bridge_row || default,
             _ => false,
         };
         if skip {
             continue;
         }
-        let config = if name == "default" {
+        let config = if default {
             RoomConfig::default()
         } else {
             rally_everywhere()
         };
-        let us = room_tick_row(config, talkers, talking, listeners);
+        let us = room_tick_row(config, rate, talkers, talking, listeners);
         println!(
-            "| {name} | {talkers} | {talking} | {listeners} | {us:.0} | {:.2} |",
+            "| {name} | {} kHz | {talkers} | {talking} | {listeners} | {us:.0} | {:.2} |",
+            rate.hz() / 1000,
             us / 20_000.0 * 100.0
         );
     }

@@ -36,7 +36,7 @@ use str0m::{
 };
 
 use crate::consent::AfterRetirement;
-use crate::opus::FRAME_SAMPLES;
+use crate::opus::{FRAME_SAMPLES, MixRate};
 use crate::red;
 use crate::room::{Delivery, Profile, Room, RoomConfig, RoomStats};
 use crate::sdp::{OfferError, check_offer};
@@ -342,12 +342,14 @@ impl Engine {
         })
     }
 
-    /// Accepts an SDP offer into `room` (created on first use).
+    /// Accepts an SDP offer into `room`, created on first use to mix at
+    /// `rate` (a room keeps the rate it was created with).
     /// `profile` applies to listeners (WHEP); talkers always get 20 ms frames.
     pub fn open_session(
         &mut self,
         now: Instant,
         room: &str,
+        rate: MixRate,
         kind: SessionKind,
         profile: Profile,
         offer: &str,
@@ -379,7 +381,7 @@ impl Engine {
             .accept_offer(offer)
             .map_err(|e| OpenError::Offer(OfferError::Malformed(e.to_string())))?;
 
-        let room_idx = self.room_for(room)?;
+        let room_idx = self.room_for(room, rate)?;
         let id = SessionId(self.next_session);
         self.next_session += 1;
         let entry = self
@@ -941,11 +943,12 @@ impl Engine {
         tracing::debug!(session = id.0, reason = reason.as_str(), "session closed");
     }
 
-    fn room_for(&mut self, key: &str) -> Result<RoomIdx, OpenError> {
+    fn room_for(&mut self, key: &str, rate: MixRate) -> Result<RoomIdx, OpenError> {
         if let Some(&idx) = self.room_index.get(key) {
             return Ok(idx);
         }
-        let room = Room::new(self.config.room).map_err(|e| OpenError::Setup(e.to_string()))?;
+        let room =
+            Room::with_rate(self.config.room, rate).map_err(|e| OpenError::Setup(e.to_string()))?;
         let idx = RoomIdx(self.next_room);
         self.next_room += 1;
         self.rooms.insert(

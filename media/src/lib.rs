@@ -50,6 +50,7 @@ pub use engine::{
     DATAGRAM_MAX, Drops, Engine, EngineConfig, EngineStats, Event, OpenError, Opened, Output,
     SPEAKING_EVERY_TICKS, TICK, Transmit,
 };
+pub use opus::MixRate;
 pub use room::{Profile, RoomConfig};
 pub use session::{CloseReason, Traffic};
 

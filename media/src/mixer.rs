@@ -4,8 +4,11 @@
 //! `i16`) can clip while a talker's mix-minus — computed from the unclamped
 //! sum minus their own frame — stays exact: a loud talker never hears their
 //! own clipping artefacts folded into everyone else.
+//!
+//! Frames are slices: a room at 16 kHz mixes the first 320 samples of the
+//! bus, one at 48 kHz all 960. Every frame of one tick has the same length.
 
-use crate::opus::{FRAME_SAMPLES, Frame};
+use crate::opus::FRAME_SAMPLES;
 
 pub struct MixBus {
     acc: Box<[i32; FRAME_SAMPLES]>,
@@ -28,7 +31,7 @@ impl MixBus {
         self.contributors = 0;
     }
 
-    pub fn add(&mut self, frame: &Frame) {
+    pub fn add(&mut self, frame: &[i16]) {
         for (a, &s) in self.acc.iter_mut().zip(frame) {
             *a += i32::from(s);
         }
@@ -41,14 +44,14 @@ impl MixBus {
     }
 
     /// Everyone, clamped to 16 bits.
-    pub fn program(&self, out: &mut Frame) {
+    pub fn program(&self, out: &mut [i16]) {
         for (o, &a) in out.iter_mut().zip(self.acc.iter()) {
             *o = saturate(a);
         }
     }
 
     /// Everyone but `own`, clamped to 16 bits.
-    pub fn minus(&self, own: &Frame, out: &mut Frame) {
+    pub fn minus(&self, own: &[i16], out: &mut [i16]) {
         for ((o, &a), &s) in out.iter_mut().zip(self.acc.iter()).zip(own) {
             *o = saturate(a - i32::from(s));
         }
@@ -62,6 +65,7 @@ fn saturate(x: i32) -> i16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::opus::Frame;
 
     fn frame(v: i16) -> Frame {
         [v; FRAME_SAMPLES]
@@ -125,6 +129,7 @@ mod tests {
 #[cfg(test)]
 mod props {
     use super::*;
+    use crate::opus::Frame;
     use proptest::prelude::*;
 
     /// A frame that is mostly one of the extremes, or arbitrary samples.

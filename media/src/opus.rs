@@ -19,8 +19,45 @@ pub const MAX_PACKET: usize = 1500;
 /// Encoded frames this short carry no audio (DTX silence): they are not sent.
 pub const DTX_MAX_LEN: usize = 2;
 
-/// One 20 ms mono frame.
+/// One 20 ms mono frame at 48 kHz (a room at [`MixRate::Wide`] uses the
+/// first [`MixRate::frame_len`] samples).
 pub type Frame = [i16; FRAME_SAMPLES];
+
+/// The rate a room decodes, mixes and encodes at. Only PCM changes: Opus's
+/// RTP clock is 48 kHz whatever the rate (RFC 7587 §4.1), so timestamps and
+/// [`FRAME_SAMPLES`] stay as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MixRate {
+    /// 48 kHz: a rally, whose program is fullband.
+    #[default]
+    Full,
+    /// 16 kHz: a bridge, speech in wideband. SILK codes wideband at 16 kHz
+    /// inside, so decoders and encoders skip Opus's resamplers, and the
+    /// mixer handles a third of the samples (docs/media.md).
+    Wide,
+}
+
+impl MixRate {
+    pub fn hz(self) -> u32 {
+        match self {
+            MixRate::Full => SAMPLE_RATE,
+            MixRate::Wide => 16_000,
+        }
+    }
+
+    /// Samples in one 20 ms mono frame.
+    pub fn frame_len(self) -> usize {
+        self.hz() as usize / 50
+    }
+
+    /// The widest band PCM at this rate holds: `wanted`, or less.
+    fn band(self, wanted: Bandwidth) -> Bandwidth {
+        match (self, wanted) {
+            (MixRate::Wide, Bandwidth::SuperWide | Bandwidth::Full) => Bandwidth::Wide,
+            _ => wanted,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -111,26 +148,38 @@ impl Default for EncoderSettings {
 pub struct OpusEncoder {
     inner: ropus::Encoder,
     settings: EncoderSettings,
+    rate: MixRate,
 }
 
 impl OpusEncoder {
+    /// An encoder of 48 kHz PCM.
     pub fn new(settings: EncoderSettings) -> Result<Self, CodecError> {
+        Self::with_rate(settings, MixRate::Full)
+    }
+
+    /// An encoder of PCM at `rate`; at 16 kHz it codes wideband at most,
+    /// whatever `settings.bandwidth` asks.
+    pub fn with_rate(settings: EncoderSettings, rate: MixRate) -> Result<Self, CodecError> {
         let err = |e: &dyn std::fmt::Display| CodecError::Encode(e.to_string());
         let application = match settings.application {
             Application::Voip => ropus::Application::Voip,
             Application::Audio => ropus::Application::Audio,
         };
-        let inner = ropus::Encoder::builder(SAMPLE_RATE, Channels::Mono, application)
+        let inner = ropus::Encoder::builder(rate.hz(), Channels::Mono, application)
             .bitrate(bitrate(settings)?)
             .complexity(settings.complexity)
-            .max_bandwidth(settings.bandwidth.to_ropus())
+            .max_bandwidth(rate.band(settings.bandwidth).to_ropus())
             .signal(Signal::Voice)
             .inband_fec(inband_fec(settings))
             .packet_loss_perc(loss_perc(settings))
             .dtx(settings.dtx)
             .build()
             .map_err(|e| err(&e))?;
-        Ok(Self { inner, settings })
+        Ok(Self {
+            inner,
+            settings,
+            rate,
+        })
     }
 
     pub fn settings(&self) -> EncoderSettings {
@@ -145,7 +194,7 @@ impl OpusEncoder {
             return Ok(());
         }
         if settings.application != self.settings.application {
-            *self = Self::new(settings)?;
+            *self = Self::with_rate(settings, self.rate)?;
             return Ok(());
         }
         let err = |e: ropus::EncodeError| CodecError::Encode(e.to_string());
@@ -154,7 +203,7 @@ impl OpusEncoder {
             .set_complexity(settings.complexity)
             .map_err(err)?;
         self.inner
-            .set_max_bandwidth(settings.bandwidth.to_ropus())
+            .set_max_bandwidth(self.rate.band(settings.bandwidth).to_ropus())
             .map_err(err)?;
         self.inner
             .set_inband_fec(inband_fec(settings))
@@ -167,12 +216,13 @@ impl OpusEncoder {
         Ok(())
     }
 
-    /// Encodes one frame into `out`, returning the packet length.
+    /// Encodes one 48 kHz frame into `out`, returning the packet length.
     pub fn encode(&mut self, pcm: &Frame, out: &mut [u8; MAX_PACKET]) -> Result<usize, CodecError> {
         self.encode_samples(pcm, out)
     }
 
-    /// Encodes a packet of any Opus duration (2.5 to 60 ms of mono samples).
+    /// Encodes a packet of any Opus duration (2.5 to 60 ms of mono samples
+    /// at the encoder's rate).
     pub fn encode_samples(
         &mut self,
         pcm: &[i16],
@@ -203,13 +253,20 @@ fn loss_perc(settings: EncoderSettings) -> u8 {
 /// Decodes one talker's packets, with loss concealment and in-band FEC.
 pub struct OpusDecoder {
     inner: ropus::Decoder,
+    rate: MixRate,
 }
 
 impl OpusDecoder {
+    /// A decoder to 48 kHz PCM.
     pub fn new() -> Result<Self, CodecError> {
-        let inner = ropus::Decoder::new(SAMPLE_RATE, Channels::Mono)
+        Self::with_rate(MixRate::Full)
+    }
+
+    /// A decoder to PCM at `rate` (any Opus packet decodes at any rate).
+    pub fn with_rate(rate: MixRate) -> Result<Self, CodecError> {
+        let inner = ropus::Decoder::new(rate.hz(), Channels::Mono)
             .map_err(|e| CodecError::Decode(e.to_string()))?;
-        Ok(Self { inner })
+        Ok(Self { inner, rate })
     }
 
     /// Decodes a packet of any duration into `out` (size it for 120 ms,
@@ -228,8 +285,9 @@ impl OpusDecoder {
             .map_err(|e| CodecError::Decode(e.to_string()))
     }
 
-    /// Decodes a packet holding exactly 20 ms, what talkers send (`ptime` 20).
-    /// Packets of other durations are rejected.
+    /// Decodes a packet holding exactly 20 ms, what talkers send (`ptime` 20),
+    /// into the first [`MixRate::frame_len`] samples of `out`. Packets of
+    /// other durations are rejected.
     pub fn decode(&mut self, packet: &[u8], out: &mut Frame) -> Result<(), CodecError> {
         self.decode_mode(packet, out, DecodeMode::Normal)
     }
@@ -251,13 +309,14 @@ impl OpusDecoder {
         out: &mut Frame,
         mode: DecodeMode,
     ) -> Result<(), CodecError> {
+        let want = self.rate.frame_len();
         let n = self
             .inner
-            .decode(packet, out, mode)
+            .decode(packet, &mut out[..want], mode)
             .map_err(|e| CodecError::Decode(e.to_string()))?;
-        if n != FRAME_SAMPLES {
+        if n != want {
             return Err(CodecError::Decode(format!(
-                "packet holds {n} samples, expected {FRAME_SAMPLES}"
+                "packet holds {n} samples, expected {want}"
             )));
         }
         Ok(())

@@ -11,6 +11,10 @@
 //! very same bytes (`Arc<[u8]>`); only a talker who is currently talking — and
 //! who hears the room — gets a mix-minus of their own, with their own encoder
 //! so the stream they hear stays continuous.
+//!
+//! A room decodes, mixes and encodes at one [`MixRate`]: 48 kHz for a rally,
+//! whose program is fullband, 16 kHz for a bridge, which is speech coded
+//! wideband anyway (a third of the samples, and no resampling inside Opus).
 
 use std::sync::Arc;
 
@@ -20,7 +24,7 @@ use crate::listener_set::ListenerSet;
 use crate::mixer::MixBus;
 use crate::opus::{
     Application, Bandwidth, CodecError, DTX_MAX_LEN, EncoderSettings, FRAME_SAMPLES, Frame,
-    MAX_PACKET, OpusDecoder, OpusEncoder,
+    MAX_PACKET, MixRate, OpusDecoder, OpusEncoder,
 };
 use crate::speech::{Loudness, SpeechConfig, frame_dbfs, select_loudest};
 
@@ -178,6 +182,7 @@ pub struct RoomStats {
 
 pub struct Room {
     config: RoomConfig,
+    rate: MixRate,
     talkers: Vec<Talker>,
     listeners: ListenerSet,
     low_listeners: ListenerSet,
@@ -211,15 +216,21 @@ impl RoomStats {
 }
 
 impl Room {
+    /// A room at 48 kHz.
     pub fn new(config: RoomConfig) -> Result<Self, CodecError> {
+        Self::with_rate(config, MixRate::Full)
+    }
+
+    pub fn with_rate(config: RoomConfig, rate: MixRate) -> Result<Self, CodecError> {
         Ok(Self {
             config,
+            rate,
             talkers: Vec::new(),
             listeners: ListenerSet::default(),
             low_listeners: ListenerSet::default(),
             low: None,
             bus: MixBus::default(),
-            program_encoder: OpusEncoder::new(config.bridge_encoder)?,
+            program_encoder: OpusEncoder::with_rate(config.bridge_encoder, rate)?,
             program: None,
             previous_program: None,
             candidates: Vec::new(),
@@ -235,7 +246,7 @@ impl Room {
     pub fn add_talker(&mut self, id: SessionId, hears_room: bool) -> Result<(), CodecError> {
         let minus = if hears_room {
             Some(MinusMix {
-                encoder: OpusEncoder::new(self.config.bridge_encoder)?,
+                encoder: OpusEncoder::with_rate(self.config.bridge_encoder, self.rate)?,
                 hangover: 0,
                 payload: None,
             })
@@ -245,7 +256,7 @@ impl Room {
         self.talkers.push(Talker {
             id,
             jitter: JitterBuffer::new(self.config.jitter_depth),
-            decoder: OpusDecoder::new()?,
+            decoder: OpusDecoder::with_rate(self.rate)?,
             pcm: Box::new([0; FRAME_SAMPLES]),
             active: false,
             muted: false,
@@ -266,7 +277,7 @@ impl Room {
             Profile::Low => {
                 if self.low.is_none() {
                     self.low = Some(LowProgram {
-                        encoder: OpusEncoder::new(LOW_PROFILE)?,
+                        encoder: OpusEncoder::with_rate(LOW_PROFILE, self.rate)?,
                         pcm: Box::new([0; FRAME_SAMPLES * LOW_TICKS]),
                         frames: 0,
                         payload: None,
@@ -313,6 +324,10 @@ impl Room {
 
     pub fn stats(&self) -> RoomStats {
         self.stats
+    }
+
+    pub fn rate(&self) -> MixRate {
+        self.rate
     }
 
     pub fn jitter_stats(&self, id: SessionId) -> Option<JitterStats> {
@@ -369,6 +384,7 @@ impl Room {
         self.stats.ticks += 1;
         self.bus.clear();
         let speech = self.config.speech;
+        let n = self.rate.frame_len();
         for t in &mut self.talkers {
             // Muted talkers and talkers whose packets say "silence" are not
             // decoded (unless they are mid-word in the mix).
@@ -377,12 +393,12 @@ impl Room {
             let decode = !t.muted && (!quiet || !says_silence);
             Self::play_out(t, decode, quiet, &mut self.stats);
             t.loudness
-                .update(t.active.then(|| frame_dbfs(&t.pcm)), &speech);
+                .update(t.active.then(|| frame_dbfs(&t.pcm[..n])), &speech);
         }
         self.select_mix();
         for t in &self.talkers {
             if t.in_mix && t.active {
-                self.bus.add(&t.pcm);
+                self.bus.add(&t.pcm[..n]);
             }
         }
         self.idle_ticks = if self.bus.contributors() > 0 {
@@ -395,10 +411,10 @@ impl Room {
         self.previous_program = self.program.take();
         if !idle && self.program_has_audience() {
             self.tune_program_encoder();
-            self.bus.program(&mut self.scratch);
+            self.bus.program(&mut self.scratch[..n]);
             self.program = encode(
                 &mut self.program_encoder,
-                &self.scratch,
+                &self.scratch[..n],
                 &mut self.packet,
                 &mut self.stats,
             );
@@ -430,9 +446,10 @@ impl Room {
             low.frames = 0;
             return;
         }
-        self.bus.program(&mut self.scratch);
-        let at = low.frames * FRAME_SAMPLES;
-        low.pcm[at..at + FRAME_SAMPLES].copy_from_slice(&self.scratch[..]);
+        let frame = self.rate.frame_len();
+        self.bus.program(&mut self.scratch[..frame]);
+        let at = low.frames * frame;
+        low.pcm[at..at + frame].copy_from_slice(&self.scratch[..frame]);
         low.frames += 1;
         if low.frames < LOW_TICKS {
             return;
@@ -440,7 +457,10 @@ impl Room {
         low.frames = 0;
         low.rtp_time = tick_time.wrapping_sub(((LOW_TICKS - 1) * FRAME_SAMPLES) as u32);
         self.stats.encodes += 1;
-        low.payload = match low.encoder.encode_samples(&low.pcm[..], &mut self.packet) {
+        low.payload = match low
+            .encoder
+            .encode_samples(&low.pcm[..LOW_TICKS * frame], &mut self.packet)
+        {
             Ok(n) if n > DTX_MAX_LEN => Some(Arc::from(&self.packet[..n])),
             Ok(_) => None,
             Err(e) => {
@@ -550,14 +570,15 @@ impl Room {
     }
 
     fn encode_minus_mixes(&mut self, idle: bool) {
+        let n = self.rate.frame_len();
         for t in &mut self.talkers {
             let Some(minus) = t.minus.as_mut() else {
                 continue;
             };
             minus.payload = None;
-            let own: &Frame = if t.in_mix && t.active {
+            let own: &[i16] = if t.in_mix && t.active {
                 minus.hangover = self.config.talker_hangover_ticks;
-                &t.pcm
+                &t.pcm[..n]
             } else if minus.hangover == 0 || idle {
                 minus.hangover = 0;
                 continue;
@@ -565,13 +586,13 @@ impl Room {
                 // Hang-over: not in the mix, so their mix-minus is the program,
                 // but from their own encoder so their stream stays continuous.
                 minus.hangover -= 1;
-                &SILENT_FRAME
+                &SILENT_FRAME[..n]
             };
-            self.bus.minus(own, &mut self.scratch);
+            self.bus.minus(own, &mut self.scratch[..n]);
             // `None` here is DTX silence on their own stream: they stay on it.
             minus.payload = encode(
                 &mut minus.encoder,
-                &self.scratch,
+                &self.scratch[..n],
                 &mut self.packet,
                 &mut self.stats,
             );
@@ -593,12 +614,12 @@ const SILENT_FRAME: Frame = [0; FRAME_SAMPLES];
 /// Encodes one frame; `None` for DTX silence (nothing to send).
 fn encode(
     encoder: &mut OpusEncoder,
-    pcm: &Frame,
+    pcm: &[i16],
     packet: &mut [u8; MAX_PACKET],
     stats: &mut RoomStats,
 ) -> Option<Arc<[u8]>> {
     stats.encodes += 1;
-    match encoder.encode(pcm, packet) {
+    match encoder.encode_samples(pcm, packet) {
         Ok(n) if n > DTX_MAX_LEN => Some(Arc::from(&packet[..n])),
         Ok(_) => None,
         Err(e) => {
@@ -1052,6 +1073,71 @@ mod tests {
             let band = band_hz(d.payload);
             assert_eq!(band, 8_000, "member {} gets {:?} at {band} Hz", id.0, d.mix);
         }
+    }
+
+    /// A bridge mixed at 16 kHz: talkers hear the others and not themselves,
+    /// and what a WHEP listener gets, at the standard and the low profile
+    /// alike, is wideband speech (the rally encoder's settings, clamped to
+    /// what 16 kHz holds), with the tones of every talker.
+    #[test]
+    fn a_bridge_at_16_khz_mixes_minus_and_program_in_wideband() {
+        let mut room = Room::with_rate(RoomConfig::default(), MixRate::Wide).unwrap();
+        let mut sources = [
+            Source::new(1, 400.0),
+            Source::new(2, 1_000.0),
+            Source::new(3, 6_000.0),
+            Source::new(4, 11_000.0),
+        ];
+        for s in &sources {
+            room.add_talker(s.id, true).unwrap();
+        }
+        room.add_listener(SessionId(9), Profile::Standard).unwrap();
+        room.add_listener(SessionId(10), Profile::Low).unwrap();
+        let mut ears = Ears::default();
+        let mut low_decoder = OpusDecoder::new().unwrap();
+        let mut low_heard = Vec::new();
+        for tick in 0..150 {
+            for s in sources.iter_mut() {
+                s.send(&mut room);
+            }
+            room.tick();
+            for (id, d) in room.deliveries() {
+                let band = band_hz(d.payload);
+                assert!(band <= 8_000, "tick {tick}: {} gets {band} Hz", id.0);
+                if d.mix == Mix::LowProgram {
+                    let mut pcm = [0i16; 3 * FRAME_SAMPLES];
+                    let n = low_decoder.decode_any(d.payload, &mut pcm).unwrap();
+                    assert_eq!(n, 3 * FRAME_SAMPLES, "60 ms packets");
+                    low_heard.extend_from_slice(&pcm);
+                    continue;
+                }
+                let (dec, pcm) = ears
+                    .0
+                    .entry(id)
+                    .or_insert_with(|| (OpusDecoder::new().unwrap(), Vec::new()));
+                let mut out = [0i16; FRAME_SAMPLES];
+                dec.decode(d.payload(), &mut out).unwrap();
+                pcm.extend_from_slice(&out);
+            }
+        }
+        let speech = &sources[..3];
+        for s in speech {
+            let heard = ears.tail(s.id.0);
+            for other in speech.iter().filter(|o| o.id != s.id) {
+                let own = relative_db(heard, SAMPLE_RATE, s.freq, other.freq);
+                assert!(own < -30.0, "talker {} hears itself at {own:.1} dB", s.id.0);
+            }
+        }
+        let low = &low_heard[low_heard.len() - 24_000..];
+        for (name, program) in [("program", ears.tail(9)), ("low program", low)] {
+            for s in &speech[1..] {
+                let rel = relative_db(program, SAMPLE_RATE, s.freq, 400.0);
+                assert!(rel.abs() < 6.0, "{name}: {} Hz at {rel:.1} dB", s.freq);
+            }
+            let rel = relative_db(program, SAMPLE_RATE, 11_000.0, 400.0);
+            assert!(rel < -30.0, "{name}: 11 kHz at {rel:.1} dB");
+        }
+        assert_eq!(room.rate(), MixRate::Wide);
     }
 
     /// A mixed talker whose packets stall for 80 ms (still speaking under the

@@ -8,8 +8,6 @@
 //! words does not cut them out. A talker already in the mix gets a small
 //! bonus when ranking, so two similar voices do not flap in and out.
 
-use crate::opus::Frame;
-
 /// Silence, in the level scale used throughout (dBFS, and RFC 6464 −dBov).
 pub const SILENCE_DB: f32 = -127.0;
 
@@ -92,7 +90,7 @@ impl Loudness {
 }
 
 /// RMS level of a frame in dBFS (a full-scale sine is about −3).
-pub fn frame_dbfs(pcm: &Frame) -> f32 {
+pub fn frame_dbfs(pcm: &[i16]) -> f32 {
     let sum: i64 = pcm.iter().map(|&s| i64::from(s) * i64::from(s)).sum();
     let mean = sum as f64 / pcm.len() as f64;
     if mean < 1.0 {

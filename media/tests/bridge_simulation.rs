@@ -4,14 +4,26 @@ mod sim;
 
 use std::time::Duration;
 
-use sabha_media::SessionKind;
 use sabha_media::analysis::relative_db;
 use sabha_media::opus::SAMPLE_RATE;
+use sabha_media::{MixRate, SessionKind};
 use sim::Sim;
 
+/// What the server does for a bridge: the room mixes at 16 kHz.
 #[test]
 fn three_talkers_hear_each_other_and_not_themselves() {
+    three_talkers(MixRate::Wide);
+}
+
+/// Guest speakers of a rally on `/join`: the room mixes at 48 kHz.
+#[test]
+fn three_talkers_of_a_48_khz_room_hear_each_other_and_not_themselves() {
+    three_talkers(MixRate::Full);
+}
+
+fn three_talkers(rate: MixRate) {
     let mut sim = Sim::new(11);
+    sim.room_rate = rate;
     let freqs = [400.0f32, 650.0, 900.0];
     let talkers: Vec<usize> = freqs
         .iter()

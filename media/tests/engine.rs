@@ -7,8 +7,8 @@ use std::time::Instant;
 use sabha_media::engine::{CONNECT_TIMEOUT, SWEEP_EVERY};
 use sabha_media::sdp::OfferError;
 use sabha_media::{
-    CloseReason, Engine, EngineConfig, Event, OpenError, Opened, Output, Profile, RoomConfig,
-    SessionKind, Traffic,
+    CloseReason, Engine, EngineConfig, Event, MixRate, OpenError, Opened, Output, Profile,
+    RoomConfig, SessionKind, Traffic,
 };
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, Rtc};
@@ -49,7 +49,14 @@ fn open(
     kind: SessionKind,
     direction: &str,
 ) -> Result<Opened, OpenError> {
-    engine.open_session(now, "r", kind, Profile::Standard, &offer(now, direction))
+    engine.open_session(
+        now,
+        "r",
+        MixRate::Full,
+        kind,
+        Profile::Standard,
+        &offer(now, direction),
+    )
 }
 
 fn drain(engine: &mut Engine) -> Vec<Event> {
@@ -113,7 +120,14 @@ fn refuses_sessions_beyond_capacity() {
 fn bad_offers_create_nothing() {
     let (mut engine, now) = engine(10);
     assert!(matches!(
-        engine.open_session(now, "r", SessionKind::Listen, Profile::Standard, "nonsense"),
+        engine.open_session(
+            now,
+            "r",
+            MixRate::Full,
+            SessionKind::Listen,
+            Profile::Standard,
+            "nonsense"
+        ),
         Err(OpenError::Offer(_))
     ));
     assert!(matches!(
@@ -206,7 +220,7 @@ fn offers_captured_from_aiortc_and_chromium_are_answered() {
             .unwrap_or_else(|| panic!("{name} offers Opus"));
         let (mut engine, now) = engine(4);
         let opened = engine
-            .open_session(now, "room", kind, Profile::Standard, &offer)
+            .open_session(now, "room", MixRate::Full, kind, Profile::Standard, &offer)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
             opened

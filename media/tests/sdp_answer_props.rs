@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use proptest::prelude::*;
 use sabha_media::sdp::{OfferError, check_offer};
-use sabha_media::{Engine, EngineConfig, OpenError, Profile, RoomConfig, SessionKind};
+use sabha_media::{Engine, EngineConfig, MixRate, OpenError, Profile, RoomConfig, SessionKind};
 use str0m::change::SdpAnswer;
 
 #[derive(Debug, Clone)]
@@ -228,7 +228,7 @@ proptest! {
             if !o.bundle {
                 // str0m is BUNDLE-only: it refuses, and the client is told
                 // why (HTTP 400), rather than getting an answer it can't use.
-                let refused = engine.open_session(now, "r", kind, Profile::Standard, &sdp);
+                let refused = engine.open_session(now, "r", MixRate::Full, kind, Profile::Standard, &sdp);
                 prop_assert!(
                     matches!(&refused, Err(OpenError::Offer(OfferError::Malformed(m))) if m.contains("a=group")),
                     "{refused:?}"
@@ -236,7 +236,7 @@ proptest! {
                 continue;
             }
             let opened = engine
-                .open_session(now, "r", kind, Profile::Standard, &sdp)
+                .open_session(now, "r", MixRate::Full, kind, Profile::Standard, &sdp)
                 .map_err(|e| TestCaseError::fail(format!("{kind:?}: {e}\n{sdp}")))?;
             let answer = opened.answer;
             prop_assert!(SdpAnswer::from_sdp_string(&answer).is_ok(), "{answer}");

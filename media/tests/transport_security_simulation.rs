@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sabha_media::analysis::dominant_frequency;
 use sabha_media::opus::SAMPLE_RATE;
-use sabha_media::{CloseReason, OpenError, Output, Profile, SessionKind};
+use sabha_media::{CloseReason, MixRate, OpenError, Output, Profile, SessionKind};
 use sim::{SERVER, Sim, is_rtp};
 
 const ATTACKER: &str = "127.0.0.66:5555";
@@ -80,6 +80,7 @@ fn an_offer_without_a_fingerprint_is_refused() {
     let refused = sim.engine.open_session(
         sim.now,
         "rally",
+        MixRate::Full,
         SessionKind::Listen,
         Profile::Standard,
         &bare,

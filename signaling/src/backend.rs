@@ -79,6 +79,9 @@ pub enum ListenProfile {
 #[derive(Clone, Debug)]
 pub struct OpenSession {
     pub room: String,
+    /// Rally or bridge: how the media side mixes the room (a bridge is
+    /// speech, mixed at 16 kHz; a rally's program is fullband).
+    pub room_kind: RoomKind,
     pub kind: SessionKind,
     /// The client's SDP offer, as received (non-trickle: candidates inside).
     pub offer: String,

@@ -224,6 +224,7 @@ async fn open(
     }
     let request = OpenSession {
         room: room.id.clone(),
+        room_kind: room.kind,
         kind,
         offer,
         name: grant.name.clone(),

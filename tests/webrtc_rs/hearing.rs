@@ -18,6 +18,8 @@ const MAX_GAP: Duration = Duration::from_millis(250);
 pub struct Window {
     pub pcm: Vec<i16>,
     pub packets: usize,
+    /// The widest audio band of any packet in the window, in Hz.
+    pub widest_band_hz: u32,
     /// Longest stretch without a packet, window edges included.
     pub max_gap: Duration,
     pub length: Duration,
@@ -27,9 +29,11 @@ impl Window {
     pub fn of(heard: &Heard, from: Instant, to: Instant) -> Window {
         let mut pcm = Vec::new();
         let (mut packets, mut last, mut max_gap) = (0, from, Duration::ZERO);
+        let mut widest_band_hz = 0;
         for p in heard.packets.iter().filter(|p| p.at >= from && p.at < to) {
             pcm.extend_from_slice(&p.pcm);
             packets += 1;
+            widest_band_hz = widest_band_hz.max(p.band_hz);
             max_gap = max_gap.max(p.at.saturating_duration_since(last));
             last = p.at;
         }
@@ -38,6 +42,7 @@ impl Window {
         Window {
             pcm,
             packets,
+            widest_band_hz,
             max_gap,
             length,
         }
@@ -232,7 +237,11 @@ mod tests {
                     })
                     .collect();
                 let at = t0 + Duration::from_millis(20 * (i as u64 + 1));
-                Packet { at, pcm }
+                Packet {
+                    at,
+                    pcm,
+                    band_hz: 20_000,
+                }
             })
             .collect();
         let heard = Heard {

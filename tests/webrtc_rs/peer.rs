@@ -64,6 +64,20 @@ pub enum Role {
 pub struct Packet {
     pub at: Instant,
     pub pcm: Vec<i16>,
+    /// The audio band its Opus TOC byte says it codes, in Hz.
+    pub band_hz: u32,
+}
+
+/// The audio band an Opus packet codes, from its TOC byte's configuration
+/// number (RFC 6716 §3.1): 4, 6, 8, 12 or 20 kHz.
+pub fn band_hz(payload: &[u8]) -> u32 {
+    match payload.first().map(|toc| toc >> 3) {
+        Some(0..=3 | 16..=19) => 4_000,
+        Some(4..=7) => 6_000,
+        Some(8..=11 | 20..=23) => 8_000,
+        Some(12..=13 | 24..=27) => 12_000,
+        _ => 20_000,
+    }
 }
 
 /// Everything a peer received.
@@ -447,6 +461,7 @@ async fn record(track: Arc<dyn TrackRemote>, heard: Arc<Mutex<Heard>>) {
                     Ok(n) => heard.packets.push(Packet {
                         at,
                         pcm: pcm[..n].to_vec(),
+                        band_hz: band_hz(&rtp.payload),
                     }),
                     Err(_) => heard.decode_errors += 1,
                 }

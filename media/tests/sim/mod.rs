@@ -19,8 +19,8 @@ use sabha_media::opus::{
     EncoderSettings, FRAME_SAMPLES, Frame, MAX_PACKET, OpusDecoder, OpusEncoder, SAMPLE_RATE,
 };
 use sabha_media::{
-    CloseReason, DATAGRAM_MAX, Engine, EngineConfig, Event as EngineEvent, Output, Profile,
-    RoomConfig, SessionId, SessionKind,
+    CloseReason, DATAGRAM_MAX, Engine, EngineConfig, Event as EngineEvent, MixRate, Output,
+    Profile, RoomConfig, SessionId, SessionKind,
 };
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -221,6 +221,9 @@ pub struct Sim {
     /// clients decrypting and decoding. RTCP, STUN and DTLS still flow, so
     /// sessions stay up.
     pub deliver_audio: bool,
+    /// The rate rooms the clients open are created at (48 kHz unless a
+    /// test sets it, as the server does for a bridge).
+    pub room_rate: MixRate,
 }
 
 impl Sim {
@@ -254,6 +257,7 @@ impl Sim {
             engine_received: |_| {},
             buf: Box::new([0; DATAGRAM_MAX]),
             deliver_audio: true,
+            room_rate: MixRate::Full,
         }
     }
 
@@ -321,7 +325,7 @@ impl Sim {
         (self.engine_enter)();
         let opened = self
             .engine
-            .open_session(self.now, room, kind, profile, &offer)
+            .open_session(self.now, room, self.room_rate, kind, profile, &offer)
             .expect("engine accepts the offer");
         (self.engine_exit)();
         self.session_ids.push(opened.id);
