@@ -11,9 +11,12 @@
 //!
 //! `malloc_trim(0)` walks every glibc arena and hands the free pages inside
 //! it to the kernel (`MADV_DONTNEED`), without moving a live block. It
-//! takes the arenas' locks in turn, so it runs on a thread of its own: the
-//! only callers of glibc `malloc` it can hold up are handshakes in progress,
-//! never the mixer or the fan-out, whose allocations are Rust's.
+//! takes the arenas' locks in turn, so it runs on a thread of its own. What
+//! it can hold up is a C allocation made meanwhile: on the engine thread,
+//! a DTLS handshake in progress, which then waits for at most one walk
+//! (0.1–4.3 ms measured with up to 10,000 listeners; the talkers' jitter
+//! buffers absorb that). Mixing and forwarding allocate through mimalloc
+//! and never wait for it.
 
 use std::time::{Duration, Instant};
 
