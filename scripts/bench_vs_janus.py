@@ -209,15 +209,12 @@ class Janus:
 # ---------------------------------------------------------------------------
 # Sabha
 # ---------------------------------------------------------------------------
-def free_ports():
+def free_port():
     t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     t.bind(("127.0.0.1", 0))
-    u.bind(("127.0.0.1", 0))
-    ports = t.getsockname()[1], u.getsockname()[1]
+    port = t.getsockname()[1]
     t.close()
-    u.close()
-    return ports
+    return port
 
 
 class Sabha:
@@ -226,13 +223,13 @@ class Sabha:
         self.label = label
         self.key = "sk_bench_" + secrets.token_hex(16)
         self.data = tempfile.mkdtemp(prefix=f"sabha-{label}-", dir=tmp)
-        http, media = free_ports()
+        http = free_port()
         self.base = f"http://127.0.0.1:{http}"
         self.log = open(os.path.join(self.data, "sabha.log"), "w")
         env = dict(os.environ, SABHA_OPERATOR_KEY=self.key, SABHA_LOG="warn",
                    **UNTHROTTLED)
         self.proc = spawn([a.sabha, "serve", "--http", f"127.0.0.1:{http}",
-                           "--media", f"127.0.0.1:{media}", "--data-dir", self.data],
+                           "--media", "127.0.0.1:0", "--data-dir", self.data],
                           a.step_budget_s * 4, env=env, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -25,6 +25,9 @@ use crate::webhooks::{Delivery, SigningKey};
 pub const DEFAULT_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// Media UDP: loopback; 8443 is a port firewalls often already open.
 pub const DEFAULT_MEDIA: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443);
+/// Media threads at most: each takes a UDP port, and more than the cores
+/// only adds context switches.
+pub const MAX_MEDIA_THREADS: usize = 64;
 /// Database, JWT secret and operator key live here.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// The embedded SQLite database, in the data directory, unless `database`
@@ -51,6 +54,11 @@ pub struct ServeArgs {
     /// IP announced in ICE candidates [default: the media bind IP]
     #[arg(long, env = "SABHA_ADVERTISE", value_name = "IP")]
     pub advertise: Option<IpAddr>,
+    /// Media threads, each with its own UDP port (the media port, then the
+    /// ones after it) and its own rooms [default: the CPUs this process may
+    /// use]
+    #[arg(long, env = "SABHA_MEDIA_THREADS", value_name = "N")]
+    pub media_threads: Option<usize>,
     /// Directory for sabha.db, jwt.secret and operator.key [default: ./data]
     #[arg(long, env = "SABHA_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -166,6 +174,7 @@ struct FileConfig {
     http: Option<SocketAddr>,
     media: Option<SocketAddr>,
     advertise: Option<IpAddr>,
+    media_threads: Option<usize>,
     data_dir: Option<PathBuf>,
     database: Option<String>,
     operator_key: Option<String>,
@@ -194,6 +203,8 @@ pub struct ServeConfig {
     pub http: SocketAddr,
     pub media: SocketAddr,
     pub advertise: Option<IpAddr>,
+    /// 1 to [`MAX_MEDIA_THREADS`].
+    pub media_threads: usize,
     pub data_dir: PathBuf,
     /// Where the rooms are; its `Debug` and `Display` hide any password.
     pub database: DatabaseUrl,
@@ -243,6 +254,8 @@ pub enum ConfigError {
     WebhookSecret(#[from] KeyError),
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    #[error("media_threads is {0}: it must be 1 to {MAX_MEDIA_THREADS}")]
+    MediaThreads(usize),
 }
 
 impl ServeConfig {
@@ -380,6 +393,11 @@ impl ServeConfig {
                 .max(1),
             timeout: defaults.timeout,
         };
+        let media_threads = match args.media_threads.or(file.media_threads) {
+            Some(n) if (1..=MAX_MEDIA_THREADS).contains(&n) => n,
+            Some(n) => return Err(ConfigError::MediaThreads(n)),
+            None => default_media_threads(),
+        };
         Ok(Self {
             webhook_urls,
             webhook_key,
@@ -389,6 +407,7 @@ impl ServeConfig {
             http: args.http.or(file.http).unwrap_or(DEFAULT_HTTP),
             media: args.media.or(file.media).unwrap_or(DEFAULT_MEDIA),
             advertise: args.advertise.or(file.advertise),
+            media_threads,
             data_dir,
             database,
             operator_key,
@@ -414,6 +433,14 @@ impl ServeConfig {
 /// A webhook endpoint: an absolute `http://` URL with a host. `https://`
 /// is refused for now: this build's HTTP client has no TLS (deliver to a
 /// local TLS-terminating relay instead).
+/// One media thread per CPU this process may use (its affinity mask and
+/// cgroup quota, as the standard library reads them).
+fn default_media_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_MEDIA_THREADS)
+}
+
 fn webhook_url(text: &str) -> Result<String, ConfigError> {
     let text = text.trim();
     let error = |why| ConfigError::WebhookUrl(text.to_owned(), why);
@@ -479,6 +506,8 @@ mod tests {
         assert_eq!(config.http, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.media, "127.0.0.1:8443".parse().unwrap());
         assert_eq!(config.advertise, None);
+        assert_eq!(config.media_threads, default_media_threads());
+        assert!(config.media_threads >= 1);
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         let default_db = std::path::absolute("./data/sabha.db").unwrap();
         assert_eq!(
@@ -489,6 +518,25 @@ mod tests {
         assert_eq!(config.cors, CorsConfig::default());
         assert_eq!(config.time_zone, "UTC");
         assert_eq!(config.log, "info");
+    }
+
+    #[test]
+    fn media_threads_are_1_to_the_maximum() {
+        let threads = |argv: &[&str], file: &str| {
+            ServeConfig::resolve(flags(argv), parse_file(file).unwrap())
+                .map(|c| c.media_threads)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(threads(&["--media-threads", "3"], ""), Ok(3));
+        assert_eq!(threads(&[], "media_threads = 2"), Ok(2));
+        assert_eq!(
+            threads(&["--media-threads", "1"], "media_threads = 2"),
+            Ok(1)
+        );
+        for bad in ["0", "65"] {
+            let error = threads(&["--media-threads", bad], "").unwrap_err();
+            assert!(error.contains("must be 1 to 64"), "{error}");
+        }
     }
 
     #[test]

@@ -1,57 +1,41 @@
-//! The tokio driver of the media engine: owns the UDP socket and the timers.
+//! The tokio driver of one media thread: owns its UDP socket and timers.
 //!
-//! One OS thread runs a current-thread runtime with one task that owns the
-//! [`Engine`] outright (no locks on media state). Signaling talks to it only
-//! through a command channel; HTTP load can never delay a mixer tick because
+//! Each media thread runs a current-thread runtime with one task that owns
+//! its [`Engine`] outright (no locks on media state). Signaling talks to it
+//! only through a command channel (`media_threads` routes each command to
+//! the thread of its room); HTTP load can never delay a mixer tick because
 //! the two never share a thread. The loop: drain the engine's outputs (send
 //! datagrams), then wait for a datagram, a command, or the next deadline.
 //!
 //! The driver also maps the engine's internal session ids to the opaque,
-//! unguessable ids clients see in `Location: /v1/sessions/{id}`, and exports
-//! the engine's counters as Prometheus metrics once a second.
+//! unguessable ids clients see in `Location: /v1/sessions/{id}`, tells the
+//! [`Placement`] which sessions it opened and closed, and hands the
+//! engine's counters to the [`StatsBoard`] once a second.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use sabha_media::sdp::OfferError;
 use sabha_media::{
-    CloseReason, Engine, EngineConfig, EngineStats, Event, MixRate, OpenError, Output, Profile,
-    RoomConfig, SessionId, SessionKind,
+    CloseReason, Engine, Event, MixRate, OpenError, Output, Profile, SessionId, SessionKind,
 };
 use sabha_signaling::{
-    ListenProfile, MediaControl, MediaError, MediaEvent, OpenSession, OpenedSession, RoomKind,
-    SpeakerLevel,
+    ListenProfile, MediaError, MediaEvent, OpenSession, OpenedSession, RoomKind, SpeakerLevel,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::socket_buffers;
+use crate::media_threads::StatsBoard;
+use crate::placement::Placement;
 use crate::udp_batch::BatchSender;
 
-/// Where the media socket listens and what address clients are told.
-#[derive(Debug, Clone)]
-pub struct MediaSettings {
-    pub bind: SocketAddr,
-    /// The IP put in the ICE host candidate; defaults to the bound IP.
-    pub advertise: Option<IpAddr>,
-}
-
-/// Sessions per node before new ones get 503 (memory and CPU budget).
-const MAX_SESSIONS: usize = 20_000;
 /// Datagrams read per wake-up before outputs are drained again.
 const RECV_BATCH: usize = 64;
-/// Media events buffered for slow subscribers before they lag: more than a
-/// node has sessions, so a room's end (every session closing at once) fits
-/// while attendance writes them. tokio rounds it up to 65,536 slots of
-/// 128 B and writes every slot when it makes the channel: 8.4 MB resident
-/// from the start (part of the baseline, not of any listener).
-const EVENT_BUFFER: usize = 2 * MAX_SESSIONS;
-
-enum Command {
+/// What the signaling side asks of a media thread.
+pub enum Command {
     Open {
         request: OpenSession,
         reply: oneshot::Sender<Result<OpenedSession, MediaError>>,
@@ -71,117 +55,45 @@ enum Command {
     },
 }
 
-/// The signaling side's handle on the media thread.
-struct MediaHandle {
-    commands: mpsc::Sender<Command>,
-    events: broadcast::Sender<MediaEvent>,
-}
-
-#[async_trait]
-impl MediaControl for MediaHandle {
-    async fn open_session(&self, request: OpenSession) -> Result<OpenedSession, MediaError> {
-        self.ask(|reply| Command::Open { request, reply }).await?
-    }
-
-    async fn close_session(&self, session: &str) -> Result<bool, MediaError> {
-        let session = session.to_owned();
-        self.ask(|reply| Command::Close { session, reply }).await
-    }
-
-    async fn set_muted(&self, session: &str, muted: bool) -> Result<bool, MediaError> {
-        let session = session.to_owned();
-        self.ask(|reply| Command::SetMuted {
-            session,
-            muted,
-            reply,
-        })
-        .await
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<MediaEvent> {
-        self.events.subscribe()
-    }
-
-    async fn close_room(&self, room: &str) -> Result<(), MediaError> {
-        let room = room.to_owned();
-        self.ask(|reply| Command::CloseRoom { room, reply }).await
-    }
-}
-
-impl MediaHandle {
-    /// Sends a command to the media thread and waits for its reply.
-    async fn ask<T>(
-        &self,
-        command: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, MediaError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(command(reply))
-            .await
-            .map_err(|_| MediaError::Unavailable)?;
-        answer.await.map_err(|_| MediaError::Unavailable)
-    }
-}
-
-/// Binds the media socket and starts the media thread.
-pub async fn start(settings: MediaSettings) -> io::Result<Arc<dyn MediaControl>> {
-    let std_socket = std::net::UdpSocket::bind(settings.bind)?;
-    std_socket.set_nonblocking(true)?;
-    match socket_buffers::enlarge(&std_socket) {
-        Ok(granted) if granted.is_capped() => tracing::warn!(
-            receive = granted.receive,
-            send = granted.send,
-            want = socket_buffers::WANT_BYTES,
-            "media socket buffers capped by the system: raise net.core.rmem_max and wmem_max"
-        ),
-        Ok(granted) => tracing::info!(
-            receive = granted.receive,
-            send = granted.send,
-            "media socket buffers"
-        ),
-        Err(e) => tracing::warn!(error = %e, "media socket buffers left at the system's default"),
-    }
-    let local = std_socket.local_addr()?;
-    let advertised = SocketAddr::new(settings.advertise.unwrap_or(local.ip()), local.port());
-    if advertised.ip().is_unspecified() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("media socket bound to {local}: set --advertise to the IP clients reach"),
-        ));
-    }
-    let config = EngineConfig {
-        advertised,
-        room: RoomConfig::default(),
-        max_sessions: MAX_SESSIONS,
-    };
-    let engine =
-        Engine::new(config, Instant::now()).map_err(|e| io::Error::other(e.to_string()))?;
-    let send_socket = std_socket.try_clone()?;
+/// Starts media thread number `index` on `socket`, driving `engine`.
+pub fn spawn(
+    index: usize,
+    engine: Engine,
+    socket: std::net::UdpSocket,
+    shared: Shared,
+) -> io::Result<mpsc::Sender<Command>> {
+    let local = socket.local_addr()?;
+    let send_socket = socket.try_clone()?;
     let (commands, rx) = mpsc::channel(1024);
-    let (events, _) = broadcast::channel(EVENT_BUFFER);
-    let driver_events = events.clone();
     std::thread::Builder::new()
-        .name("sabha-media".into())
+        .name(format!("sabha-media-{index}"))
         .spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build();
             match runtime {
                 Ok(rt) => rt.block_on(async move {
-                    match UdpSocket::from_std(std_socket) {
+                    match UdpSocket::from_std(socket) {
                         Ok(socket) => {
-                            Driver::new(engine, socket, send_socket, local, driver_events)
+                            Driver::new(index, engine, socket, send_socket, local, shared)
                                 .run(rx)
                                 .await
                         }
-                        Err(e) => tracing::error!(error = %e, "media socket"),
+                        Err(e) => tracing::error!(error = %e, thread = index, "media socket"),
                     }
                 }),
-                Err(e) => tracing::error!(error = %e, "media runtime"),
+                Err(e) => tracing::error!(error = %e, thread = index, "media runtime"),
             }
         })?;
-    tracing::info!(%local, %advertised, "media socket ready");
-    Ok(Arc::new(MediaHandle { commands, events }))
+    Ok(commands)
+}
+
+/// What every media thread shares with the others and with signaling.
+#[derive(Clone)]
+pub struct Shared {
+    pub events: broadcast::Sender<MediaEvent>,
+    pub placement: Arc<Placement>,
+    pub stats: Arc<StatsBoard>,
 }
 
 /// What clients know a session by.
@@ -191,6 +103,8 @@ struct PublicSession {
 }
 
 struct Driver {
+    /// Which media thread this is.
+    index: usize,
     engine: Engine,
     socket: UdpSocket,
     /// The same socket as a plain non-blocking `std` one, for batched sends.
@@ -200,7 +114,7 @@ struct Driver {
     public_ids: HashMap<String, SessionId>,
     /// Engine session → its client-visible id and room.
     engine_ids: HashMap<SessionId, PublicSession>,
-    events: broadcast::Sender<MediaEvent>,
+    shared: Shared,
     batch: BatchSender,
     send_failures: u64,
     next_metrics: Instant,
@@ -208,20 +122,22 @@ struct Driver {
 
 impl Driver {
     fn new(
+        index: usize,
         engine: Engine,
         socket: UdpSocket,
         send_socket: std::net::UdpSocket,
         local: SocketAddr,
-        events: broadcast::Sender<MediaEvent>,
+        shared: Shared,
     ) -> Self {
         Self {
+            index,
             engine,
             socket,
             send_socket,
             local,
             public_ids: HashMap::new(),
             engine_ids: HashMap::new(),
-            events,
+            shared,
             batch: BatchSender::default(),
             send_failures: 0,
             next_metrics: Instant::now(),
@@ -249,7 +165,7 @@ impl Driver {
                 }
             }
         }
-        tracing::info!("media driver stopped");
+        tracing::info!(thread = self.index, "media driver stopped");
     }
 
     /// Reads what else is already queued on the socket, without waiting.
@@ -314,6 +230,7 @@ impl Driver {
                     return;
                 };
                 self.public_ids.remove(&public.id);
+                self.shared.placement.closed(&public.room);
                 MediaEvent::Closed {
                     room: public.room,
                     session: public.id,
@@ -337,7 +254,7 @@ impl Driver {
                 MediaEvent::Speaking { room, speakers }
             }
         };
-        let _ = self.events.send(media_event);
+        let _ = self.shared.events.send(media_event);
     }
 
     fn handle_command(&mut self, command: Command) {
@@ -396,6 +313,7 @@ impl Driver {
             )
             .map_err(media_error)?;
         let public = hex::encode(rand::random::<[u8; 16]>());
+        self.shared.placement.opened(&request.room);
         self.public_ids.insert(public.clone(), opened.id);
         let known_as = PublicSession {
             id: public.clone(),
@@ -414,7 +332,9 @@ impl Driver {
             return;
         }
         self.next_metrics = now + Duration::from_secs(1);
-        export(&self.engine.stats(), self.send_failures);
+        self.shared
+            .stats
+            .publish(self.index, self.engine.stats(), self.send_failures);
     }
 }
 
@@ -431,32 +351,4 @@ fn media_error(e: OpenError) -> MediaError {
             MediaError::Unavailable
         }
     }
-}
-
-fn export(s: &EngineStats, send_failures: u64) {
-    use metrics::{counter, gauge};
-    gauge!("sabha_sessions", "kind" => "publish").set(s.sessions_publish as f64);
-    gauge!("sabha_sessions", "kind" => "listen").set(s.sessions_listen as f64);
-    gauge!("sabha_sessions", "kind" => "join").set(s.sessions_join as f64);
-    gauge!("sabha_listeners_retired").set(s.listeners_retired as f64);
-    gauge!("sabha_rooms_active").set(s.rooms as f64);
-    counter!("sabha_datagrams_in_total").absolute(s.datagrams_in);
-    counter!("sabha_datagrams_out_total").absolute(s.datagrams_out);
-    counter!("sabha_bytes_in_total").absolute(s.bytes_in);
-    counter!("sabha_bytes_out_total").absolute(s.bytes_out);
-    counter!("sabha_audio_packets_out_total").absolute(s.audio_packets_out);
-    counter!("sabha_audio_packets_in_total").absolute(s.audio_packets_in);
-    counter!("sabha_drops_total", "reason" => "unknown_source").absolute(s.drops.unknown_source);
-    counter!("sabha_drops_total", "reason" => "malformed").absolute(s.drops.malformed);
-    counter!("sabha_drops_total", "reason" => "rejected").absolute(s.drops.rejected);
-    counter!("sabha_drops_total", "reason" => "unsendable").absolute(s.drops.unsendable);
-    counter!("sabha_drops_total", "reason" => "send_failed").absolute(send_failures);
-    counter!("sabha_mixer_ticks_total").absolute(s.ticks);
-    counter!("sabha_mixer_tick_overruns_total").absolute(s.tick_overruns);
-    counter!("sabha_opus_encodes_total").absolute(s.audio.encodes);
-    counter!("sabha_opus_decodes_total").absolute(s.audio.decodes);
-    counter!("sabha_opus_decodes_skipped_total").absolute(s.audio.decodes_skipped);
-    counter!("sabha_opus_decode_errors_total").absolute(s.audio.decode_errors);
-    counter!("sabha_frames_concealed_total").absolute(s.audio.concealed);
-    counter!("sabha_frames_fec_recovered_total").absolute(s.audio.fec_recovered);
 }

@@ -12,6 +12,8 @@ mod config;
 mod drain;
 mod driver;
 mod heap_trim;
+mod media_threads;
+mod placement;
 mod secrets;
 mod socket_buffers;
 mod store;
@@ -301,11 +303,12 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         tracing::info!(endpoints = config.webhook_urls.len(), "webhooks enabled");
     }
 
-    let settings = driver::MediaSettings {
+    let settings = media_threads::MediaSettings {
         bind: config.media,
         advertise: config.advertise,
+        threads: config.media_threads,
     };
-    let media = driver::start(settings)
+    let media = media_threads::start(settings)
         .await
         .map_err(|source| ServeError::Media {
             addr: config.media,

@@ -208,7 +208,9 @@ impl Server {
         drop((tcp, udp));
         let child = Command::new(env!("CARGO_BIN_EXE_sabha"))
             .args(["serve", "--http", &http.to_string()])
-            .args(["--media", &media.to_string()])
+            // One media thread: these tests move no audio, and one port is
+            // all that was reserved.
+            .args(["--media", &media.to_string(), "--media-threads", "1"])
             .arg("--data-dir")
             .arg(&work.data)
             .args(["--database", database])

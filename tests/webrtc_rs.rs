@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use api::Api;
-use common::{Server, lock_media};
+use common::{MEDIA_THREADS, Server, lock_media};
 use hearing::{ToneCheck, Window, first_heard, mix_minus_problems, tone_dbfs};
 use peer::{Peer, Role};
 
@@ -54,6 +54,10 @@ const RALLY_LISTENERS: usize = 8;
 const BRIDGE_HZ: [f64; 3] = [440.0, 660.0, 880.0];
 /// The audio band of wideband Opus (SILK at 16 kHz).
 const WIDEBAND_HZ: u32 = 8_000;
+/// The tones of the two rooms of the media-threads test: no tone is a sum,
+/// difference or double of two others, so a by-product of one room's mix
+/// cannot pass for the other room's voice.
+const ROOM_HZ: [[f64; 2]; 2] = [[440.0, 660.0], [520.0, 780.0]];
 /// A talker's own tone must be this far under the weakest other tone.
 const MIX_MINUS_DB: f64 = 30.0;
 /// A late listener must hear the tone this soon after its answer.
@@ -73,6 +77,15 @@ fn webrtc_rs_rally_listeners_hear_the_tone() {
 #[test]
 fn webrtc_rs_bridge_talkers_hear_each_other_not_themselves() {
     run("bridge", bridge);
+}
+
+/// Two bridges on a server with two media threads: each room is mixed on a
+/// thread of its own (its talkers' answers name that thread's port), each
+/// talker hears the other talker of its room and nothing of the other
+/// room, and `/metrics` adds both threads up.
+#[test]
+fn webrtc_rs_two_bridges_on_two_media_threads_hear_only_their_own_room() {
+    run("two media threads", two_bridges);
 }
 
 /// A listener that joins while the tone plays hears it within a second.
@@ -350,12 +363,14 @@ async fn rally(api: Api, server: ServerProcess) -> Result<(), String> {
     let listeners =
         connect_all(&api, &room, "listener", vec![Role::Listen; RALLY_LISTENERS]).await?;
     // No relay and no socket per peer: with nine peers connected the
-    // server still has one UDP socket, the media port (SECURITY.md).
+    // server still has one UDP socket per media thread, on the media port
+    // and the ones after it (SECURITY.md).
     let udp = udp_ports_of(server.pid)?;
-    if udp != [server.media.port()] {
+    let first = server.media.port();
+    let want: Vec<u16> = (first..).take(MEDIA_THREADS).collect();
+    if udp != want {
         return Err(format!(
-            "the server's UDP sockets are on ports {udp:?}, want only the media port {}",
-            server.media.port()
+            "the server's UDP sockets are on ports {udp:?}, want only the media ports {want:?}"
         ));
     }
 
@@ -431,6 +446,69 @@ async fn bridge(api: Api) -> Result<(), String> {
         t.stop_tone().await?;
     }
     failures.extend(hang_up_all(&api, talkers.into_iter().chain(listener)).await?);
+    verdict(failures)
+}
+
+async fn two_bridges(api: Api) -> Result<(), String> {
+    let mut rooms = Vec::new();
+    for (r, tones) in ROOM_HZ.iter().enumerate() {
+        let room = api.create_room("bridge").await?;
+        let roles = tones.iter().map(|&hz| Role::Join(hz)).collect();
+        rooms.push(connect_all(&api, &room, &format!("room {r} talker"), roles).await?);
+    }
+    let mut failures = Vec::new();
+    let ports: Vec<Vec<u16>> = rooms
+        .iter()
+        .map(|talkers| talkers.iter().map(|t| t.media_port).collect())
+        .collect();
+    eprintln!("two media threads: media ports by room {ports:?}");
+    if ports.iter().any(|p| p.iter().any(|&port| port != p[0])) {
+        failures.push(format!("one room's sessions on several ports: {ports:?}"));
+    }
+    if ports[0][0] == ports[1][0] {
+        failures.push(format!("both rooms on one media thread: {ports:?}"));
+    }
+
+    let from = Instant::now() + SETTLE;
+    tokio::time::sleep(SETTLE + WINDOW).await;
+    for (r, talkers) in rooms.iter().enumerate() {
+        let foreign = ROOM_HZ[1 - r];
+        for (t, own) in talkers.iter().zip(ROOM_HZ[r]) {
+            let w = Window::of(&t.heard(), from, from + WINDOW);
+            let other: Vec<f64> = ROOM_HZ[r].into_iter().filter(|&hz| hz != own).collect();
+            let mut problems = mix_minus_problems(&w, own, &other, MIX_MINUS_DB);
+            let heard = tone_dbfs(&w.pcm, other[0], 5.0);
+            for hz in foreign {
+                let dbfs = tone_dbfs(&w.pcm, hz, 5.0);
+                if dbfs > heard - MIX_MINUS_DB {
+                    problems.push(format!(
+                        "hears the other room's {hz} Hz at {dbfs:.1} dBFS ({heard:.1} dBFS heard from its own room)"
+                    ));
+                }
+            }
+            failures.extend(
+                problems
+                    .into_iter()
+                    .map(|p| format!("{} ({own} Hz): {p}", t.name)),
+            );
+        }
+    }
+    let text = api.metrics().await?;
+    for (series, want) in [
+        (r#"sabha_sessions{kind="join"}"#, 4.0),
+        (r#"sabha_media_thread_sessions{thread="0"}"#, 2.0),
+        (r#"sabha_media_thread_sessions{thread="1"}"#, 2.0),
+    ] {
+        let got = metric(&text, series);
+        if got != Some(want) {
+            failures.push(format!("/metrics {series}: {got:?}, want {want}"));
+        }
+    }
+    failures.extend(interop_counters(&api).await?);
+    for t in rooms.iter_mut().flatten() {
+        t.stop_tone().await?;
+    }
+    failures.extend(hang_up_all(&api, rooms.into_iter().flatten()).await?);
     verdict(failures)
 }
 

@@ -3,7 +3,7 @@
 //! temporary data directory), and its CPU and memory from `/proc`.
 
 use std::fs;
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -66,7 +66,6 @@ impl Target {
         fs::create_dir_all(&data)?;
         let key = format!("sabha-loadgen-{stamp:x}");
         let http = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let media = UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
         let log_path = dir.join("server.log");
         let log = fs::File::create(&log_path)?;
         let child = Command::new(bin)
@@ -74,8 +73,10 @@ impl Target {
                 "serve",
                 "--http",
                 &http.to_string(),
+                // Port 0: each media thread binds a free port of its own;
+                // peers learn theirs from the SDP answer.
                 "--media",
-                &media.to_string(),
+                "127.0.0.1:0",
             ])
             .arg("--data-dir")
             .arg(&data)

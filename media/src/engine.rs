@@ -162,6 +162,62 @@ pub struct EngineStats {
     pub audio: RoomStats,
 }
 
+impl Drops {
+    /// Adds another engine's drops to these.
+    pub fn add(&mut self, other: &Drops) {
+        let Drops {
+            unknown_source,
+            malformed,
+            rejected,
+            unsendable,
+        } = other;
+        self.unknown_source += unknown_source;
+        self.malformed += malformed;
+        self.rejected += rejected;
+        self.unsendable += unsendable;
+    }
+}
+
+impl EngineStats {
+    /// Adds another engine's figures to these: a node with one engine per
+    /// media thread reports their sum. `other` is taken apart field by
+    /// field, so a field added to the struct must be added here too.
+    pub fn add(&mut self, other: &EngineStats) {
+        let EngineStats {
+            sessions_publish,
+            sessions_listen,
+            sessions_join,
+            listeners_retired,
+            rooms,
+            datagrams_in,
+            datagrams_out,
+            bytes_in,
+            bytes_out,
+            audio_packets_out,
+            audio_packets_in,
+            drops,
+            ticks,
+            tick_overruns,
+            audio,
+        } = other;
+        self.sessions_publish += sessions_publish;
+        self.sessions_listen += sessions_listen;
+        self.sessions_join += sessions_join;
+        self.listeners_retired += listeners_retired;
+        self.rooms += rooms;
+        self.datagrams_in += datagrams_in;
+        self.datagrams_out += datagrams_out;
+        self.bytes_in += bytes_in;
+        self.bytes_out += bytes_out;
+        self.audio_packets_out += audio_packets_out;
+        self.audio_packets_in += audio_packets_in;
+        self.drops.add(drops);
+        self.ticks += ticks;
+        self.tick_overruns += tick_overruns;
+        self.audio.add(audio);
+    }
+}
+
 /// Hashes a [`SessionId`] with one multiply: ids are counted out by the
 /// engine, never chosen by a peer, so SipHash's flooding resistance buys
 /// nothing on the map every forwarded packet looks up (docs/media.md,

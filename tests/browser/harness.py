@@ -81,7 +81,9 @@ class Server:
     def __init__(self, binary, log_path, env=None):
         self.dir = tempfile.mkdtemp(prefix="sabha-browser-")
         self.http = f"127.0.0.1:{free_port()}"
-        self.media = f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
+        # Port 0: each media thread binds a free port of its own; the
+        # browser learns them from the SDP answers.
+        self.media = "127.0.0.1:0"
         self.base = f"http://{self.http}"
         self.log_path = log_path
         log = open(log_path, "ab")

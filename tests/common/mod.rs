@@ -25,6 +25,9 @@ const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// for up to ~20 peers and the machine has two cores.
 static MEDIA_LOCK: Mutex<()> = Mutex::new(());
 static SERVER_SEQ: AtomicU32 = AtomicU32::new(0);
+/// Every server under test runs this many media threads, on the media port
+/// and the ones after it: rooms of one test may land on different threads.
+pub const MEDIA_THREADS: usize = 2;
 
 /// An SDP offer from str0m (audio in `direction`) for a session that is
 /// recorded and answered but need not connect: no WebRTC peer behind it.
@@ -237,6 +240,32 @@ impl Server {
     }
 }
 
+/// `count` consecutive free UDP ports on 127.0.0.1, held by the returned
+/// sockets, and the first of them: the media ports of a server with
+/// `count` media threads.
+pub fn free_udp_ports(count: usize) -> Result<(Vec<UdpSocket>, SocketAddr), String> {
+    for _ in 0..50 {
+        let first = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let base = first.local_addr().map_err(|e| e.to_string())?;
+        let mut held = vec![first];
+        for k in 1..count {
+            let Some(port) = base.port().checked_add(k as u16) else {
+                break;
+            };
+            match UdpSocket::bind(("127.0.0.1", port)) {
+                Ok(next) => held.push(next),
+                Err(_) => break,
+            }
+        }
+        if held.len() == count {
+            return Ok((held, base));
+        }
+    }
+    Err(format!(
+        "no {count} consecutive free UDP ports on 127.0.0.1"
+    ))
+}
+
 /// Starts `sabha serve` on free loopback ports with `data` as its data
 /// directory, appending its output to `log`.
 fn spawn(
@@ -253,9 +282,8 @@ fn spawn(
 
     // Port 0 picks free ports; they are held until just before the spawn.
     let tcp = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let udp = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let http = tcp.local_addr().map_err(|e| e.to_string())?;
-    let media = udp.local_addr().map_err(|e| e.to_string())?;
+    let (udp, media) = free_udp_ports(MEDIA_THREADS)?;
     drop(tcp);
     drop(udp);
 
@@ -265,6 +293,8 @@ fn spawn(
         .arg(http.to_string())
         .arg("--media")
         .arg(media.to_string())
+        .arg("--media-threads")
+        .arg(MEDIA_THREADS.to_string())
         .arg("--data-dir")
         .arg(data)
         .env("SABHA_OPERATOR_KEY", OPERATOR_KEY)

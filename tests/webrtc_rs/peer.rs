@@ -87,6 +87,15 @@ pub struct Heard {
     pub decode_errors: usize,
 }
 
+/// The port of the first `a=candidate` line of `sdp` (RFC 8839 §5.1:
+/// foundation, component, transport, priority, address, port, `typ`, …).
+fn candidate_port(sdp: &str) -> Option<u16> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=candidate:"))
+        .and_then(|c| c.split_whitespace().nth(5))
+        .and_then(|port| port.parse().ok())
+}
+
 /// A connected peer. Its tasks die with the test's runtime.
 pub struct Peer {
     pub name: String,
@@ -96,6 +105,8 @@ pub struct Peer {
     pub answered_at: Instant,
     /// When ICE and DTLS were connected.
     pub connected_at: Instant,
+    /// The UDP port of the answer's ICE candidate: the media thread's.
+    pub media_port: u16,
     pc: Arc<dyn PeerConnection>,
     heard: Arc<Mutex<Heard>>,
     stop: Arc<AtomicBool>,
@@ -138,6 +149,8 @@ impl Peer {
         let answer = api.offer(path, token, offer).await?;
         let answered_at = Instant::now();
         check_answer(path, &answer)?;
+        let media_port = candidate_port(&answer.body)
+            .ok_or_else(|| format!("no host candidate in the answer to {path}"))?;
         let remote = RTCSessionDescription::answer(answer.body).map_err(fail("answer"))?;
         pc.set_remote_description(remote)
             .await
@@ -155,6 +168,7 @@ impl Peer {
             location: answer.location,
             answered_at,
             connected_at,
+            media_port,
             pc,
             heard,
             stop,
