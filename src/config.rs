@@ -718,12 +718,16 @@ mod tests {
             })
             .map(|line| format!("{line}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), 23, "{uncommented}");
+        assert_eq!(uncommented.lines().count(), 24, "{uncommented}");
         let file = parse_file(&uncommented).unwrap();
         assert_eq!(file.early_join_grace_s, Some(600));
         assert_eq!(file.drain_timeout_s, Some(DEFAULT_DRAIN_TIMEOUT_S));
         assert_eq!(file.http, Some(DEFAULT_HTTP));
         assert_eq!(file.media, Some(DEFAULT_MEDIA));
+        // The one default that depends on the machine: the sample shows
+        // what it is on two cores, and says so.
+        assert_eq!(file.media_threads, Some(2));
+        assert!(sample.contains("Default: the CPUs this process may use"));
         assert_eq!(file.data_dir, Some(PathBuf::from(DEFAULT_DATA_DIR)));
         assert_eq!(file.log.as_deref(), Some(DEFAULT_LOG));
         assert_eq!(file.time_zone.as_deref(), Some("UTC"));
