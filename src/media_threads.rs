@@ -261,6 +261,8 @@ fn export(s: &EngineStats, send_failures: u64) {
     counter!("sabha_mixer_ticks_total").absolute(s.ticks);
     counter!("sabha_mixer_tick_overruns_total").absolute(s.tick_overruns);
     counter!("sabha_opus_encodes_total").absolute(s.audio.encodes);
+    counter!("sabha_opus_encodes_with_fec_total").absolute(s.audio.encodes_with_fec);
+    counter!("sabha_loss_reports_total").absolute(s.loss_reports);
     counter!("sabha_opus_decodes_total").absolute(s.audio.decodes);
     counter!("sabha_opus_decodes_skipped_total").absolute(s.audio.decodes_skipped);
     counter!("sabha_opus_decode_errors_total").absolute(s.audio.decode_errors);

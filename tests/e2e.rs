@@ -454,6 +454,31 @@ fn rally_twenty_listeners_hear_the_tone() {
     );
     let room = sc.field("/room/id").as_str().expect("room id").to_owned();
     assert_attendance_of_the_rally(&server, &room, listeners.len() + 1);
+    assert_loss_reports_read(&server, listeners.len());
+}
+
+/// aiortc's listeners report reception about every second, SRTCP-protected
+/// by libsrtp in the profile each negotiated; the server reads each report
+/// with its own SRTCP receiver (docs/media.md, "In-band FEC follows
+/// reported loss"). A profile read wrongly would leave its listeners'
+/// reports unread and count them as rejected.
+fn assert_loss_reports_read(server: &Server, listeners: usize) {
+    let metrics = ureq::get(&format!("{}/metrics", server.base()))
+        .call()
+        .and_then(|mut r| r.body_mut().read_to_string())
+        .expect("metrics");
+    let value = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+    };
+    let reports = value("sabha_loss_reports_total").unwrap_or(0.0);
+    assert!(
+        reports >= listeners as f64,
+        "{reports} loss reports read from {listeners} listeners"
+    );
+    let rejected = value(r#"sabha_drops_total{reason="rejected"}"#);
+    assert_eq!(rejected, Some(0.0), "datagrams rejected in the rally");
 }
 
 /// After the rally every session was DELETEd by its client: attendance has

@@ -504,6 +504,14 @@ async fn two_bridges(api: Api) -> Result<(), String> {
             failures.push(format!("/metrics {series}: {got:?}, want {want}"));
         }
     }
+    // webrtc-rs reports every second: the server decrypts its SRTCP (our
+    // own reading, next to str0m's) and reads each talker's report block.
+    let reports = metric(&text, "sabha_loss_reports_total");
+    if !reports.is_some_and(|n| n >= 4.0) {
+        failures.push(format!(
+            "/metrics sabha_loss_reports_total: {reports:?}, want ≥ 4"
+        ));
+    }
     failures.extend(interop_counters(&api).await?);
     for t in rooms.iter_mut().flatten() {
         t.stop_tone().await?;

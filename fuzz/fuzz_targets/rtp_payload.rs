@@ -3,14 +3,16 @@
 //! port, so a panic there is a panic in our process), then carried as
 //! RFC 2198 RED next to another frame. Invariants: no panic, the decoder
 //! writes no more than it was given room for, and str0m's RED parser reads
-//! back exactly the two blocks we encoded.
+//! back exactly the two blocks we encoded. The same bytes are also read as
+//! the plain compound RTCP of an authenticated SRTCP packet, for the loss
+//! a report block says, and as an Opus packet asked whether it carries FEC.
 #![no_main]
 
 use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
 use sabha_media::opus::{FRAME_SAMPLES, OpusDecoder};
-use sabha_media::red;
+use sabha_media::{opus, red, rtcp};
 use str0m::rtp::RedDecoder;
 
 /// 120 ms at 48 kHz: the longest Opus packet.
@@ -21,6 +23,11 @@ thread_local! {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let ssrc = data
+        .get(8..12)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let _ = rtcp::fraction_lost(data, ssrc);
+    let _ = opus::carries_fec(data);
     DECODER.with_borrow_mut(|decoder| {
         let mut frame = [0i16; FRAME_SAMPLES];
         let _ = decoder.decode(data, &mut frame);

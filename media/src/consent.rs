@@ -148,8 +148,10 @@ pub(crate) enum AfterRetirement {
     DtlsAlert,
     /// Any other DTLS record: the peer is still handshaking.
     DtlsOther,
-    /// SRTP or SRTCP: the peer's receiver reports, nothing we act on.
+    /// SRTP: nothing a listener sends us is played.
     Rtp,
+    /// SRTCP (RFC 5761 §4): the peer's receiver reports.
+    Rtcp,
     Malformed,
 }
 
@@ -167,6 +169,7 @@ impl AfterRetirement {
                 Self::DtlsAlert
             }
             [20..=63, ..] => Self::DtlsOther,
+            [128..=191, 192..=223, ..] => Self::Rtcp,
             [128..=191, ..] => Self::Rtp,
             _ => Self::Malformed,
         }
@@ -247,8 +250,11 @@ mod tests {
         assert_eq!(AfterRetirement::of(&[21, 0xfe]), AfterRetirement::DtlsOther);
         assert_eq!(AfterRetirement::of(&[22; 40]), AfterRetirement::DtlsOther);
         assert_eq!(AfterRetirement::of(&[0, 1, 0, 0]), AfterRetirement::Stun);
-        assert_eq!(AfterRetirement::of(&[0x80, 200]), AfterRetirement::Rtp);
+        assert_eq!(AfterRetirement::of(&[0x80, 200]), AfterRetirement::Rtcp);
+        assert_eq!(AfterRetirement::of(&[0x81, 201]), AfterRetirement::Rtcp);
         assert_eq!(AfterRetirement::of(&[0x90, 111]), AfterRetirement::Rtp);
+        // The marker bit set on payload type 111: RTP, not RTCP's 239.
+        assert_eq!(AfterRetirement::of(&[0x80, 0xef]), AfterRetirement::Rtp);
         assert_eq!(AfterRetirement::of(&[]), AfterRetirement::Malformed);
         assert_eq!(AfterRetirement::of(&[255, 0]), AfterRetirement::Malformed);
     }

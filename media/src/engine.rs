@@ -36,6 +36,7 @@ use str0m::{
 };
 
 use crate::consent::AfterRetirement;
+use crate::loss::UNREPORTED_PCT;
 use crate::opus::{FRAME_SAMPLES, MixRate};
 use crate::red;
 use crate::room::{Delivery, Profile, Room, RoomConfig, RoomStats};
@@ -155,6 +156,9 @@ pub struct EngineStats {
     /// replay) and reached their room's jitter buffer.
     pub audio_packets_in: u64,
     pub drops: Drops,
+    /// RTCP report blocks about our audio read from receivers (the loss
+    /// that plans the FEC, see `loss`).
+    pub loss_reports: u64,
     pub ticks: u64,
     /// Ticks that ran more than one tick late.
     pub tick_overruns: u64,
@@ -196,6 +200,7 @@ impl EngineStats {
             audio_packets_out,
             audio_packets_in,
             drops,
+            loss_reports,
             ticks,
             tick_overruns,
             audio,
@@ -212,6 +217,7 @@ impl EngineStats {
         self.audio_packets_out += audio_packets_out;
         self.audio_packets_in += audio_packets_in;
         self.drops.add(drops);
+        self.loss_reports += loss_reports;
         self.ticks += ticks;
         self.tick_overruns += tick_overruns;
         self.audio.add(audio);
@@ -323,6 +329,8 @@ pub struct Engine {
     /// mix); cleared once it drains.
     fanout_payloads: Vec<SharedPayload>,
     red: RedScratch,
+    /// Where a peer's SRTCP is decrypted for its loss reports.
+    rtcp_scratch: Box<[u8; DATAGRAM_MAX + srtp::SRTCP_SLACK]>,
     events: VecDeque<Event>,
     next_tick: Instant,
     next_sweep: Instant,
@@ -352,6 +360,11 @@ fn speaking_news(entry: &mut RoomEntry) -> Option<Event> {
         room: entry.key.clone(),
         speakers: now,
     })
+}
+
+/// RTCP, not RTP, by RFC 5761 §4's payload-type ranges.
+fn is_rtcp(datagram: &[u8]) -> bool {
+    matches!(datagram, [128..=191, 192..=223, ..])
 }
 
 /// Whether a table of `len` entries in `capacity` slots is worth shrinking:
@@ -388,6 +401,7 @@ impl Engine {
                 len: 0,
                 buf: Box::new([0; DATAGRAM_MAX]),
             },
+            rtcp_scratch: Box::new([0; DATAGRAM_MAX + srtp::SRTCP_SLACK]),
             events: VecDeque::new(),
             next_tick: now + TICK,
             next_sweep: now + SWEEP_EVERY,
@@ -537,6 +551,13 @@ impl Engine {
                     }
                 }
                 AfterRetirement::Rtp => {}
+                AfterRetirement::Rtcp => {
+                    let scratch = &mut self.rtcp_scratch[..];
+                    match s.read_rtcp(now, &self.crypto, bytes, scratch) {
+                        Ok(report) => self.stats.loss_reports += u64::from(report),
+                        Err(_) => self.stats.drops.rejected += 1,
+                    }
+                }
                 // Unauthenticated: a goodbye only if no verified consent
                 // check follows (consent.rs).
                 AfterRetirement::DtlsAlert => consent.said_goodbye(now),
@@ -555,6 +576,14 @@ impl Engine {
         };
         if let Some(&first) = bytes.first() {
             s.saw_datagram(now, first);
+        }
+        if is_rtcp(bytes) {
+            // str0m reads it too, for itself; a packet it rejects is counted
+            // there, so a failure here is not counted twice.
+            let scratch = &mut self.rtcp_scratch[..];
+            if let Ok(true) = s.read_rtcp(now, &self.crypto, bytes, scratch) {
+                self.stats.loss_reports += 1;
+            }
         }
         let Some(rtc) = s.rtc() else {
             return;
@@ -896,6 +925,15 @@ impl Engine {
             .collect();
         for (id, reason) in stale {
             self.close_session(id, reason);
+        }
+        let sessions = &self.sessions;
+        let loss_of = |id| {
+            sessions
+                .get(&id)
+                .map_or(UNREPORTED_PCT, Session::planned_loss)
+        };
+        for entry in self.rooms.values_mut() {
+            entry.room.plan_for_loss(loss_of);
         }
         self.shrink_tables();
     }

@@ -28,7 +28,10 @@
 //! - `consent`: what is left of a listener once its `Rtc` is retired after
 //!   the handshake: answers to its ICE consent checks.
 //! - [`srtp`]: the fan-out send path — RTP built and SRTP-protected into the
-//!   driver's buffer with the session's DTLS-exported keys, no allocation.
+//!   driver's buffer with the session's DTLS-exported keys, no allocation;
+//!   and the peer's SRTCP read back with the same keys.
+//! - [`rtcp`]: the loss a receiver report gives about our stream.
+//! - [`loss`]: reported loss → the loss each encoder plans its FEC for.
 //! - [`engine`]: all sessions and rooms of a shard, datagram demux, timers.
 //! - [`analysis`]: tone frequency and level of PCM, for tests and load checks.
 
@@ -37,10 +40,12 @@ mod consent;
 pub mod engine;
 pub mod jitter;
 mod listener_set;
+pub mod loss;
 pub mod mixer;
 pub mod opus;
 pub mod red;
 pub mod room;
+pub mod rtcp;
 pub mod sdp;
 mod session;
 pub mod speech;

@@ -8,6 +8,7 @@
 //! All audio inside Sabha is 48 kHz mono, 20 ms frames ([`FRAME_SAMPLES`]).
 //! Stereo packets from clients are decoded down to mono by the decoder.
 
+use crate::loss::{MAX_PCT, UNREPORTED_PCT};
 use ropus::{Bitrate, Channels, DecodeMode, InbandFec, Signal};
 
 /// Sample rate of every PCM buffer in the media core.
@@ -149,6 +150,9 @@ pub struct OpusEncoder {
     inner: ropus::Encoder,
     settings: EncoderSettings,
     rate: MixRate,
+    /// The packet loss (percent) its receivers report, which sizes the
+    /// in-band FEC (see `loss`).
+    expected_loss: u8,
 }
 
 impl OpusEncoder {
@@ -171,7 +175,7 @@ impl OpusEncoder {
             .max_bandwidth(rate.band(settings.bandwidth).to_ropus())
             .signal(Signal::Voice)
             .inband_fec(inband_fec(settings))
-            .packet_loss_perc(loss_perc(settings))
+            .packet_loss_perc(loss_perc(settings, UNREPORTED_PCT))
             .dtx(settings.dtx)
             .build()
             .map_err(|e| err(&e))?;
@@ -179,6 +183,7 @@ impl OpusEncoder {
             inner,
             settings,
             rate,
+            expected_loss: UNREPORTED_PCT,
         })
     }
 
@@ -194,8 +199,9 @@ impl OpusEncoder {
             return Ok(());
         }
         if settings.application != self.settings.application {
+            let expected_loss = self.expected_loss;
             *self = Self::with_rate(settings, self.rate)?;
-            return Ok(());
+            return self.set_expected_loss(expected_loss);
         }
         let err = |e: ropus::EncodeError| CodecError::Encode(e.to_string());
         self.inner.set_bitrate(bitrate(settings)?).map_err(err)?;
@@ -209,11 +215,32 @@ impl OpusEncoder {
             .set_inband_fec(inband_fec(settings))
             .map_err(err)?;
         self.inner
-            .set_packet_loss_perc(loss_perc(settings))
+            .set_packet_loss_perc(loss_perc(settings, self.expected_loss))
             .map_err(err)?;
         self.inner.set_dtx(settings.dtx).map_err(err)?;
         self.settings = settings;
         Ok(())
+    }
+
+    /// Plans the in-band FEC for `pct` percent packet loss (capped at
+    /// [`MAX_PCT`]); at 0 the encoder codes none. Kept across
+    /// [`reconfigure`](Self::reconfigure); nothing changes while FEC is off
+    /// in the settings.
+    pub fn set_expected_loss(&mut self, pct: u8) -> Result<(), CodecError> {
+        let pct = pct.min(MAX_PCT);
+        if pct == self.expected_loss {
+            return Ok(());
+        }
+        self.inner
+            .set_packet_loss_perc(loss_perc(self.settings, pct))
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        self.expected_loss = pct;
+        Ok(())
+    }
+
+    /// The packet loss (percent) the FEC is planned for.
+    pub fn expected_loss(&self) -> u8 {
+        self.expected_loss
     }
 
     /// Encodes one 48 kHz frame into `out`, returning the packet length.
@@ -246,8 +273,16 @@ fn inband_fec(settings: EncoderSettings) -> InbandFec {
     }
 }
 
-fn loss_perc(settings: EncoderSettings) -> u8 {
-    if settings.inband_fec { 10 } else { 0 }
+fn loss_perc(settings: EncoderSettings, expected: u8) -> u8 {
+    if settings.inband_fec { expected } else { 0 }
+}
+
+/// Whether an Opus packet carries in-band FEC (LBRR) for the frame before
+/// it. `false` for anything that does not parse.
+pub fn carries_fec(packet: &[u8]) -> bool {
+    // ropus indexes the TOC byte before it checks the length.
+    !packet.is_empty()
+        && ropus::opus::decoder::opus_packet_has_lbrr(packet, packet.len() as i32).unwrap_or(false)
 }
 
 /// Decodes one talker's packets, with loss concealment and in-band FEC.
@@ -351,6 +386,55 @@ pub(crate) mod tests {
         }
         let hz = crate::analysis::dominant_frequency(&pcm[pcm.len() - 24_000..], SAMPLE_RATE);
         assert!((hz - 440.0).abs() < 5.0, "heard {hz} Hz");
+    }
+
+    /// Share of 50 wideband speech-band packets that carry FEC, the first
+    /// two not counted: a packet carries the FEC of the frame before, so
+    /// the first after a change may still follow the old plan.
+    fn fec_share(enc: &mut OpusEncoder, from: usize) -> f32 {
+        let mut packet = [0u8; MAX_PACKET];
+        let mut with = 0;
+        for i in from..from + 52 {
+            // Syllables: SILK codes FEC only for frames its VAD takes for
+            // speech, and a steady tone soon is not.
+            let amplitude = if i / 5 % 2 == 0 { 0.3 } else { 0.06 };
+            let frame = tone_frame(300.0 + (i % 7) as f32 * 40.0, amplitude, i);
+            // 16 kHz: every third sample of a 48 kHz frame.
+            let pcm: Vec<i16> = frame.iter().step_by(3).copied().collect();
+            let n = enc.encode_samples(&pcm, &mut packet).unwrap();
+            if i >= from + 2 {
+                with += usize::from(carries_fec(&packet[..n]));
+            }
+        }
+        with as f32 / 50.0
+    }
+
+    #[test]
+    fn fec_follows_the_expected_loss_and_survives_reconfiguring() {
+        let settings = crate::room::BRIDGE_ENCODER;
+        let mut enc = OpusEncoder::with_rate(settings, MixRate::Wide).unwrap();
+        assert_eq!(enc.expected_loss(), UNREPORTED_PCT);
+        assert!(fec_share(&mut enc, 0) > 0.4, "unreported: FEC on");
+        enc.set_expected_loss(0).unwrap();
+        assert_eq!(fec_share(&mut enc, 50), 0.0, "a clean path: no FEC");
+        let louder = EncoderSettings {
+            bitrate_bps: 40_000,
+            ..settings
+        };
+        enc.reconfigure(louder).unwrap();
+        assert_eq!(fec_share(&mut enc, 100), 0.0, "kept across reconfigure");
+        enc.set_expected_loss(200).unwrap();
+        assert_eq!(enc.expected_loss(), MAX_PCT);
+        assert!(fec_share(&mut enc, 150) > 0.4, "a lossy path: FEC back");
+        let no_fec = EncoderSettings {
+            inband_fec: false,
+            ..louder
+        };
+        enc.reconfigure(no_fec).unwrap();
+        assert_eq!(fec_share(&mut enc, 200), 0.0, "settings without FEC win");
+        for garbage in [&[][..], &[0xff; 3], &[0x0b], &[0x4b, 0xff, 0xff]] {
+            assert!(!carries_fec(garbage), "{garbage:?}");
+        }
     }
 
     #[test]

@@ -21,10 +21,11 @@ use std::sync::Arc;
 use crate::SessionId;
 use crate::jitter::{JitterBuffer, JitterStats, Playout};
 use crate::listener_set::ListenerSet;
+use crate::loss::LossTally;
 use crate::mixer::MixBus;
 use crate::opus::{
     Application, Bandwidth, CodecError, DTX_MAX_LEN, EncoderSettings, FRAME_SAMPLES, Frame,
-    MAX_PACKET, MixRate, OpusDecoder, OpusEncoder,
+    MAX_PACKET, MixRate, OpusDecoder, OpusEncoder, carries_fec,
 };
 use crate::speech::{Loudness, SpeechConfig, frame_dbfs, select_loudest};
 
@@ -172,6 +173,9 @@ struct LowProgram {
 pub struct RoomStats {
     pub ticks: u64,
     pub encodes: u64,
+    /// Of `encodes`, the packets that carry in-band FEC: where receivers
+    /// report loss (see `loss`).
+    pub encodes_with_fec: u64,
     pub decodes: u64,
     /// Packets played out without decoding (muted, or silent by RFC 6464).
     pub decodes_skipped: u64,
@@ -207,6 +211,7 @@ impl RoomStats {
     pub fn add(&mut self, other: &RoomStats) {
         self.ticks += other.ticks;
         self.encodes += other.encodes;
+        self.encodes_with_fec += other.encodes_with_fec;
         self.decodes += other.decodes;
         self.decodes_skipped += other.decodes_skipped;
         self.concealed += other.concealed;
@@ -373,6 +378,34 @@ impl Room {
             .map(|t| (t.id, t.loudness.rfc6464()))
     }
 
+    /// Tells every encoder the loss its receivers report, `loss_of` a
+    /// member in percent (see `loss`): a mix-minus its talker's, the
+    /// program its listeners' and `/join` talkers' (they hear it while
+    /// silent), the low-rate program its listeners'. The engine calls it
+    /// about once a second; it allocates nothing.
+    pub fn plan_for_loss(&mut self, loss_of: impl Fn(SessionId) -> u8) {
+        let mut program = LossTally::default();
+        for id in self.listeners.iter() {
+            program.add(loss_of(id));
+        }
+        for t in &mut self.talkers {
+            let Some(minus) = t.minus.as_mut() else {
+                continue;
+            };
+            let pct = loss_of(t.id);
+            program.add(pct);
+            plan(&mut minus.encoder, Some(pct));
+        }
+        plan(&mut self.program_encoder, program.planned());
+        if let Some(low) = self.low.as_mut() {
+            let mut audience = LossTally::default();
+            for id in self.low_listeners.iter() {
+                audience.add(loss_of(id));
+            }
+            plan(&mut low.encoder, audience.planned());
+        }
+    }
+
     /// Whether `id` was mixed in the last tick.
     pub fn is_mixed(&self, id: SessionId) -> bool {
         self.talkers.iter().any(|t| t.id == id && t.in_mix)
@@ -461,7 +494,10 @@ impl Room {
             .encoder
             .encode_samples(&low.pcm[..LOW_TICKS * frame], &mut self.packet)
         {
-            Ok(n) if n > DTX_MAX_LEN => Some(Arc::from(&self.packet[..n])),
+            Ok(n) if n > DTX_MAX_LEN => {
+                self.stats.encodes_with_fec += u64::from(carries_fec(&self.packet[..n]));
+                Some(Arc::from(&self.packet[..n]))
+            }
             Ok(_) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "low-rate encoder failed; packet dropped");
@@ -611,6 +647,13 @@ impl Room {
 
 const SILENT_FRAME: Frame = [0; FRAME_SAMPLES];
 
+/// `None`: the mix has no receivers now, its plan stays.
+fn plan(encoder: &mut OpusEncoder, pct: Option<u8>) {
+    if let Some(Err(e)) = pct.map(|pct| encoder.set_expected_loss(pct)) {
+        tracing::warn!(error = %e, "encoder kept its loss plan");
+    }
+}
+
 /// Encodes one frame; `None` for DTX silence (nothing to send).
 fn encode(
     encoder: &mut OpusEncoder,
@@ -620,7 +663,10 @@ fn encode(
 ) -> Option<Arc<[u8]>> {
     stats.encodes += 1;
     match encoder.encode_samples(pcm, packet) {
-        Ok(n) if n > DTX_MAX_LEN => Some(Arc::from(&packet[..n])),
+        Ok(n) if n > DTX_MAX_LEN => {
+            stats.encodes_with_fec += u64::from(carries_fec(&packet[..n]));
+            Some(Arc::from(&packet[..n]))
+        }
         Ok(_) => None,
         Err(e) => {
             tracing::warn!(error = %e, "encoder failed; frame dropped");
@@ -1124,6 +1170,69 @@ mod tests {
             assert!(rel < -30.0, "{name}: 11 kHz at {rel:.1} dB");
         }
         assert_eq!(room.rate(), MixRate::Wide);
+    }
+
+    /// Which mixes of one tick carry in-band FEC, by receiver.
+    fn fec_by_member(room: &Room) -> Vec<(u64, Mix, bool)> {
+        let mut v: Vec<_> = room
+            .deliveries()
+            .map(|(id, d)| (id.0, d.mix, crate::opus::carries_fec(d.payload)))
+            .collect();
+        v.sort_by_key(|&(id, _, _)| id);
+        v
+    }
+
+    #[test]
+    fn each_mix_codes_fec_for_the_loss_its_receivers_report() {
+        let mut room = Room::with_rate(RoomConfig::default(), MixRate::Wide).unwrap();
+        let mut sources = [Source::new(1, 300.0), Source::new(2, 500.0)];
+        for s in &sources {
+            room.add_talker(s.id, true).unwrap();
+        }
+        room.add_listener(SessionId(9), Profile::Standard).unwrap();
+        let run = |room: &mut Room, sources: &mut [Source], loss: [u8; 3]| {
+            let loss_of = |id: SessionId| match id.0 {
+                1 => loss[0],
+                2 => loss[1],
+                _ => loss[2],
+            };
+            room.plan_for_loss(loss_of);
+            let mut with_fec = std::collections::BTreeMap::new();
+            for tick in 0..50 {
+                for s in sources.iter_mut() {
+                    // Syllables: SILK codes FEC only for frames its VAD
+                    // takes for speech, and a steady tone soon is not.
+                    s.amplitude = if tick / 5 % 2 == 0 { 0.3 } else { 0.06 };
+                    s.send(room);
+                }
+                room.tick();
+                // A packet carries the FEC of the frame before: the first
+                // after a change may still follow the old plan.
+                if tick < 2 {
+                    continue;
+                }
+                for (id, _, fec) in fec_by_member(room) {
+                    *with_fec.entry(id).or_insert(0) += usize::from(fec);
+                }
+            }
+            with_fec
+        };
+        // Everyone on stage speaking, and mixed.
+        run(&mut room, &mut sources, [10, 10, 10]);
+        // Before any report: FEC for everyone, as for an unreported path.
+        let unplanned = run(&mut room, &mut sources, [10, 10, 10]);
+        assert!(unplanned.values().all(|&n| n > 20), "{unplanned:?}");
+        let before = room.stats().encodes_with_fec;
+        let clean = run(&mut room, &mut sources, [0, 0, 0]);
+        assert!(clean.values().all(|&n| n == 0), "{clean:?}");
+        // The counter sees the same: at most the two ticks of the change.
+        let counted = room.stats().encodes_with_fec - before;
+        assert!(counted <= 6, "{counted} encodes with FEC on clean paths");
+        // Talker 1 is on a lossy path: their mix-minus codes FEC, and the
+        // program, which they hear when silent, does too; talker 2's not.
+        let lossy = run(&mut room, &mut sources, [20, 0, 0]);
+        assert!(lossy[&1] > 20 && lossy[&9] > 20, "{lossy:?}");
+        assert_eq!(lossy[&2], 0, "{lossy:?}");
     }
 
     /// A mixed talker whose packets stall for 80 ms (still speaking under the

@@ -13,7 +13,9 @@ use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
 
 use crate::consent::Consent;
-use crate::srtp::{ExportedKeys, KeySlot, SrtpError, SrtpSender};
+use crate::loss::ReportedLoss;
+use crate::rtcp;
+use crate::srtp::{ExportedKeys, KeySlot, SrtcpError, SrtcpReceiver, SrtpError, SrtpSender};
 use crate::{RoomIdx, SessionKind};
 
 /// Why a session ended.
@@ -101,9 +103,11 @@ pub(crate) type IceText = ArrayString<32>;
 pub(crate) type Sources = SmallVec<[SocketAddr; 2]>;
 
 /// Everything here is inline or dies with the `Rtc` (`keys` is dropped on
-/// retirement): a connected listener keeps no small heap allocation of its
-/// own, made amid its handshake's, that would pin the pages the handshake
-/// used (docs/benchmarks.md, "Where a listener's memory goes").
+/// retirement) but the two ciphers, which are made at retirement at the
+/// latest, after the handshake's allocations: a connected listener keeps no
+/// small heap allocation of its own, made amid its handshake's, that would
+/// pin the pages the handshake used (docs/benchmarks.md, "Where a
+/// listener's memory goes").
 pub(crate) struct Session {
     pub kind: SessionKind,
     pub room: RoomIdx,
@@ -127,6 +131,11 @@ pub(crate) struct Session {
     sender: Option<SrtpSender>,
     /// Sequence number of the first audio packet (random, below 2^15).
     first_seq: u16,
+    /// Reads the peer's SRTCP for its loss reports; made with the first
+    /// SRTCP after the sender, or at retirement.
+    srtcp: Option<SrtcpReceiver>,
+    /// The loss the peer reports about our audio.
+    reported_loss: ReportedLoss,
     /// Where str0m sends this peer's DTLS and RTCP: the nominated candidate
     /// pair's remote address, so also where audio goes.
     pub media_destination: Option<SocketAddr>,
@@ -165,6 +174,8 @@ impl Session {
             keys: Some(keys),
             sender: None,
             first_seq,
+            srtcp: None,
+            reported_loss: ReportedLoss::default(),
             media_destination: None,
             deadline: None,
             queued: false,
@@ -237,6 +248,10 @@ impl Session {
                 Ok(None) | Err(_) => return false,
             }
         }
+        if self.srtcp.is_none() {
+            // The keys go now; without a receiver its reports go unread.
+            self.srtcp = self.keys().and_then(|k| SrtcpReceiver::new(crypto, k).ok());
+        }
         self.stack = Stack::Retired(Consent::new(now));
         self.keys = None;
         true
@@ -298,6 +313,39 @@ impl Session {
         };
         let len = sender.write(pt, rtp_time, samples, payload, out)?;
         Ok(Some((destination, len)))
+    }
+
+    /// Reads the loss the peer reports about our audio out of one SRTCP
+    /// datagram, decrypted into `scratch` (see [`SrtcpReceiver::unprotect`]);
+    /// `true` if it had a report about our stream. Nothing is read before
+    /// we send: there is nothing to report on.
+    pub fn read_rtcp(
+        &mut self,
+        now: Instant,
+        crypto: &CryptoProvider,
+        datagram: &[u8],
+        scratch: &mut [u8],
+    ) -> Result<bool, SrtcpError> {
+        let Some(ssrc) = self.sender.as_ref().map(SrtpSender::ssrc) else {
+            return Ok(false);
+        };
+        if self.srtcp.is_none() {
+            self.srtcp = self.keys().and_then(|k| SrtcpReceiver::new(crypto, k).ok());
+        }
+        let Some(receiver) = self.srtcp.as_mut() else {
+            return Ok(false);
+        };
+        let plain = receiver.unprotect(datagram, scratch)?;
+        let fraction = rtcp::fraction_lost(plain, ssrc);
+        if let Some(fraction) = fraction {
+            self.reported_loss.report(now, fraction);
+        }
+        Ok(fraction.is_some())
+    }
+
+    /// The loss (percent) to plan this peer's audio for (see `loss`).
+    pub fn planned_loss(&self) -> u8 {
+        self.reported_loss.pct()
     }
 
     /// The sender, once DTLS has exported keys and str0m has made the send

@@ -24,6 +24,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use arrayvec::ArrayVec;
 use str0m::config::{CryptoProvider, DtlsCert, DtlsVersion};
 use str0m::crypto::dtls::{
     DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, ProtocolVersion, SrtpProfile,
@@ -42,10 +43,21 @@ const CTR_SLACK: usize = 15;
 /// Bytes a buffer needs beyond the payload: header, tag, cipher slack.
 pub const OVERHEAD: usize = RTP_HEADER_LEN + MAX_TAG_LEN + CTR_SLACK;
 
-/// RFC 3711 §4.3.1 key derivation labels (SRTP; SRTCP stays with str0m).
+/// RFC 3711 §4.3.1 key derivation labels, SRTP and SRTCP (§4.3.2).
 const LABEL_ENCRYPTION: u8 = 0x00;
 const LABEL_AUTH: u8 = 0x01;
 const LABEL_SALT: u8 = 0x02;
+const LABEL_RTCP_ENCRYPTION: u8 = 0x03;
+const LABEL_RTCP_AUTH: u8 = 0x04;
+const LABEL_RTCP_SALT: u8 = 0x05;
+/// SRTCP's clear part: the first RTCP header and the sender's SSRC.
+const SRTCP_HEADER_LEN: usize = 8;
+/// The E flag and the 31-bit SRTCP index, after the encrypted part.
+const SRTCP_INDEX_LEN: usize = 4;
+/// Room [`SrtcpReceiver::unprotect`] needs beyond the packet's length.
+pub const SRTCP_SLACK: usize = CTR_SLACK;
+/// Sending SSRCs of one peer whose SRTCP indices are tracked.
+const SRTCP_SSRCS: usize = 4;
 
 /// The DTLS-SRTP export of one session: both directions' master keys and
 /// salts, `client key | server key | client salt | server salt`.
@@ -218,9 +230,18 @@ pub enum SrtpError {
     Cipher,
 }
 
-/// Our outgoing master key and salt, picked from the export.
-fn outgoing_master<const K: usize, const S: usize>(
+/// Whose half of the export: ours protects what we send, the peer's what
+/// it sends us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Ours,
+    Peer,
+}
+
+/// A master key and salt, picked from the export.
+fn master<const K: usize, const S: usize>(
     keys: &ExportedKeys,
+    side: Side,
 ) -> Result<([u8; K], [u8; S]), SrtpError> {
     let want = 2 * (K + S);
     if keys.material.len() != want {
@@ -230,11 +251,9 @@ fn outgoing_master<const K: usize, const S: usize>(
             want,
         });
     }
-    let (key_at, salt_at) = if keys.client {
-        (0, 2 * K)
-    } else {
-        (K, 2 * K + S)
-    };
+    // The DTLS client's keys are the left-hand ones.
+    let left = keys.client == (side == Side::Ours);
+    let (key_at, salt_at) = if left { (0, 2 * K) } else { (K, 2 * K + S) };
     let mut key = [0; K];
     let mut salt = [0; S];
     key.copy_from_slice(&keys.material[key_at..key_at + K]);
@@ -291,7 +310,7 @@ impl Cipher {
         let srtp = crypto.srtp_provider;
         Ok(match keys.profile {
             SrtpProfile::AEAD_AES_128_GCM => {
-                let (master, master_salt) = outgoing_master::<16, 12>(keys)?;
+                let (master, master_salt) = master::<16, 12>(keys, Side::Ours)?;
                 let (mut key, mut salt) = ([0; 16], [0; 12]);
                 derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
                 derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
@@ -301,7 +320,7 @@ impl Cipher {
                 }
             }
             SrtpProfile::AEAD_AES_256_GCM => {
-                let (master, master_salt) = outgoing_master::<32, 12>(keys)?;
+                let (master, master_salt) = master::<32, 12>(keys, Side::Ours)?;
                 let (mut key, mut salt) = ([0; 32], [0; 12]);
                 derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
                 derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
@@ -311,7 +330,7 @@ impl Cipher {
                 }
             }
             SrtpProfile::AES128_CM_SHA1_80 => {
-                let (master, master_salt) = outgoing_master::<16, 14>(keys)?;
+                let (master, master_salt) = master::<16, 14>(keys, Side::Ours)?;
                 let (mut key, mut salt, mut auth_key) = ([0; 16], [0; 14], [0; 20]);
                 derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
                 derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
@@ -404,6 +423,11 @@ impl SrtpSender {
         })
     }
 
+    /// The SSRC of the stream: what the receiver's reports are about.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
     /// Writes one SRTP packet carrying `payload` of payload type `pt`
     /// (covering `samples` at 48 kHz from `rtp_time`) into `out`; returns
     /// its length. The marker
@@ -430,6 +454,218 @@ impl SrtpSender {
         self.index += 1;
         self.expected_rtp_time = Some(rtp_time.wrapping_add(samples));
         Ok(len)
+    }
+}
+
+/// Why an incoming SRTCP packet was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SrtcpError {
+    #[error("too short for SRTCP")]
+    TooShort,
+    #[error("the output buffer is too small for the packet")]
+    BufferTooSmall,
+    #[error("authentication failed")]
+    Unauthentic,
+    #[error("SRTCP index {0} was seen before")]
+    Replayed(u32),
+}
+
+/// The session cipher of the peer's SRTCP.
+enum RtcpCipher {
+    Gcm128 {
+        cipher: Box<dyn AeadAes128GcmCipher>,
+        salt: [u8; AeadAes128Gcm::SALT_LEN],
+    },
+    Gcm256 {
+        cipher: Box<dyn AeadAes256GcmCipher>,
+        salt: [u8; AeadAes256Gcm::SALT_LEN],
+    },
+    CmSha1 {
+        cipher: Box<dyn Aes128CmSha1_80Cipher>,
+        salt: [u8; Aes128CmSha1_80::SALT_LEN],
+        auth_key: [u8; Aes128CmSha1_80::HMAC_KEY_LEN],
+        hmac: &'static dyn Sha1HmacProvider,
+    },
+}
+
+/// Reads the peer's SRTCP (RFC 3711 §3.4, RFC 7714 §9) for the loss it
+/// reports about our audio (see `rtcp`). str0m reads the same packets for
+/// itself but keeps what they say; this second reading costs a decrypt
+/// about once a second per peer, into the caller's buffer, no allocation.
+pub struct SrtcpReceiver {
+    cipher: RtcpCipher,
+    /// The highest SRTCP index accepted per sending SSRC (each has its own
+    /// index, RFC 3711 §3.2.3: webrtc-rs numbers its SR and RR apart): an
+    /// older one is a replay, or reordered, which for a loss report is as
+    /// good as stale.
+    highest: ArrayVec<(u32, u32), SRTCP_SSRCS>,
+}
+
+impl SrtcpReceiver {
+    pub fn new(crypto: &CryptoProvider, keys: &ExportedKeys) -> Result<Self, SrtpError> {
+        let srtp = crypto.srtp_provider;
+        let cipher = match keys.profile {
+            SrtpProfile::AEAD_AES_128_GCM => {
+                let (master, master_salt) = master::<16, 12>(keys, Side::Peer)?;
+                let (mut key, mut salt) = ([0; 16], [0; 12]);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_ENCRYPTION, &mut key);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_SALT, &mut salt);
+                RtcpCipher::Gcm128 {
+                    cipher: srtp.aead_aes_128_gcm().create_cipher(key, false),
+                    salt,
+                }
+            }
+            SrtpProfile::AEAD_AES_256_GCM => {
+                let (master, master_salt) = master::<32, 12>(keys, Side::Peer)?;
+                let (mut key, mut salt) = ([0; 32], [0; 12]);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_ENCRYPTION, &mut key);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_SALT, &mut salt);
+                RtcpCipher::Gcm256 {
+                    cipher: srtp.aead_aes_256_gcm().create_cipher(key, false),
+                    salt,
+                }
+            }
+            SrtpProfile::AES128_CM_SHA1_80 => {
+                let (master, master_salt) = master::<16, 14>(keys, Side::Peer)?;
+                let (mut key, mut salt, mut auth_key) = ([0; 16], [0; 14], [0; 20]);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_ENCRYPTION, &mut key);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_SALT, &mut salt);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_AUTH, &mut auth_key);
+                RtcpCipher::CmSha1 {
+                    cipher: srtp.aes_128_cm_sha1_80().create_cipher(key, false),
+                    salt,
+                    auth_key,
+                    hmac: crypto.sha1_hmac_provider,
+                }
+            }
+            other => return Err(SrtpError::UnsupportedProfile(other)),
+        };
+        Ok(Self {
+            cipher,
+            highest: ArrayVec::new(),
+        })
+    }
+
+    /// Authenticates and decrypts one SRTCP packet into `out` (at least
+    /// [`SRTCP_SLACK`] bytes longer than `packet`); returns the plain
+    /// compound RTCP packet.
+    pub fn unprotect<'a>(
+        &mut self,
+        packet: &[u8],
+        out: &'a mut [u8],
+    ) -> Result<&'a [u8], SrtcpError> {
+        if out.len() < packet.len() + SRTCP_SLACK {
+            return Err(SrtcpError::BufferTooSmall);
+        }
+        let tag_len = match self.cipher {
+            RtcpCipher::CmSha1 { .. } => Aes128CmSha1_80::HMAC_TAG_LEN,
+            RtcpCipher::Gcm128 { .. } | RtcpCipher::Gcm256 { .. } => AeadAes128Gcm::TAG_LEN,
+        };
+        if packet.len() < SRTCP_HEADER_LEN + SRTCP_INDEX_LEN + tag_len {
+            return Err(SrtcpError::TooShort);
+        }
+        let ssrc = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        // Where the E flag and index sit: before the HMAC tag (RFC 3711),
+        // at the very end after the GCM tag (RFC 7714).
+        let index_at = match self.cipher {
+            RtcpCipher::CmSha1 { .. } => packet.len() - tag_len - SRTCP_INDEX_LEN,
+            _ => packet.len() - SRTCP_INDEX_LEN,
+        };
+        let e_and_index: [u8; 4] = packet[index_at..index_at + SRTCP_INDEX_LEN]
+            .try_into()
+            .expect("four bytes");
+        let e_and_index = u32::from_be_bytes(e_and_index);
+        let encrypted = e_and_index >> 31 == 1;
+        let index = e_and_index & 0x7fff_ffff;
+        let seen = self.highest.iter().position(|&(s, _)| s == ssrc);
+        if seen.is_some_and(|at| index <= self.highest[at].1) {
+            return Err(SrtcpError::Replayed(index));
+        }
+        let header = &packet[..SRTCP_HEADER_LEN];
+        let plain_len = match &mut self.cipher {
+            RtcpCipher::CmSha1 {
+                cipher,
+                salt,
+                auth_key,
+                hmac,
+            } => {
+                let (signed, tag) = packet.split_at(packet.len() - tag_len);
+                let sign = |key: &[u8], parts: &[&[u8]]| hmac.sha1_hmac(key, parts);
+                if !Aes128CmSha1_80::rtcp_verify(sign, auth_key, signed, tag) {
+                    return Err(SrtcpError::Unauthentic);
+                }
+                let body = &packet[SRTCP_HEADER_LEN..index_at];
+                if encrypted {
+                    let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, u64::from(index));
+                    let to = &mut out[SRTCP_HEADER_LEN..index_at + CTR_SLACK];
+                    cipher
+                        .decrypt(&iv, body, to)
+                        .map_err(|_| SrtcpError::Unauthentic)?;
+                } else {
+                    out[SRTCP_HEADER_LEN..index_at].copy_from_slice(body);
+                }
+                index_at
+            }
+            RtcpCipher::Gcm128 { cipher, salt } => {
+                let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
+                gcm_open(packet, index_at, encrypted, out, |aads, input, to| {
+                    cipher.decrypt(&iv, aads, input, to)
+                })?
+            }
+            RtcpCipher::Gcm256 { cipher, salt } => {
+                let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, index);
+                gcm_open(packet, index_at, encrypted, out, |aads, input, to| {
+                    cipher.decrypt(&iv, aads, input, to)
+                })?
+            }
+        };
+        out[..SRTCP_HEADER_LEN].copy_from_slice(header);
+        match seen {
+            Some(at) => self.highest[at].1 = index,
+            None => {
+                if self.highest.is_full() {
+                    // A peer sends RTCP from one SSRC or two; forget the oldest.
+                    self.highest.remove(0);
+                }
+                self.highest.push((ssrc, index));
+            }
+        }
+        Ok(&out[..plain_len])
+    }
+}
+
+/// RFC 7714 §9: an encrypted packet's AAD is its clear header and the
+/// E flag and index; an unencrypted one is all AAD, the tag its only
+/// "ciphertext". Returns the plain length written to `out`.
+fn gcm_open(
+    packet: &[u8],
+    index_at: usize,
+    encrypted: bool,
+    out: &mut [u8],
+    decrypt: impl FnOnce(&[&[u8]], &[u8], &mut [u8]) -> Result<usize, CryptoError>,
+) -> Result<usize, SrtcpError> {
+    let tag_at = index_at - AeadAes128Gcm::TAG_LEN;
+    let trailer = &packet[index_at..];
+    if encrypted {
+        let mut aad = [0u8; AeadAes128Gcm::RTCP_AAD_LEN];
+        aad[..SRTCP_HEADER_LEN].copy_from_slice(&packet[..SRTCP_HEADER_LEN]);
+        aad[SRTCP_HEADER_LEN..].copy_from_slice(trailer);
+        let n = decrypt(
+            &[&aad],
+            &packet[SRTCP_HEADER_LEN..index_at],
+            &mut out[SRTCP_HEADER_LEN..],
+        )
+        .map_err(|_| SrtcpError::Unauthentic)?;
+        Ok(SRTCP_HEADER_LEN + n)
+    } else {
+        decrypt(
+            &[&packet[..tag_at], trailer],
+            &packet[tag_at..index_at],
+            &mut [],
+        )
+        .map_err(|_| SrtcpError::Unauthentic)?;
+        out[SRTCP_HEADER_LEN..tag_at].copy_from_slice(&packet[SRTCP_HEADER_LEN..tag_at]);
+        Ok(tag_at)
     }
 }
 
@@ -485,14 +721,14 @@ mod tests {
     #[test]
     fn the_server_uses_the_right_hand_keys_and_the_client_the_left() {
         let mut keys = exported(SrtpProfile::AES128_CM_SHA1_80, 16, 14);
-        let (key, salt) = outgoing_master::<16, 14>(&keys).unwrap();
+        let (key, salt) = master::<16, 14>(&keys, Side::Ours).unwrap();
         assert_eq!((key[0], salt[0]), (16, 46));
         keys.client = true;
-        let (key, salt) = outgoing_master::<16, 14>(&keys).unwrap();
+        let (key, salt) = master::<16, 14>(&keys, Side::Ours).unwrap();
         assert_eq!((key[0], salt[0]), (0, 32));
         keys.material.pop();
         assert!(matches!(
-            outgoing_master::<16, 14>(&keys),
+            master::<16, 14>(&keys, Side::Ours),
             Err(SrtpError::KeyingMaterialLength { got: 59, .. })
         ));
     }
@@ -537,7 +773,7 @@ mod tests {
         let (roc, seq) = ((index >> 16) as u32, index as u16);
         match keys.profile {
             SrtpProfile::AES128_CM_SHA1_80 => {
-                let (master, master_salt) = outgoing_master::<16, 14>(keys).unwrap();
+                let (master, master_salt) = master::<16, 14>(keys, Side::Ours).unwrap();
                 let (mut key, mut salt, mut auth) = ([0; 16], [0; 14], [0; 20]);
                 derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
                 derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
@@ -554,7 +790,7 @@ mod tests {
                 plain
             }
             SrtpProfile::AEAD_AES_128_GCM => {
-                let (master, master_salt) = outgoing_master::<16, 12>(keys).unwrap();
+                let (master, master_salt) = master::<16, 12>(keys, Side::Ours).unwrap();
                 let (mut key, mut salt) = ([0; 16], [0; 12]);
                 derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
                 derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
@@ -566,7 +802,7 @@ mod tests {
                 plain
             }
             SrtpProfile::AEAD_AES_256_GCM => {
-                let (master, master_salt) = outgoing_master::<32, 12>(keys).unwrap();
+                let (master, master_salt) = master::<32, 12>(keys, Side::Ours).unwrap();
                 let (mut key, mut salt) = ([0; 32], [0; 12]);
                 derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
                 derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
@@ -578,6 +814,181 @@ mod tests {
                 plain
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// What the peer sends: `plain` (a compound RTCP packet) protected
+    /// with the peer's outgoing SRTCP keys, from the provider's primitives.
+    fn protect_rtcp(
+        p: &CryptoProvider,
+        ours: &ExportedKeys,
+        plain: &[u8],
+        index: u32,
+        encrypt: bool,
+    ) -> Vec<u8> {
+        let srtp = p.srtp_provider;
+        let ssrc = u32::from_be_bytes(plain[4..8].try_into().unwrap());
+        let e_and_index = (u32::from(encrypt) << 31 | index).to_be_bytes();
+        let (header, body) = plain.split_at(SRTCP_HEADER_LEN);
+        let mut out = header.to_vec();
+        match ours.profile {
+            SrtpProfile::AES128_CM_SHA1_80 => {
+                let (master, master_salt) = master::<16, 14>(ours, Side::Peer).unwrap();
+                let (mut key, mut salt, mut auth) = ([0; 16], [0; 14], [0; 20]);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_ENCRYPTION, &mut key);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_SALT, &mut salt);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_AUTH, &mut auth);
+                if encrypt {
+                    let mut cipher = srtp.aes_128_cm_sha1_80().create_cipher(key, true);
+                    let iv = Aes128CmSha1_80::rtp_iv(salt, ssrc, u64::from(index));
+                    let mut enc = vec![0; body.len() + CTR_SLACK];
+                    cipher.encrypt(&iv, body, &mut enc).unwrap();
+                    out.extend_from_slice(&enc[..body.len()]);
+                } else {
+                    out.extend_from_slice(body);
+                }
+                out.extend_from_slice(&e_and_index);
+                let tag = p.sha1_hmac_provider.sha1_hmac(&auth, &[&out]);
+                out.extend_from_slice(&tag[..10]);
+            }
+            SrtpProfile::AEAD_AES_128_GCM => {
+                let (master, master_salt) = master::<16, 12>(ours, Side::Peer).unwrap();
+                let (mut key, mut salt) = ([0; 16], [0; 12]);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_ENCRYPTION, &mut key);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_SALT, &mut salt);
+                let mut cipher = srtp.aead_aes_128_gcm().create_cipher(key, true);
+                let iv = AeadAes128Gcm::rtcp_iv(salt, ssrc, index);
+                if encrypt {
+                    let aad = [header, &e_and_index[..]].concat();
+                    let mut sealed = vec![0; body.len() + 16];
+                    cipher.encrypt(&iv, &aad, body, &mut sealed).unwrap();
+                    out.extend_from_slice(&sealed);
+                } else {
+                    let aad = [plain, &e_and_index[..]].concat();
+                    let mut tag = vec![0; 16];
+                    cipher.encrypt(&iv, &aad, &[], &mut tag).unwrap();
+                    out.extend_from_slice(body);
+                    out.extend_from_slice(&tag);
+                }
+                out.extend_from_slice(&e_and_index);
+            }
+            SrtpProfile::AEAD_AES_256_GCM => {
+                let (master, master_salt) = master::<32, 12>(ours, Side::Peer).unwrap();
+                let (mut key, mut salt) = ([0; 32], [0; 12]);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_ENCRYPTION, &mut key);
+                derive(srtp, &master, &master_salt, LABEL_RTCP_SALT, &mut salt);
+                let mut cipher = srtp.aead_aes_256_gcm().create_cipher(key, true);
+                let iv = AeadAes256Gcm::rtcp_iv(salt, ssrc, index);
+                assert!(encrypt, "only the encrypted form is tested for GCM-256");
+                let aad = [header, &e_and_index[..]].concat();
+                let mut sealed = vec![0; body.len() + 16];
+                cipher.encrypt(&iv, &aad, body, &mut sealed).unwrap();
+                out.extend_from_slice(&sealed);
+                out.extend_from_slice(&e_and_index);
+            }
+            other => panic!("{other:?}"),
+        }
+        out
+    }
+
+    const PROFILES: [(SrtpProfile, usize, usize); 3] = [
+        (SrtpProfile::AEAD_AES_128_GCM, 16, 12),
+        (SrtpProfile::AEAD_AES_256_GCM, 32, 12),
+        (SrtpProfile::AES128_CM_SHA1_80, 16, 14),
+    ];
+
+    #[test]
+    fn srtcp_from_the_peer_is_read_back_in_every_profile() {
+        let p = provider();
+        let plain = crate::rtcp::tests::receiver_report(0x0bad_cafe, 26);
+        for (profile, key_len, salt_len) in PROFILES {
+            for client in [false, true] {
+                let mut keys = exported(profile, key_len, salt_len);
+                keys.client = client;
+                let mut rx = SrtcpReceiver::new(&p, &keys).unwrap();
+                let mut out = [0u8; 200];
+                for index in [1, 2, 7] {
+                    let packet = protect_rtcp(&p, &keys, &plain, index, true);
+                    assert_ne!(&packet[8..plain.len()], &plain[8..], "encrypted");
+                    let got = rx.unprotect(&packet, &mut out).unwrap();
+                    assert_eq!(got, plain, "{profile:?} client {client} index {index}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unencrypted_srtcp_is_authenticated_too() {
+        let p = provider();
+        let plain = crate::rtcp::tests::receiver_report(9, 3);
+        for (profile, key_len, salt_len) in [PROFILES[0], PROFILES[2]] {
+            let keys = exported(profile, key_len, salt_len);
+            let mut rx = SrtcpReceiver::new(&p, &keys).unwrap();
+            let mut out = [0u8; 200];
+            let packet = protect_rtcp(&p, &keys, &plain, 4, false);
+            assert_eq!(&packet[8..plain.len()], &plain[8..], "in the clear");
+            assert_eq!(rx.unprotect(&packet, &mut out).unwrap(), plain);
+            let forged = protect_rtcp(&p, &keys, &plain, 5, false);
+            let mut tampered = forged.clone();
+            tampered[12] ^= 1;
+            assert_eq!(
+                rx.unprotect(&tampered, &mut out),
+                Err(SrtcpError::Unauthentic),
+                "{profile:?}"
+            );
+            assert_eq!(rx.unprotect(&forged, &mut out).unwrap(), plain);
+        }
+    }
+
+    #[test]
+    fn tampered_replayed_short_and_misdirected_srtcp_is_refused() {
+        let p = provider();
+        let plain = crate::rtcp::tests::receiver_report(9, 3);
+        for (profile, key_len, salt_len) in PROFILES {
+            let keys = exported(profile, key_len, salt_len);
+            let mut rx = SrtcpReceiver::new(&p, &keys).unwrap();
+            let mut out = [0u8; 200];
+            let packet = protect_rtcp(&p, &keys, &plain, 10, true);
+            for at in [0, 9, packet.len() - 1] {
+                let mut bad = packet.clone();
+                bad[at] ^= 0x40;
+                assert_eq!(
+                    rx.unprotect(&bad, &mut out),
+                    Err(SrtcpError::Unauthentic),
+                    "{profile:?} byte {at}"
+                );
+            }
+            assert!(rx.unprotect(&packet, &mut out).is_ok());
+            assert_eq!(
+                rx.unprotect(&packet, &mut out),
+                Err(SrtcpError::Replayed(10))
+            );
+            // Another of the peer's SSRCs counts its own indices.
+            let mut other = plain.clone();
+            other[4..8].copy_from_slice(&0x5151_5151u32.to_be_bytes());
+            let from_other = protect_rtcp(&p, &keys, &other, 10, true);
+            assert_eq!(rx.unprotect(&from_other, &mut out).unwrap(), other);
+            let older = protect_rtcp(&p, &keys, &plain, 9, true);
+            assert_eq!(rx.unprotect(&older, &mut out), Err(SrtcpError::Replayed(9)));
+            assert_eq!(
+                rx.unprotect(&packet[..20], &mut out),
+                Err(SrtcpError::TooShort)
+            );
+            let mut small = [0u8; 40];
+            let newer = protect_rtcp(&p, &keys, &plain, 11, true);
+            assert_eq!(
+                rx.unprotect(&newer, &mut small),
+                Err(SrtcpError::BufferTooSmall)
+            );
+            // Our own outgoing keys do not read what the peer sent.
+            let mut flipped = keys.clone();
+            flipped.client = !keys.client;
+            let mut wrong = SrtcpReceiver::new(&p, &flipped).unwrap();
+            assert_eq!(
+                wrong.unprotect(&newer, &mut out),
+                Err(SrtcpError::Unauthentic),
+                "{profile:?}"
+            );
         }
     }
 

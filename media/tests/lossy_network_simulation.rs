@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sabha_media::analysis::dominant_frequency;
 use sabha_media::opus::SAMPLE_RATE;
-use sabha_media::{Profile, SessionKind};
+use sabha_media::{MixRate, Profile, SessionKind};
 use sim::Sim;
 
 const MAX_GAP: Duration = Duration::from_millis(100);
@@ -148,4 +148,82 @@ fn a_low_profile_listener_gets_under_24_kbps_and_survives_loss() {
         assert_heard_continuously(&sim, c, 440.0);
     }
     println!("low profile: {kbps:.1} kb/s on the wire");
+}
+
+/// Share of the packets client `c` received in the last `window` that
+/// carried in-band FEC.
+fn fec_share(sim: &mut Sim, c: usize, window: Duration) -> f64 {
+    let (fec, frames) = (sim.clients[c].fec_packets, sim.clients[c].frames_received);
+    sim.run_for(window);
+    let fec = sim.clients[c].fec_packets - fec;
+    let frames = sim.clients[c].frames_received - frames;
+    assert!(frames > 0, "client {c} received nothing");
+    fec as f64 / frames as f64
+}
+
+/// Receivers report every 5 s (str0m's and libwebrtc's interval for audio):
+/// time enough for two reports, one of which may be lost.
+const REPORTS: Duration = Duration::from_secs(12);
+
+/// In-band FEC follows the loss receivers report in their RTCP: in a
+/// bridge, the talker whose link loses 15 % gets FEC in their mix-minus,
+/// the one on a clean link gets none (and the server saves its cost); when
+/// the clean link degrades, FEC comes back within two reports.
+#[test]
+fn a_mix_minus_carries_fec_only_while_its_talker_reports_loss() {
+    let mut sim = Sim::new(31);
+    sim.room_rate = MixRate::Wide;
+    let lossy = sim.join_with_tone("bridge", SessionKind::Join, 300.0);
+    let clean = sim.join_with_tone("bridge", SessionKind::Join, 500.0);
+    for c in [lossy, clean] {
+        sim.clients[c].syllables = true;
+    }
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.clients[lossy].connected && sim.clients[clean].connected);
+    // Before anyone reported, every mix plans for some loss.
+    let unreported = fec_share(&mut sim, clean, Duration::from_millis(500));
+    assert!(unreported > 0.3, "before reports: {unreported:.2} with FEC");
+    sim.clients[lossy].loss = 0.15;
+    sim.run_for(REPORTS);
+    let (to_lossy, to_clean) = (
+        fec_share(&mut sim, lossy, Duration::from_secs(5)),
+        fec_share(&mut sim, clean, Duration::from_secs(5)),
+    );
+    assert!(to_lossy > 0.3, "lossy talker: {to_lossy:.2} with FEC");
+    assert_eq!(to_clean, 0.0, "clean talker: {to_clean:.2} with FEC");
+    sim.clients[clean].loss = 0.15;
+    sim.run_for(REPORTS);
+    let degraded = fec_share(&mut sim, clean, Duration::from_secs(5));
+    assert!(degraded > 0.3, "degraded talker: {degraded:.2} with FEC");
+    // Two talkers, a report every 5 s each, since 2 s into the run.
+    let reports = sim.engine.stats().loss_reports;
+    assert!(reports >= 8, "{reports} loss reports read");
+    println!("FEC share: lossy {to_lossy:.2}, clean {to_clean:.2}, degraded {degraded:.2}");
+}
+
+/// A rally's listeners are retired from str0m after their handshake; their
+/// SRTCP is still read, so the program drops FEC while they report a clean
+/// path and codes it again when enough of them report loss.
+#[test]
+fn the_program_follows_the_loss_its_retired_listeners_report() {
+    let mut sim = Sim::new(32);
+    let talker = sim.join_with_tone("rally", SessionKind::Publish, 440.0);
+    sim.clients[talker].syllables = true;
+    let listeners: Vec<usize> = (0..3)
+        .map(|_| sim.join("rally", SessionKind::Listen))
+        .collect();
+    sim.run_for(REPORTS);
+    assert!(listeners.iter().all(|&l| sim.clients[l].connected));
+    assert_eq!(sim.engine.stats().listeners_retired, listeners.len());
+    let clean = fec_share(&mut sim, listeners[0], Duration::from_secs(5));
+    assert_eq!(clean, 0.0, "clean listeners: {clean:.2} with FEC");
+    sim.clients[listeners[2]].loss = 0.15;
+    sim.run_for(REPORTS);
+    let lossy = fec_share(&mut sim, listeners[0], Duration::from_secs(5));
+    assert!(
+        lossy > 0.3,
+        "one of three on a lossy link: {lossy:.2} with FEC"
+    );
+    let stats = sim.engine.stats();
+    assert!(stats.audio.encodes_with_fec > 0 && stats.loss_reports >= 9);
 }

@@ -53,6 +53,12 @@ pub struct Client {
     pub jitter: Duration,
     /// Sending: a tone, encoded like a browser would.
     tone: Option<(f32, OpusEncoder, usize)>,
+    /// The tone comes in syllables (100 ms loud, 100 ms soft), which
+    /// Opus's voice activity detector takes for speech, as it soon stops
+    /// taking a steady tone.
+    pub syllables: bool,
+    /// Packets received that carry in-band FEC (Opus LBRR).
+    pub fec_packets: usize,
     /// Receiving: decoded audio.
     decoder: OpusDecoder,
     /// Decoded audio on the RTP timeline: a missing frame leaves silence,
@@ -91,10 +97,15 @@ impl Client {
         let Some((freq, enc, index)) = self.tone.as_mut() else {
             return;
         };
+        let amplitude = if self.syllables && *index / 5 % 2 == 1 {
+            0.06
+        } else {
+            0.3
+        };
         let mut frame: Frame = [0; FRAME_SAMPLES];
         for (i, s) in frame.iter_mut().enumerate() {
             let t = (*index * FRAME_SAMPLES + i) as f32 / SAMPLE_RATE as f32;
-            *s = (0.3 * 32767.0 * (2.0 * std::f32::consts::PI * *freq * t).sin()) as i16;
+            *s = (amplitude * 32767.0 * (2.0 * std::f32::consts::PI * *freq * t).sin()) as i16;
         }
         let mut packet = [0u8; MAX_PACKET];
         let n = enc.encode(&frame, &mut packet).expect("encode");
@@ -129,6 +140,7 @@ impl Client {
             Event::MediaAdded(m) if m.kind == MediaKind::Audio => self.mid = Some(m.mid),
             Event::MediaData(data) => {
                 let mut out: Frame = [0; FRAME_SAMPLES];
+                self.fec_packets += usize::from(sabha_media::opus::carries_fec(&data.data));
                 let time = data.time.numer();
                 self.frames_arrived.insert(time);
                 let origin = *self.timeline_origin.get_or_insert(time);
@@ -345,6 +357,8 @@ impl Sim {
             loss: 0.0,
             jitter: Duration::ZERO,
             tone: None,
+            syllables: false,
+            fec_packets: 0,
             decoder: OpusDecoder::new().expect("decoder"),
             heard: Vec::new(),
             timeline_origin: None,
