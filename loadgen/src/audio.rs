@@ -3,7 +3,10 @@
 //! Talkers must cost almost nothing, since the load generator shares the
 //! machine with the server: a tone is encoded once (one second, 50 frames of
 //! 20 ms, a whole number of cycles, so the loop has no seam) and replayed;
-//! a silent member replays one DTX frame. The checks read decoded PCM with
+//! a silent member replays one DTX frame. The tone comes in syllables, five
+//! a second, because the server's encoders treat speech and a steady tone
+//! differently: Opus codes in-band FEC only for frames its voice activity
+//! detector takes for speech, and it soon stops taking a steady tone. The checks read decoded PCM with
 //! `sabha_media::analysis`.
 
 use sabha_media::analysis::{dominant_frequency, rms_dbfs, tone_power};
@@ -16,6 +19,10 @@ use sabha_media::opus::{
 const TONE_AMPLITUDE: f64 = 0.3;
 /// Frames in the replayed loop: one second.
 pub const LOOP_FRAMES: usize = 50;
+/// Syllables per second: the tone's level swings from 1 to 0.2 of
+/// [`TONE_AMPLITUDE`] and back this often (a raised cosine, 14 dB deep),
+/// a whole number of times per loop.
+const SYLLABLES_HZ: f64 = 5.0;
 /// Tones of a room's talkers, in join order. Whole hertz, so one second is
 /// a whole number of cycles; chosen so that no sum or difference of two or
 /// three of them (2a−b, a+b−c) lands within 10 Hz of another.
@@ -44,7 +51,7 @@ impl Clip {
         for n in 0..2 * LOOP_FRAMES {
             for (i, s) in frame.iter_mut().enumerate() {
                 let t = ((n % LOOP_FRAMES) * FRAME_SAMPLES + i) as f64;
-                *s = (TONE_AMPLITUDE * (w * t).sin() * f64::from(i16::MAX)) as i16;
+                *s = (TONE_AMPLITUDE * envelope(t) * (w * t).sin() * f64::from(i16::MAX)) as i16;
             }
             let len = enc.encode(&frame, &mut out)?;
             if n >= LOOP_FRAMES {
@@ -71,6 +78,12 @@ impl Clip {
             frames: vec![out[..len].to_vec()],
         })
     }
+}
+
+/// The syllables' level at sample `t`: 1 at the start of each, 0.2 halfway.
+fn envelope(t: f64) -> f64 {
+    let phase = 2.0 * std::f64::consts::PI * SYLLABLES_HZ * t / f64::from(SAMPLE_RATE);
+    0.6 + 0.4 * phase.cos()
 }
 
 /// Level of `hz` in `pcm`, as the dBFS (RMS) of a sine that strong; the best
@@ -188,6 +201,40 @@ mod tests {
         assert!(v.ok, "{v:?}");
         let wrong = Verdict::judge(0, "listener", &pcm, &[440], None);
         assert!(!wrong.ok, "{wrong:?}");
+    }
+
+    /// Frames of the second second of `pcm` that a bridge encoder, planning
+    /// for 10 % loss, codes with FEC.
+    fn fec_frames(pcm: &[i16]) -> usize {
+        let settings = sabha_media::room::BRIDGE_ENCODER;
+        let mut enc = OpusEncoder::with_rate(settings, sabha_media::MixRate::Full).unwrap();
+        let mut out = [0u8; MAX_PACKET];
+        let mut with_fec = 0;
+        for (n, frame) in pcm.chunks_exact(FRAME_SAMPLES).enumerate() {
+            let len = enc.encode_samples(frame, &mut out).unwrap();
+            with_fec +=
+                usize::from(n >= LOOP_FRAMES && sabha_media::opus::carries_fec(&out[..len]));
+        }
+        with_fec
+    }
+
+    /// The server codes FEC only for what Opus takes for speech: the
+    /// syllables pass for it, their level swings, and a steady tone does not.
+    #[test]
+    fn a_tone_in_syllables_passes_for_speech() {
+        let pcm = decode(&Clip::tone(440).unwrap(), 2);
+        let frame_dbfs: Vec<f32> = pcm.chunks(FRAME_SAMPLES).map(rms_dbfs).collect();
+        let (lo, hi) = frame_dbfs[LOOP_FRAMES..]
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), &d| (lo.min(d), hi.max(d)));
+        assert!(hi - lo > 10.0, "level swings {lo:.1}..{hi:.1} dBFS");
+        let syllables = fec_frames(&pcm);
+        assert!(syllables >= 20, "{syllables} of 50 frames coded with FEC");
+        let w = 2.0 * std::f64::consts::PI * 440.0 / f64::from(SAMPLE_RATE);
+        let steady: Vec<i16> = (0..pcm.len())
+            .map(|t| (TONE_AMPLITUDE * (w * t as f64).sin() * f64::from(i16::MAX)) as i16)
+            .collect();
+        assert_eq!(fec_frames(&steady), 0, "a steady tone is no speech to Opus");
     }
 
     #[test]

@@ -64,6 +64,11 @@ pub struct Common {
     /// Pass when every step's delivery ratio is at least this.
     #[arg(long, global = true, default_value_t = 0.999)]
     pub min_delivery: f64,
+    /// Peers send no RTCP receiver reports (some SIP phones send none):
+    /// the server then plans its in-band FEC for the loss it assumes of an
+    /// unreported path, as before it read reports. Compares the two costs.
+    #[arg(long, global = true)]
+    pub no_reports: bool,
     /// Write every row and the configuration here, and a plot to FILE.svg.
     #[arg(long, global = true)]
     pub json_out: Option<PathBuf>,

@@ -20,6 +20,8 @@ pub struct Job {
     pub token: Arc<str>,
     pub send: Send,
     pub sampled: bool,
+    /// Sends RTCP receiver reports.
+    pub reports: bool,
     pub shard: usize,
 }
 
@@ -149,7 +151,7 @@ fn join_one(api: &Api, shards: &[Adder], job: Job, locations: &Mutex<Vec<String>
         id: job.id,
         error: Some((kind.to_owned(), msg)),
     };
-    let (mut peer, sdp) = match Peer::offer(job.id, job.sampled, job.send.clone()) {
+    let (mut peer, sdp) = match Peer::offer(job.id, job.sampled, job.reports, job.send.clone()) {
         Ok(x) => x,
         Err(e) => return fail("offer", e.to_string()),
     };

@@ -46,6 +46,10 @@ const DTX_EVERY: Duration = Duration::from_millis(400);
 const FRAME: Duration = Duration::from_millis(20);
 /// Pace of the client's ICE connectivity checks.
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+/// Receiver reports: the first a second after audio starts, then at
+/// libwebrtc's interval for audio. The server plans its FEC on them.
+const FIRST_REPORT_AFTER: Duration = Duration::from_secs(1);
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -109,6 +113,61 @@ impl Rx {
     }
 }
 
+/// RTCP receiver reports about the server's stream (RFC 3550 §6.4.2),
+/// from the clear RTP headers every peer counts.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reports {
+    /// Off: the peer never reports.
+    enabled: bool,
+    /// Our SSRC, the reporter's.
+    ssrc: u32,
+    /// The server's, from its first packet.
+    remote_ssrc: Option<u32>,
+    /// Extended highest sequence number and packets received at the last
+    /// report (at the first packet: one before it, and none).
+    at_last: Option<(i64, u64)>,
+    lost_total: u64,
+    next_at: Option<Instant>,
+}
+
+impl Reports {
+    /// Notes a counted packet's SSRC; `rx` has counted it.
+    fn saw(&mut self, ssrc: u32, rx: &Rx) {
+        if self.remote_ssrc.is_none() {
+            self.remote_ssrc = Some(ssrc);
+            self.at_last = rx.ext_max.map(|max| (max - 1, rx.packets - 1));
+        }
+    }
+
+    /// The report due at `now`, if one is: fraction lost since the last
+    /// one (in 256ths), cumulative lost, extended highest sequence number.
+    fn due(&mut self, now: Instant, rx: &Rx) -> Option<(u32, u8, u32, u32)> {
+        let (true, remote, Some(max), Some((last_max, last_packets))) =
+            (self.enabled, self.remote_ssrc?, rx.ext_max, self.at_last)
+        else {
+            return None;
+        };
+        if now < *self.next_at.get_or_insert(now + FIRST_REPORT_AFTER) {
+            return None;
+        }
+        self.next_at = Some(now + REPORT_EVERY);
+        let expected = (max - last_max).max(0) as u64;
+        let received = rx.packets - last_packets;
+        let lost = expected.saturating_sub(received);
+        self.lost_total += lost;
+        self.at_last = Some((max, rx.packets));
+        let fraction = (lost * 256)
+            .checked_div(expected)
+            .map_or(0, |f| f.min(255) as u8);
+        Some((
+            remote,
+            fraction,
+            self.lost_total.min(0x7f_ffff) as u32,
+            max as u32,
+        ))
+    }
+}
+
 /// The sending half of a talker.
 struct Sender {
     id: RTCRtpSenderId,
@@ -137,6 +196,7 @@ pub struct Peer {
     pub posted_at: Instant,
     pub connected_at: Option<Instant>,
     pub rx: Rx,
+    reports: Reports,
     pub rtc_errors: u64,
     pub send_errors: u64,
     pub decode_errors: u64,
@@ -153,7 +213,13 @@ pub struct Peer {
 impl Peer {
     /// Binds a socket on 127.0.0.1, builds the connection and its offer
     /// (the host candidate included: signaling is non-trickle).
-    pub fn offer(id: usize, sampled: bool, send: Send) -> Result<(Peer, String), PeerError> {
+    /// `reports`: it sends RTCP receiver reports, as browsers do.
+    pub fn offer(
+        id: usize,
+        sampled: bool,
+        reports: bool,
+        send: Send,
+    ) -> Result<(Peer, String), PeerError> {
         let std_socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
         std_socket.set_nonblocking(true)?;
         let local = std_socket.local_addr()?;
@@ -251,6 +317,11 @@ impl Peer {
             posted_at: now,
             connected_at: None,
             rx: Rx::default(),
+            reports: Reports {
+                enabled: reports,
+                ssrc,
+                ..Reports::default()
+            },
             rtc_errors: 0,
             send_errors: 0,
             decode_errors: 0,
@@ -287,13 +358,47 @@ impl Peer {
         loop {
             match self.socket.recv_from(buf) {
                 Ok((n, from)) => self.on_datagram(&buf[..n], from, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
                     self.rtc_errors += 1;
-                    return;
+                    break;
                 }
             }
         }
+        self.report(now);
+    }
+
+    /// Sends a receiver report when one is due, as a browser does: the
+    /// server tunes its in-band FEC to the loss it reports.
+    fn report(&mut self, now: Instant) {
+        if self.state != State::Connected {
+            return;
+        }
+        let Some((remote, fraction_lost, total_lost, max)) = self.reports.due(now, &self.rx) else {
+            return;
+        };
+        let rr = rtc::rtcp::receiver_report::ReceiverReport {
+            ssrc: self.reports.ssrc,
+            reports: vec![rtc::rtcp::reception_report::ReceptionReport {
+                ssrc: remote,
+                fraction_lost,
+                total_lost,
+                last_sequence_number: max,
+                ..Default::default()
+            }],
+            profile_extensions: bytes::Bytes::new(),
+        };
+        let Some(id) = self.pc.get_receivers().next() else {
+            return;
+        };
+        let sent = self
+            .pc
+            .rtp_receiver(id)
+            .map(|mut receiver| receiver.write_rtcp(now, vec![Box::new(rr)]));
+        if !matches!(sent, Some(Ok(()))) {
+            self.send_errors += 1;
+        }
+        self.drain(now);
     }
 
     fn on_datagram(&mut self, d: &[u8], from: SocketAddr, now: Instant) {
@@ -302,6 +407,8 @@ impl Peer {
         if d.len() >= 12 && (128..=191).contains(&d[0]) && !(64..=95).contains(&(d[1] & 0x7f)) {
             self.rx
                 .count(u16::from_be_bytes([d[2], d[3]]), d.len(), now);
+            self.reports
+                .saw(u32::from_be_bytes([d[8], d[9], d[10], d[11]]), &self.rx);
             if !self.sampled {
                 return;
             }
@@ -477,5 +584,35 @@ mod tests {
         // A late, reordered packet does not move the maximum back.
         rx.count(2, 100, t0 + Duration::from_millis(510));
         assert_eq!(rx.ext_max, Some(65539));
+    }
+
+    #[test]
+    fn receiver_reports_give_the_loss_since_the_last_one() {
+        let mut rx = Rx::default();
+        let mut reports = Reports {
+            enabled: true,
+            ..Reports::default()
+        };
+        let t0 = Instant::now();
+        assert_eq!(reports.due(t0, &rx), None, "nothing received");
+        // 10 of 20 packets arrive (every other one), across the wrap.
+        for seq in (65530u16..65535).chain(0..15).step_by(2) {
+            rx.count(seq, 100, t0);
+            reports.saw(0xabcd, &rx);
+        }
+        assert_eq!(reports.due(t0, &rx), None, "the first waits a second");
+        let first = t0 + FIRST_REPORT_AFTER;
+        // 65530 to 65536 + 13: 20 expected, 10 received.
+        let (ssrc, fraction, total, max) = reports.due(first, &rx).unwrap();
+        assert_eq!((ssrc, fraction, total, max), (0xabcd, 128, 10, 65536 + 13));
+        assert_eq!(reports.due(first + REPORT_EVERY / 2, &rx), None);
+        // Then 11 more, none lost.
+        for seq in 14..25 {
+            rx.count(seq, 100, first);
+        }
+        let (_, fraction, total, _) = reports.due(first + REPORT_EVERY, &rx).unwrap();
+        assert_eq!((fraction, total), (0, 10));
+        reports.enabled = false;
+        assert_eq!(reports.due(first + REPORT_EVERY * 2, &rx), None, "off");
     }
 }

@@ -277,6 +277,7 @@ impl<'a> Runner<'a> {
             token: token.clone(),
             send,
             sampled,
+            reports: !self.cli.common.no_reports,
             shard: id % self.shards.len(),
         }
     }
