@@ -50,6 +50,25 @@ const LABEL_SALT: u8 = 0x02;
 const LABEL_RTCP_ENCRYPTION: u8 = 0x03;
 const LABEL_RTCP_AUTH: u8 = 0x04;
 const LABEL_RTCP_SALT: u8 = 0x05;
+
+/// The key derivation labels of one protocol.
+#[derive(Debug, Clone, Copy)]
+struct Labels {
+    encryption: u8,
+    auth: u8,
+    salt: u8,
+}
+
+const SRTP_LABELS: Labels = Labels {
+    encryption: LABEL_ENCRYPTION,
+    auth: LABEL_AUTH,
+    salt: LABEL_SALT,
+};
+const SRTCP_LABELS: Labels = Labels {
+    encryption: LABEL_RTCP_ENCRYPTION,
+    auth: LABEL_RTCP_AUTH,
+    salt: LABEL_RTCP_SALT,
+};
 /// SRTCP's clear part: the first RTCP header and the sender's SSRC.
 const SRTCP_HEADER_LEN: usize = 8;
 /// The E flag and the 31-bit SRTCP index, after the encrypted part.
@@ -287,7 +306,8 @@ fn derive(
     }
 }
 
-/// The session cipher of one outgoing SRTP stream.
+/// The session cipher of one stream: our SRTP (encrypting) or the peer's
+/// SRTCP (decrypting).
 enum Cipher {
     Gcm128 {
         cipher: Box<dyn AeadAes128GcmCipher>,
@@ -306,37 +326,45 @@ enum Cipher {
 }
 
 impl Cipher {
-    fn new(crypto: &CryptoProvider, keys: &ExportedKeys) -> Result<Self, SrtpError> {
+    /// Session keys derived with `labels` from `side`'s master key: ours
+    /// encrypt, the peer's decrypt.
+    fn new(
+        crypto: &CryptoProvider,
+        keys: &ExportedKeys,
+        side: Side,
+        labels: Labels,
+    ) -> Result<Self, SrtpError> {
         let srtp = crypto.srtp_provider;
+        let encrypt = side == Side::Ours;
         Ok(match keys.profile {
             SrtpProfile::AEAD_AES_128_GCM => {
-                let (master, master_salt) = master::<16, 12>(keys, Side::Ours)?;
+                let (master, master_salt) = master::<16, 12>(keys, side)?;
                 let (mut key, mut salt) = ([0; 16], [0; 12]);
-                derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
-                derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
+                derive(srtp, &master, &master_salt, labels.encryption, &mut key);
+                derive(srtp, &master, &master_salt, labels.salt, &mut salt);
                 Cipher::Gcm128 {
-                    cipher: srtp.aead_aes_128_gcm().create_cipher(key, true),
+                    cipher: srtp.aead_aes_128_gcm().create_cipher(key, encrypt),
                     salt,
                 }
             }
             SrtpProfile::AEAD_AES_256_GCM => {
-                let (master, master_salt) = master::<32, 12>(keys, Side::Ours)?;
+                let (master, master_salt) = master::<32, 12>(keys, side)?;
                 let (mut key, mut salt) = ([0; 32], [0; 12]);
-                derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
-                derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
+                derive(srtp, &master, &master_salt, labels.encryption, &mut key);
+                derive(srtp, &master, &master_salt, labels.salt, &mut salt);
                 Cipher::Gcm256 {
-                    cipher: srtp.aead_aes_256_gcm().create_cipher(key, true),
+                    cipher: srtp.aead_aes_256_gcm().create_cipher(key, encrypt),
                     salt,
                 }
             }
             SrtpProfile::AES128_CM_SHA1_80 => {
-                let (master, master_salt) = master::<16, 14>(keys, Side::Ours)?;
+                let (master, master_salt) = master::<16, 14>(keys, side)?;
                 let (mut key, mut salt, mut auth_key) = ([0; 16], [0; 14], [0; 20]);
-                derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
-                derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
-                derive(srtp, &master, &master_salt, LABEL_AUTH, &mut auth_key);
+                derive(srtp, &master, &master_salt, labels.encryption, &mut key);
+                derive(srtp, &master, &master_salt, labels.salt, &mut salt);
+                derive(srtp, &master, &master_salt, labels.auth, &mut auth_key);
                 Cipher::CmSha1 {
-                    cipher: srtp.aes_128_cm_sha1_80().create_cipher(key, true),
+                    cipher: srtp.aes_128_cm_sha1_80().create_cipher(key, encrypt),
                     salt,
                     auth_key,
                     hmac: crypto.sha1_hmac_provider,
@@ -416,7 +444,7 @@ impl SrtpSender {
         first_seq: u16,
     ) -> Result<Self, SrtpError> {
         Ok(Self {
-            cipher: Cipher::new(crypto, keys)?,
+            cipher: Cipher::new(crypto, keys, Side::Ours, SRTP_LABELS)?,
             ssrc,
             index: u64::from(first_seq),
             expected_rtp_time: None,
@@ -470,30 +498,12 @@ pub enum SrtcpError {
     Replayed(u32),
 }
 
-/// The session cipher of the peer's SRTCP.
-enum RtcpCipher {
-    Gcm128 {
-        cipher: Box<dyn AeadAes128GcmCipher>,
-        salt: [u8; AeadAes128Gcm::SALT_LEN],
-    },
-    Gcm256 {
-        cipher: Box<dyn AeadAes256GcmCipher>,
-        salt: [u8; AeadAes256Gcm::SALT_LEN],
-    },
-    CmSha1 {
-        cipher: Box<dyn Aes128CmSha1_80Cipher>,
-        salt: [u8; Aes128CmSha1_80::SALT_LEN],
-        auth_key: [u8; Aes128CmSha1_80::HMAC_KEY_LEN],
-        hmac: &'static dyn Sha1HmacProvider,
-    },
-}
-
 /// Reads the peer's SRTCP (RFC 3711 §3.4, RFC 7714 §9) for the loss it
 /// reports about our audio (see `rtcp`). str0m reads the same packets for
 /// itself but keeps what they say; this second reading costs a decrypt
 /// about once a second per peer, into the caller's buffer, no allocation.
 pub struct SrtcpReceiver {
-    cipher: RtcpCipher,
+    cipher: Cipher,
     /// The highest SRTCP index accepted per sending SSRC (each has its own
     /// index, RFC 3711 §3.2.3: webrtc-rs numbers its SR and RR apart): an
     /// older one is a replay, or reordered, which for a loss report is as
@@ -503,43 +513,7 @@ pub struct SrtcpReceiver {
 
 impl SrtcpReceiver {
     pub fn new(crypto: &CryptoProvider, keys: &ExportedKeys) -> Result<Self, SrtpError> {
-        let srtp = crypto.srtp_provider;
-        let cipher = match keys.profile {
-            SrtpProfile::AEAD_AES_128_GCM => {
-                let (master, master_salt) = master::<16, 12>(keys, Side::Peer)?;
-                let (mut key, mut salt) = ([0; 16], [0; 12]);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_ENCRYPTION, &mut key);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_SALT, &mut salt);
-                RtcpCipher::Gcm128 {
-                    cipher: srtp.aead_aes_128_gcm().create_cipher(key, false),
-                    salt,
-                }
-            }
-            SrtpProfile::AEAD_AES_256_GCM => {
-                let (master, master_salt) = master::<32, 12>(keys, Side::Peer)?;
-                let (mut key, mut salt) = ([0; 32], [0; 12]);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_ENCRYPTION, &mut key);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_SALT, &mut salt);
-                RtcpCipher::Gcm256 {
-                    cipher: srtp.aead_aes_256_gcm().create_cipher(key, false),
-                    salt,
-                }
-            }
-            SrtpProfile::AES128_CM_SHA1_80 => {
-                let (master, master_salt) = master::<16, 14>(keys, Side::Peer)?;
-                let (mut key, mut salt, mut auth_key) = ([0; 16], [0; 14], [0; 20]);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_ENCRYPTION, &mut key);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_SALT, &mut salt);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_AUTH, &mut auth_key);
-                RtcpCipher::CmSha1 {
-                    cipher: srtp.aes_128_cm_sha1_80().create_cipher(key, false),
-                    salt,
-                    auth_key,
-                    hmac: crypto.sha1_hmac_provider,
-                }
-            }
-            other => return Err(SrtpError::UnsupportedProfile(other)),
-        };
+        let cipher = Cipher::new(crypto, keys, Side::Peer, SRTCP_LABELS)?;
         Ok(Self {
             cipher,
             highest: ArrayVec::new(),
@@ -557,10 +531,7 @@ impl SrtcpReceiver {
         if out.len() < packet.len() + SRTCP_SLACK {
             return Err(SrtcpError::BufferTooSmall);
         }
-        let tag_len = match self.cipher {
-            RtcpCipher::CmSha1 { .. } => Aes128CmSha1_80::HMAC_TAG_LEN,
-            RtcpCipher::Gcm128 { .. } | RtcpCipher::Gcm256 { .. } => AeadAes128Gcm::TAG_LEN,
-        };
+        let tag_len = self.cipher.tag_len();
         if packet.len() < SRTCP_HEADER_LEN + SRTCP_INDEX_LEN + tag_len {
             return Err(SrtcpError::TooShort);
         }
@@ -568,7 +539,7 @@ impl SrtcpReceiver {
         // Where the E flag and index sit: before the HMAC tag (RFC 3711),
         // at the very end after the GCM tag (RFC 7714).
         let index_at = match self.cipher {
-            RtcpCipher::CmSha1 { .. } => packet.len() - tag_len - SRTCP_INDEX_LEN,
+            Cipher::CmSha1 { .. } => packet.len() - tag_len - SRTCP_INDEX_LEN,
             _ => packet.len() - SRTCP_INDEX_LEN,
         };
         let e_and_index: [u8; 4] = packet[index_at..index_at + SRTCP_INDEX_LEN]
@@ -583,7 +554,7 @@ impl SrtcpReceiver {
         }
         let header = &packet[..SRTCP_HEADER_LEN];
         let plain_len = match &mut self.cipher {
-            RtcpCipher::CmSha1 {
+            Cipher::CmSha1 {
                 cipher,
                 salt,
                 auth_key,
@@ -606,13 +577,13 @@ impl SrtcpReceiver {
                 }
                 index_at
             }
-            RtcpCipher::Gcm128 { cipher, salt } => {
+            Cipher::Gcm128 { cipher, salt } => {
                 let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
                 gcm_open(packet, index_at, encrypted, out, |aads, input, to| {
                     cipher.decrypt(&iv, aads, input, to)
                 })?
             }
-            RtcpCipher::Gcm256 { cipher, salt } => {
+            Cipher::Gcm256 { cipher, salt } => {
                 let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, index);
                 gcm_open(packet, index_at, encrypted, out, |aads, input, to| {
                     cipher.decrypt(&iv, aads, input, to)
@@ -764,6 +735,23 @@ mod tests {
         }
     }
 
+    /// A session key, salt and authentication key, derived again for the
+    /// independent readings below.
+    fn session_keys<const K: usize, const S: usize>(
+        p: &CryptoProvider,
+        keys: &ExportedKeys,
+        side: Side,
+        labels: Labels,
+    ) -> ([u8; K], [u8; S], [u8; 20]) {
+        let (master, master_salt) = master::<K, S>(keys, side).unwrap();
+        let (mut key, mut salt, mut auth) = ([0; K], [0; S], [0; 20]);
+        let srtp = p.srtp_provider;
+        derive(srtp, &master, &master_salt, labels.encryption, &mut key);
+        derive(srtp, &master, &master_salt, labels.salt, &mut salt);
+        derive(srtp, &master, &master_salt, labels.auth, &mut auth);
+        (key, salt, auth)
+    }
+
     /// An independent reading of RFC 3711/7714's receive side, from the
     /// provider's primitives.
     fn unprotect(p: &CryptoProvider, keys: &ExportedKeys, packet: &[u8], index: u64) -> Vec<u8> {
@@ -773,11 +761,7 @@ mod tests {
         let (roc, seq) = ((index >> 16) as u32, index as u16);
         match keys.profile {
             SrtpProfile::AES128_CM_SHA1_80 => {
-                let (master, master_salt) = master::<16, 14>(keys, Side::Ours).unwrap();
-                let (mut key, mut salt, mut auth) = ([0; 16], [0; 14], [0; 20]);
-                derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
-                derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
-                derive(srtp, &master, &master_salt, LABEL_AUTH, &mut auth);
+                let (key, salt, auth) = session_keys::<16, 14>(p, keys, Side::Ours, SRTP_LABELS);
                 let (body, tag) = packet.split_at(packet.len() - 10);
                 let sign = |k: &[u8], parts: &[&[u8]]| p.sha1_hmac_provider.sha1_hmac(k, parts);
                 assert!(Aes128CmSha1_80::rtp_verify(sign, &auth, body, index, tag));
@@ -790,10 +774,7 @@ mod tests {
                 plain
             }
             SrtpProfile::AEAD_AES_128_GCM => {
-                let (master, master_salt) = master::<16, 12>(keys, Side::Ours).unwrap();
-                let (mut key, mut salt) = ([0; 16], [0; 12]);
-                derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
-                derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
+                let (key, salt, _) = session_keys::<16, 12>(p, keys, Side::Ours, SRTP_LABELS);
                 let mut cipher = srtp.aead_aes_128_gcm().create_cipher(key, false);
                 let iv = AeadAes128Gcm::rtp_iv(salt, ssrc, roc, seq);
                 let mut plain = vec![0; rest.len()];
@@ -802,10 +783,7 @@ mod tests {
                 plain
             }
             SrtpProfile::AEAD_AES_256_GCM => {
-                let (master, master_salt) = master::<32, 12>(keys, Side::Ours).unwrap();
-                let (mut key, mut salt) = ([0; 32], [0; 12]);
-                derive(srtp, &master, &master_salt, LABEL_ENCRYPTION, &mut key);
-                derive(srtp, &master, &master_salt, LABEL_SALT, &mut salt);
+                let (key, salt, _) = session_keys::<32, 12>(p, keys, Side::Ours, SRTP_LABELS);
                 let mut cipher = srtp.aead_aes_256_gcm().create_cipher(key, false);
                 let iv = AeadAes256Gcm::rtp_iv(salt, ssrc, roc, seq);
                 let mut plain = vec![0; rest.len()];
@@ -833,11 +811,7 @@ mod tests {
         let mut out = header.to_vec();
         match ours.profile {
             SrtpProfile::AES128_CM_SHA1_80 => {
-                let (master, master_salt) = master::<16, 14>(ours, Side::Peer).unwrap();
-                let (mut key, mut salt, mut auth) = ([0; 16], [0; 14], [0; 20]);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_ENCRYPTION, &mut key);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_SALT, &mut salt);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_AUTH, &mut auth);
+                let (key, salt, auth) = session_keys::<16, 14>(p, ours, Side::Peer, SRTCP_LABELS);
                 if encrypt {
                     let mut cipher = srtp.aes_128_cm_sha1_80().create_cipher(key, true);
                     let iv = Aes128CmSha1_80::rtp_iv(salt, ssrc, u64::from(index));
@@ -852,10 +826,7 @@ mod tests {
                 out.extend_from_slice(&tag[..10]);
             }
             SrtpProfile::AEAD_AES_128_GCM => {
-                let (master, master_salt) = master::<16, 12>(ours, Side::Peer).unwrap();
-                let (mut key, mut salt) = ([0; 16], [0; 12]);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_ENCRYPTION, &mut key);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_SALT, &mut salt);
+                let (key, salt, _) = session_keys::<16, 12>(p, ours, Side::Peer, SRTCP_LABELS);
                 let mut cipher = srtp.aead_aes_128_gcm().create_cipher(key, true);
                 let iv = AeadAes128Gcm::rtcp_iv(salt, ssrc, index);
                 if encrypt {
@@ -873,10 +844,7 @@ mod tests {
                 out.extend_from_slice(&e_and_index);
             }
             SrtpProfile::AEAD_AES_256_GCM => {
-                let (master, master_salt) = master::<32, 12>(ours, Side::Peer).unwrap();
-                let (mut key, mut salt) = ([0; 32], [0; 12]);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_ENCRYPTION, &mut key);
-                derive(srtp, &master, &master_salt, LABEL_RTCP_SALT, &mut salt);
+                let (key, salt, _) = session_keys::<32, 12>(p, ours, Side::Peer, SRTCP_LABELS);
                 let mut cipher = srtp.aead_aes_256_gcm().create_cipher(key, true);
                 let iv = AeadAes256Gcm::rtcp_iv(salt, ssrc, index);
                 assert!(encrypt, "only the encrypted form is tested for GCM-256");
