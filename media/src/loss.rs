@@ -1,10 +1,10 @@
 //! From the loss receivers report to the loss each encoder plans for.
 //!
-//! Opus's in-band FEC (LBRR) re-codes every frame at a lower rate inside
-//! the next packet, so one lost packet costs nothing audible; it nearly
-//! doubles the cost of a wideband encode and adds about 40 % to the packet
-//! (docs/media.md, "In-band FEC follows reported loss"). On a clean path
-//! it is all cost, on 3G it is what keeps a word whole. So every encoder is
+//! Opus's in-band FEC (LBRR) re-codes each speech frame at a lower rate
+//! inside the next packet, so one lost packet costs nothing audible; it
+//! makes a wideband encode about 20 % dearer and the packet about 40 %
+//! bigger (docs/media.md, "In-band FEC follows reported loss"). On a clean
+//! path it is all cost, on 3G it is what keeps a word whole. So every encoder is
 //! told the loss its receivers report (RTCP, see `rtcp`), and Opus decides:
 //! no LBRR at 0 %, and, above 5 %, a narrower band rather than no FEC when
 //! the bitrate is short.
