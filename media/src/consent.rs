@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use str0m::crypto::Sha1HmacProvider;
 use str0m::ice::{StunMessage, TransId};
 
+use crate::rtcp;
 use crate::session::CloseReason;
 
 /// A retired listener whose consent checks stop for this long is gone
@@ -169,7 +170,7 @@ impl AfterRetirement {
                 Self::DtlsAlert
             }
             [20..=63, ..] => Self::DtlsOther,
-            [128..=191, 192..=223, ..] => Self::Rtcp,
+            d if rtcp::is_rtcp(d) => Self::Rtcp,
             [128..=191, ..] => Self::Rtp,
             _ => Self::Malformed,
         }

@@ -40,6 +40,7 @@ use crate::loss::UNREPORTED_PCT;
 use crate::opus::{FRAME_SAMPLES, MixRate};
 use crate::red;
 use crate::room::{Delivery, Profile, Room, RoomConfig, RoomStats};
+use crate::rtcp;
 use crate::sdp::{OfferError, check_offer};
 use crate::session::{CloseReason, IceText, Session, Stack, Traffic};
 use crate::srtp;
@@ -362,11 +363,6 @@ fn speaking_news(entry: &mut RoomEntry) -> Option<Event> {
     })
 }
 
-/// RTCP, not RTP, by RFC 5761 §4's payload-type ranges.
-fn is_rtcp(datagram: &[u8]) -> bool {
-    matches!(datagram, [128..=191, 192..=223, ..])
-}
-
 /// Whether a table of `len` entries in `capacity` slots is worth shrinking:
 /// small tables are left alone, as are tables that still hold a quarter.
 fn mostly_empty(len: usize, capacity: usize) -> bool {
@@ -577,7 +573,7 @@ impl Engine {
         if let Some(&first) = bytes.first() {
             s.saw_datagram(now, first);
         }
-        if is_rtcp(bytes) {
+        if rtcp::is_rtcp(bytes) {
             // str0m reads it too, for itself; a packet it rejects is counted
             // there, so a failure here is not counted twice.
             let scratch = &mut self.rtcp_scratch[..];

@@ -36,12 +36,11 @@ pub struct ReportedLoss {
 impl ReportedLoss {
     /// A report block's fraction lost (in 256ths, RFC 3550 §6.4.1).
     pub fn report(&mut self, now: Instant, fraction_lost: u8) {
-        let pct = ((u32::from(fraction_lost) * 100 + 128) / 256) as u8;
-        let pct = pct.min(MAX_PCT);
-        let replaces = self
+        let pct = percent(fraction_lost);
+        let replaced = self
             .peak
-            .is_none_or(|(peak, at)| pct >= peak || now.saturating_duration_since(at) >= PEAK_HOLD);
-        if replaces {
+            .is_none_or(|(peak, at)| replaces(peak, now.saturating_duration_since(at), pct));
+        if replaced {
             self.peak = Some((pct, now));
         }
     }
@@ -50,6 +49,17 @@ impl ReportedLoss {
     pub fn pct(&self) -> u8 {
         self.peak.map_or(UNREPORTED_PCT, |(pct, _)| pct)
     }
+}
+
+/// A fraction lost (in 256ths) in whole percent, at most [`MAX_PCT`].
+fn percent(fraction_lost: u8) -> u8 {
+    (((u32::from(fraction_lost) * 100 + 128) / 256) as u8).min(MAX_PCT)
+}
+
+/// Whether a report of `pct` takes the place of a peak of `peak` percent
+/// reported `age` ago: a higher one always, a lower one after the hold.
+fn replaces(peak: u8, age: Duration, pct: u8) -> bool {
+    pct >= peak || age >= PEAK_HOLD
 }
 
 /// The losses of one mix's receivers, counted per percent.
@@ -93,38 +103,28 @@ impl LossTally {
 mod tests {
     use super::*;
 
-    /// The origin of the tests' time, their only clock read.
-    fn origin() -> Instant {
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
-
     #[test]
     fn a_receiver_counts_as_unreported_until_it_reports() {
-        let t0 = origin();
-        let mut loss = ReportedLoss::default();
-        assert_eq!(loss.pct(), UNREPORTED_PCT);
-        loss.report(t0, 0);
-        assert_eq!(loss.pct(), 0);
-        loss.report(t0, 26); // 26/256 ≈ 10 %
-        assert_eq!(loss.pct(), 10);
-        loss.report(t0, 255);
-        assert_eq!(loss.pct(), MAX_PCT, "capped");
-        loss.report(t0, 1);
-        assert_eq!(loss.pct(), MAX_PCT, "the peak holds");
+        assert_eq!(ReportedLoss::default().pct(), UNREPORTED_PCT);
+        assert_eq!(percent(0), 0);
+        assert_eq!(percent(26), 10, "26/256 ≈ 10 %");
+        assert_eq!(percent(255), MAX_PCT, "capped");
+        assert!(replaces(0, Duration::ZERO, 10), "a higher report");
+        assert!(
+            !replaces(MAX_PCT, Duration::ZERO, percent(1)),
+            "the peak holds"
+        );
     }
 
     #[test]
     fn a_peak_gives_way_to_lower_reports_after_the_hold() {
-        let t0 = origin();
-        let mut loss = ReportedLoss::default();
-        loss.report(t0, 51); // 20 %
-        loss.report(t0 + PEAK_HOLD / 2, 13);
-        assert_eq!(loss.pct(), 20);
-        loss.report(t0 + PEAK_HOLD, 13);
-        assert_eq!(loss.pct(), 5);
-        loss.report(t0 + PEAK_HOLD * 2, 0);
-        assert_eq!(loss.pct(), 0, "a lower report after the hold replaces it");
+        assert!(!replaces(20, PEAK_HOLD / 2, percent(13)));
+        assert!(replaces(20, PEAK_HOLD, percent(13)));
+        assert_eq!(percent(13), 5);
+        assert!(
+            replaces(5, PEAK_HOLD, 0),
+            "a lower report after the hold replaces it"
+        );
     }
 
     fn tally(losses: &[u8]) -> LossTally {

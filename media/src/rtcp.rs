@@ -8,6 +8,12 @@
 //! else in a compound packet is looked at, and anything malformed ends the
 //! walk with what was found so far: this never fails, it only finds less.
 
+/// RTCP, not RTP, by RFC 5761 §4's payload-type ranges (the first byte
+/// 128..=191 being RTP or RTCP, RFC 7983).
+pub(crate) fn is_rtcp(datagram: &[u8]) -> bool {
+    matches!(datagram, [128..=191, 192..=223, ..])
+}
+
 /// RTCP packet types that carry report blocks.
 const PT_SR: u8 = 200;
 const PT_RR: u8 = 201;

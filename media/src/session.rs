@@ -248,10 +248,8 @@ impl Session {
                 Ok(None) | Err(_) => return false,
             }
         }
-        if self.srtcp.is_none() {
-            // The keys go now; without a receiver its reports go unread.
-            self.srtcp = self.keys().and_then(|k| SrtcpReceiver::new(crypto, k).ok());
-        }
+        // The keys go now; without a receiver its reports go unread.
+        self.make_srtcp_receiver(crypto);
         self.stack = Stack::Retired(Consent::new(now));
         self.keys = None;
         true
@@ -329,9 +327,7 @@ impl Session {
         let Some(ssrc) = self.sender.as_ref().map(SrtpSender::ssrc) else {
             return Ok(false);
         };
-        if self.srtcp.is_none() {
-            self.srtcp = self.keys().and_then(|k| SrtcpReceiver::new(crypto, k).ok());
-        }
+        self.make_srtcp_receiver(crypto);
         let Some(receiver) = self.srtcp.as_mut() else {
             return Ok(false);
         };
@@ -341,6 +337,13 @@ impl Session {
             self.reported_loss.report(now, fraction);
         }
         Ok(fraction.is_some())
+    }
+
+    /// Makes the SRTCP receiver from the keys, once, while there are keys.
+    fn make_srtcp_receiver(&mut self, crypto: &CryptoProvider) {
+        if self.srtcp.is_none() {
+            self.srtcp = self.keys().and_then(|k| SrtcpReceiver::new(crypto, k).ok());
+        }
     }
 
     /// The loss (percent) to plan this peer's audio for (see `loss`).
